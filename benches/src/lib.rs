@@ -1,0 +1,1 @@
+//! Benchmarks of netproto; see `benches/` and `docs/PERFORMANCE.md`.

@@ -1,0 +1,122 @@
+//! The incremental frame decoder.
+
+use bytes::{Buf, BytesMut};
+
+use crate::frame::{DEFAULT_MAX_FRAME_LEN, HEADER_LEN, Header};
+use crate::{Error, Frame};
+
+/// Largest read the decoder asks for at once, in bytes, through
+/// [`Decoder::read_hint`].
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Splits frames off the front of a byte buffer.
+///
+/// The decoder is incremental: any split of the byte stream, down to one byte
+/// at a time, yields the same frames. It checks a header's limits as soon as
+/// the header's six bytes are present, and it never reserves memory for a body
+/// the peer has only declared: the buffer grows only with bytes that arrived.
+///
+/// A decoded data body is a [`Bytes`](bytes::Bytes) split off the caller's
+/// buffer, without copying.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::BytesMut;
+/// use netproto_wire::{Decoder, Encoder, Frame};
+///
+/// let mut wire = BytesMut::new();
+/// Encoder::default().encode(&Frame::Ping(7), &mut wire)?;
+///
+/// let mut decoder = Decoder::default();
+/// let mut received = BytesMut::new();
+/// received.extend_from_slice(&wire[..3]);
+/// assert_eq!(decoder.decode(&mut received)?, None); // needs more bytes
+/// received.extend_from_slice(&wire[3..]);
+/// assert_eq!(decoder.decode(&mut received)?, Some(Frame::Ping(7)));
+/// # Ok::<(), netproto_wire::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoder {
+    max_frame_len: u32,
+}
+
+impl Default for Decoder {
+    /// A decoder with the default 16 MiB body limit.
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl Decoder {
+    /// A decoder that refuses data bodies longer than `max_frame_len` bytes.
+    pub const fn new(max_frame_len: u32) -> Self {
+        Self { max_frame_len }
+    }
+
+    /// The body-length limit of this decoder.
+    pub const fn max_frame_len(&self) -> u32 {
+        self.max_frame_len
+    }
+
+    /// Splits the next complete frame off the front of `src`.
+    ///
+    /// Returns `Ok(None)` when `src` does not yet hold a whole frame; `src` is
+    /// then left as it was, and nothing is allocated.
+    ///
+    /// # Errors
+    ///
+    /// Any header or body error of [`Error`]. The stream is then out of sync:
+    /// close the connection.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let Some(header) = self.peek_header(src)? else {
+            return Ok(None);
+        };
+        let total = frame_len(header);
+        if src.len() < total {
+            return Ok(None);
+        }
+        let mut frame = src.split_to(total);
+        frame.advance(HEADER_LEN);
+        Frame::from_parts(header, frame.freeze()).map(Some)
+    }
+
+    /// Parses and checks the header at the front of `src`, if it is all there.
+    ///
+    /// # Errors
+    ///
+    /// The header errors of [`Header::parse`].
+    pub fn peek_header(&self, src: &[u8]) -> Result<Option<Header>, Error> {
+        src.first_chunk::<HEADER_LEN>()
+            .map(|bytes| Header::parse(*bytes, self.max_frame_len))
+            .transpose()
+    }
+
+    /// How many bytes a reader should make room for before its next read.
+    ///
+    /// This is the number of bytes still missing from the frame at the front
+    /// of `src`, at least [`HEADER_LEN`] and at most [`READ_CHUNK`], so that a
+    /// reader who reserves exactly this much never holds room for more than one
+    /// chunk beyond what the peer sent, whatever length the peer declared.
+    /// When `src` already holds a whole frame it returns [`READ_CHUNK`], so
+    /// that a stream of small frames is read in large pieces.
+    ///
+    /// # Errors
+    ///
+    /// The header errors of [`Header::parse`].
+    pub fn read_hint(&self, src: &[u8]) -> Result<usize, Error> {
+        let missing = match self.peek_header(src)? {
+            None => HEADER_LEN.saturating_sub(src.len()),
+            Some(header) => frame_len(header).saturating_sub(src.len()),
+        };
+        Ok(match missing {
+            0 => READ_CHUNK,
+            n => n.clamp(HEADER_LEN, READ_CHUNK),
+        })
+    }
+}
+
+/// Header plus body length; a `u32` always fits in `usize` on the targets we build for.
+fn frame_len(header: Header) -> usize {
+    HEADER_LEN.saturating_add(usize::try_from(header.len).unwrap_or(usize::MAX))
+}

@@ -1,0 +1,371 @@
+//! Message envelopes, and the typed messages built into the protocol.
+
+use alloc::string::String;
+use core::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::{Compression, Data, Encoder, Error, Frame};
+
+/// Longest message type name, in bytes.
+pub const MAX_TYPE_LEN: usize = 255;
+
+/// A message type name: 1 to [`MAX_TYPE_LEN`] bytes of UTF-8.
+///
+/// Handlers are registered by this name. Decoding slices it out of the
+/// received frame, so it costs no allocation.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageType(Bytes);
+
+impl MessageType {
+    /// The type of [`Message::Ping`].
+    pub const PING: Self = Self::from_static("PING");
+    /// The type of [`Message::Pong`].
+    pub const PONG: Self = Self::from_static("PONG");
+    /// The type of [`Message::Echo`].
+    pub const ECHO: Self = Self::from_static("ECHO");
+    /// The type of [`Message::Unknown`].
+    pub const UNKNOWN: Self = Self::from_static("UNKNOWN");
+
+    /// The names reserved for the built-in messages.
+    pub const RESERVED: [&'static str; 4] = ["PING", "PONG", "ECHO", "UNKNOWN"];
+
+    /// A type name from a string literal, checked at compile time in constants.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is empty or longer than [`MAX_TYPE_LEN`]: a programming
+    /// error, caught at compile time when used in a `const`.
+    pub const fn from_static(name: &'static str) -> Self {
+        assert!(
+            !name.is_empty() && name.len() <= MAX_TYPE_LEN,
+            "message type names have 1 to 255 bytes"
+        );
+        Self(Bytes::from_static(name.as_bytes()))
+    }
+
+    /// A type name from any string.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadTypeName`] when `name` is empty or too long.
+    pub fn new(name: impl Into<String>) -> Result<Self, Error> {
+        let name: String = name.into();
+        check_type_len(name.len())?;
+        Ok(Self(Bytes::from(name.into_bytes())))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        // Every constructor checks UTF-8, so the fallback is never taken.
+        core::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Whether this is one of the [`RESERVED`](Self::RESERVED) names.
+    pub fn is_reserved(&self) -> bool {
+        Self::RESERVED.contains(&self.as_str())
+    }
+}
+
+impl fmt::Debug for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<&str> for MessageType {
+    type Error = Error;
+
+    fn try_from(name: &str) -> Result<Self, Error> {
+        Self::new(name)
+    }
+}
+
+fn check_type_len(len: usize) -> Result<(), Error> {
+    if (1..=MAX_TYPE_LEN).contains(&len) {
+        Ok(())
+    } else {
+        Err(Error::BadTypeName(len))
+    }
+}
+
+/// The postcard-encoded head of an envelope; the payload follows it unencoded.
+#[derive(Serialize, Deserialize)]
+struct Head<'a> {
+    request_id: u64,
+    #[serde(borrow)]
+    msg_type: &'a str,
+}
+
+/// A message as carried in a data frame: request id, type name, payload.
+///
+/// Layout: the postcard encoding of `(request_id: u64, msg_type: &str)` (a
+/// varint, then a varint length and the UTF-8 bytes), then the payload up to
+/// the end of the frame body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Correlates a response with its request; 0 means one-way (no response).
+    pub request_id: u64,
+    /// The message type name, used to route the message to its handler.
+    pub msg_type: MessageType,
+    /// Application bytes.
+    pub payload: Bytes,
+}
+
+impl Envelope {
+    /// An envelope.
+    pub const fn new(request_id: u64, msg_type: MessageType, payload: Bytes) -> Self {
+        Self {
+            request_id,
+            msg_type,
+            payload,
+        }
+    }
+
+    /// Decodes an envelope from an uncompressed data-frame body.
+    ///
+    /// The type name and the payload are slices of `body`: nothing is copied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadEnvelope`] when the head is malformed or not UTF-8,
+    /// [`Error::BadTypeName`] when the type name is empty or too long.
+    pub fn decode(body: Bytes) -> Result<Self, Error> {
+        let (head, rest) = postcard::take_from_bytes::<Head<'_>>(&body).map_err(|e| match e {
+            postcard::Error::DeserializeBadUtf8 => Error::InvalidUtf8("message type"),
+            _ => Error::BadEnvelope,
+        })?;
+        check_type_len(head.msg_type.len())?;
+        Ok(Self {
+            request_id: head.request_id,
+            msg_type: MessageType(body.slice_ref(head.msg_type.as_bytes())),
+            payload: body.slice_ref(rest),
+        })
+    }
+
+    /// Length of the encoded envelope, which is the data frame's body length.
+    pub fn encoded_len(&self) -> usize {
+        let type_len = self.msg_type.0.len();
+        varint_len(self.request_id) + varint_len(type_len as u64) + type_len + self.payload.len()
+    }
+
+    /// Appends the encoded envelope to `dst`.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(self.encoded_len());
+        let head = Head {
+            request_id: self.request_id,
+            msg_type: self.msg_type.as_str(),
+        };
+        // Writing a u64 and a str into a growable buffer cannot fail.
+        let _ = postcard::serialize_with_flavor(&head, Extend(dst));
+        dst.put_slice(&self.payload);
+    }
+
+    /// Appends a whole uncompressed data frame carrying this envelope to `dst`,
+    /// without building the body separately.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EncodeTooLarge`] when the envelope exceeds the encoder's limit.
+    pub fn encode_frame(&self, encoder: &Encoder, dst: &mut BytesMut) -> Result<(), Error> {
+        let len = self.encoded_len();
+        encoder.encode_data_header(Compression::None, len, dst)?;
+        self.encode(dst);
+        Ok(())
+    }
+
+    /// The envelope as an uncompressed data frame (copies it into a new body).
+    pub fn to_data(&self) -> Data {
+        let mut body = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut body);
+        Data::plain(body.freeze())
+    }
+
+    /// The envelope as an uncompressed [`Frame`].
+    pub fn to_frame(&self) -> Frame {
+        Frame::Data(self.to_data())
+    }
+}
+
+/// A postcard output that appends to a `BytesMut`.
+struct Extend<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Extend<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.put_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes of postcard's varint (LEB128) encoding of `value`.
+const fn varint_len(value: u64) -> usize {
+    let bits = 64 - (value | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// The messages built into the protocol, plus application messages.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// An application-level ping (`PING`, empty payload).
+    Ping,
+    /// The answer to [`Message::Ping`] (`PONG`, empty payload).
+    Pong,
+    /// Text to be sent back (`ECHO`, UTF-8 payload).
+    Echo(String),
+    /// An application message: its type name and its bytes.
+    Custom {
+        /// The type name; not one of [`MessageType::RESERVED`].
+        msg_type: MessageType,
+        /// The payload.
+        data: Bytes,
+    },
+    /// A message of no known meaning (`UNKNOWN`, empty payload); handlers
+    /// may answer with it when a request makes no sense to them.
+    Unknown,
+}
+
+impl Message {
+    /// An application message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadTypeName`] for an empty or too long name,
+    /// [`Error::ReservedTypeName`] for a built-in name.
+    pub fn custom(msg_type: impl Into<String>, data: impl Into<Bytes>) -> Result<Self, Error> {
+        let msg_type = MessageType::new(msg_type)?;
+        if msg_type.is_reserved() {
+            return Err(Error::ReservedTypeName);
+        }
+        Ok(Self::Custom {
+            msg_type,
+            data: data.into(),
+        })
+    }
+
+    /// The type name this message travels under.
+    pub fn message_type(&self) -> &str {
+        match self {
+            Self::Ping => "PING",
+            Self::Pong => "PONG",
+            Self::Echo(_) => "ECHO",
+            Self::Custom { msg_type, .. } => msg_type.as_str(),
+            Self::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The envelope carrying this message under `request_id` (0 = one-way).
+    pub fn to_envelope(&self, request_id: u64) -> Envelope {
+        let (msg_type, payload) = match self {
+            Self::Ping => (MessageType::PING, Bytes::new()),
+            Self::Pong => (MessageType::PONG, Bytes::new()),
+            Self::Echo(text) => (MessageType::ECHO, Bytes::from(text.clone().into_bytes())),
+            Self::Custom { msg_type, data } => (msg_type.clone(), data.clone()),
+            Self::Unknown => (MessageType::UNKNOWN, Bytes::new()),
+        };
+        Envelope::new(request_id, msg_type, payload)
+    }
+}
+
+impl TryFrom<Envelope> for Message {
+    type Error = Error;
+
+    /// Reads a typed message out of an envelope.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUtf8`] for an `ECHO` payload that is not UTF-8,
+    /// [`Error::BadEnvelope`] for a `PING`, `PONG` or `UNKNOWN` with a payload.
+    fn try_from(envelope: Envelope) -> Result<Self, Error> {
+        let empty = |message: Self| {
+            if envelope.payload.is_empty() {
+                Ok(message)
+            } else {
+                Err(Error::BadEnvelope)
+            }
+        };
+        match envelope.msg_type.as_str() {
+            "PING" => empty(Self::Ping),
+            "PONG" => empty(Self::Pong),
+            "UNKNOWN" => empty(Self::Unknown),
+            "ECHO" => core::str::from_utf8(&envelope.payload)
+                .map(|text| Self::Echo(text.into()))
+                .map_err(|_| Error::InvalidUtf8("echo payload")),
+            _ => Ok(Self::Custom {
+                msg_type: envelope.msg_type,
+                data: envelope.payload,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_postcard() {
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+            let encoded = postcard::to_allocvec(&v).unwrap();
+            assert_eq!(varint_len(v), encoded.len(), "{v}");
+        }
+    }
+
+    #[test]
+    fn envelope_slices_without_copy() {
+        let env = Envelope::new(300, MessageType::ECHO, Bytes::from_static(b"abc"));
+        let mut buf = BytesMut::new();
+        env.encode(&mut buf);
+        assert_eq!(buf.len(), env.encoded_len());
+        let body = buf.freeze();
+        let decoded = Envelope::decode(body.clone()).unwrap();
+        assert_eq!(decoded, env);
+        let range = body.as_ptr_range();
+        assert!(range.contains(&decoded.payload.as_ptr()));
+    }
+
+    #[test]
+    fn reserved_names_are_refused_for_custom() {
+        assert_eq!(
+            Message::custom("ECHO", Bytes::new()),
+            Err(Error::ReservedTypeName)
+        );
+        assert_eq!(Message::custom("", Bytes::new()), Err(Error::BadTypeName(0)));
+        let long = "x".repeat(256);
+        assert_eq!(Message::custom(long, Bytes::new()), Err(Error::BadTypeName(256)));
+    }
+
+    #[test]
+    fn builtin_messages_round_trip() {
+        let custom = Message::custom("DATA", &b"\x00\x01"[..]).unwrap();
+        for msg in [
+            Message::Ping,
+            Message::Pong,
+            Message::Echo("héllo".into()),
+            custom,
+            Message::Unknown,
+        ] {
+            let env = msg.to_envelope(9);
+            assert_eq!(env.msg_type.as_str(), msg.message_type());
+            assert_eq!(Message::try_from(env).unwrap(), msg);
+        }
+    }
+}

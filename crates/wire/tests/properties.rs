@@ -1,0 +1,151 @@
+//! Properties of the decoder and encoder over arbitrary frames and inputs.
+
+use bytes::{Bytes, BytesMut};
+use netproto_wire::{
+    Compression, Data, Decoder, Encoder, Envelope, ErrorCode, ErrorFrame, Frame, GoAway,
+    MessageType,
+};
+use proptest::prelude::*;
+
+fn arb_frame() -> impl Strategy<Value = Frame> {
+    let text = "[a-zA-Z0-9 é]{0,64}";
+    prop_oneof![
+        (
+            prop_oneof![
+                Just(Compression::None),
+                Just(Compression::Lz4),
+                Just(Compression::Zstd)
+            ],
+            proptest::collection::vec(any::<u8>(), 0..3000)
+        )
+            .prop_map(|(compression, body)| Frame::Data(Data {
+                compression,
+                body: body.into()
+            })),
+        any::<u64>().prop_map(Frame::Ping),
+        any::<u64>().prop_map(Frame::Pong),
+        (any::<u64>(), any::<u16>(), text)
+            .prop_map(|(id, code, t)| Frame::GoAway(GoAway::new(id, ErrorCode(code), t))),
+        (any::<u64>(), any::<u16>(), text)
+            .prop_map(|(id, code, t)| Frame::Error(ErrorFrame::new(id, ErrorCode(code), t))),
+    ]
+}
+
+fn decode_all(decoder: &mut Decoder, buf: &mut BytesMut) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while let Some(frame) = decoder.decode(buf).unwrap() {
+        out.push(frame);
+    }
+    out
+}
+
+proptest! {
+    /// Every frame encodes and decodes to itself, under any split of the input.
+    #[test]
+    fn frames_round_trip_under_any_split(
+        frames in proptest::collection::vec(arb_frame(), 1..8),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            Encoder::default().encode(f, &mut wire).unwrap();
+        }
+        prop_assert_eq!(wire.len(), frames.iter().map(Frame::encoded_len).sum::<usize>());
+        let wire = wire.freeze();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+        points.push(0);
+        points.push(wire.len());
+        points.sort_unstable();
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for pair in points.windows(2) {
+            buf.extend_from_slice(&wire[pair[0]..pair[1]]);
+            got.extend(decode_all(&mut decoder, &mut buf));
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(got, frames);
+    }
+
+    /// Envelopes round-trip, and their payload is a slice of the frame body.
+    #[test]
+    fn envelopes_round_trip(
+        request_id in any::<u64>(),
+        name in "[A-Z_]{1,40}",
+        payload in proptest::collection::vec(any::<u8>(), 0..2000),
+    ) {
+        let env = Envelope::new(request_id, MessageType::new(name).unwrap(), payload.into());
+        let mut wire = BytesMut::new();
+        env.encode_frame(&Encoder::default(), &mut wire).unwrap();
+        let Some(Frame::Data(data)) = Decoder::default().decode(&mut wire).unwrap() else {
+            panic!("not a data frame");
+        };
+        prop_assert_eq!(env.encoded_len(), data.body.len());
+        let decoded = Envelope::decode(data.body.clone()).unwrap();
+        prop_assert_eq!(&decoded, &env);
+        if !decoded.payload.is_empty() {
+            prop_assert!(data.body.as_ptr_range().contains(&decoded.payload.as_ptr()));
+        }
+    }
+
+    /// Arbitrary bytes never make the decoder panic, and it never splits off
+    /// more than the input held.
+    #[test]
+    fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..4096), max in 0u32..8192) {
+        let mut buf = BytesMut::from(&input[..]);
+        let mut decoder = Decoder::new(max);
+        let mut consumed = 0;
+        while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+            consumed += frame.encoded_len();
+            if let Frame::Data(data) = frame {
+                let _ = Envelope::decode(data.body);
+            }
+        }
+        prop_assert_eq!(consumed + buf.len(), input.len());
+        let _ = netproto_wire::Preface::parse(&input);
+        let _ = netproto_wire::PrefaceAnswer::parse(&input);
+        let _ = Envelope::decode(Bytes::from(input));
+    }
+}
+
+#[test]
+fn one_byte_at_a_time_yields_the_same_frames() {
+    let frames = vec![
+        Frame::Ping(1),
+        Envelope::new(5, MessageType::ECHO, Bytes::from_static(b"abc")).to_frame(),
+        Frame::GoAway(GoAway::new(5, ErrorCode::SHUTTING_DOWN, "bye")),
+    ];
+    let mut wire = BytesMut::new();
+    for f in &frames {
+        Encoder::default().encode(f, &mut wire).unwrap();
+    }
+    let mut decoder = Decoder::default();
+    let mut buf = BytesMut::new();
+    let mut got = Vec::new();
+    for byte in wire.iter() {
+        buf.extend_from_slice(&[*byte]);
+        got.extend(decode_all(&mut decoder, &mut buf));
+    }
+    assert_eq!(got, frames);
+}
+
+#[test]
+fn encoder_refuses_oversized_frames_and_leaves_buffer_alone() {
+    let mut buf = BytesMut::from(&b"xy"[..]);
+    let frame = Frame::Data(Data::plain(Bytes::from(vec![0; 101])));
+    let err = Encoder::new(100).encode(&frame, &mut buf).unwrap_err();
+    assert_eq!(err, netproto_wire::Error::EncodeTooLarge { len: 101, max: 100 });
+    assert_eq!(buf.as_ref(), b"xy");
+    let long = Frame::Error(ErrorFrame::new(1, ErrorCode::INTERNAL, "x".repeat(5000)));
+    assert!(Encoder::default().encode(&long, &mut buf).is_err());
+}
+
+#[test]
+fn a_smaller_limit_applies_at_the_header() {
+    let mut wire = BytesMut::new();
+    let frame = Frame::Data(Data::plain(Bytes::from(vec![0; 1000])));
+    Encoder::default().encode(&frame, &mut wire).unwrap();
+    wire.truncate(netproto_wire::HEADER_LEN);
+    let err = Decoder::new(999).decode(&mut wire).unwrap_err();
+    assert_eq!(err, netproto_wire::Error::FrameTooLarge { len: 1000, max: 999 });
+}
