@@ -1,0 +1,99 @@
+//! `ring` 0.17 backend.
+
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
+use ring::{digest, hmac};
+
+use super::{
+    Cipher, CipherAlgorithm, Hash, HashAlgorithm, KEY_LEN, Provider, TAG_LEN, chacha_nonce,
+};
+use crate::{Error, Result};
+
+/// `ring` provider.
+#[derive(Debug)]
+pub(super) struct Ring;
+
+impl Provider for Ring {
+    fn cipher(&self, algorithm: CipherAlgorithm, key: &[u8; KEY_LEN]) -> Option<Box<dyn Cipher>> {
+        match algorithm {
+            CipherAlgorithm::ChaCha20Poly1305 => {
+                let key = UnboundKey::new(&CHACHA20_POLY1305, key).ok()?;
+                Some(Box::new(RingChaCha(LessSafeKey::new(key))))
+            }
+        }
+    }
+
+    fn hash(&self, algorithm: HashAlgorithm) -> Option<Box<dyn Hash>> {
+        match algorithm {
+            HashAlgorithm::Sha256 => Some(Box::new(RingSha256)),
+        }
+    }
+}
+
+struct RingChaCha(LessSafeKey);
+
+impl Cipher for RingChaCha {
+    fn encrypt_in_place(&self, nonce: u64, ad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+        let nonce = Nonce::assume_unique_for_key(chacha_nonce(nonce));
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(nonce, Aad::from(ad), in_out)
+            .map_err(|_| Error::Decrypt)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    fn decrypt_in_place(
+        &self,
+        nonce: u64,
+        ad: &[u8],
+        in_out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<()> {
+        let nonce = Nonce::assume_unique_for_key(chacha_nonce(nonce));
+        let tag = Tag::from(*tag);
+        self.0
+            .open_in_place_separate_tag(nonce, Aad::from(ad), tag, in_out, 0..)
+            .map(|_| ())
+            .map_err(|_| Error::Decrypt)
+    }
+}
+
+struct RingSha256;
+
+impl Hash for RingSha256 {
+    fn hash(&self, parts: &[&[u8]]) -> [u8; KEY_LEN] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        for part in parts {
+            ctx.update(part);
+        }
+        let mut out = [0u8; KEY_LEN];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    fn hkdf(
+        &self,
+        chaining_key: &[u8; KEY_LEN],
+        ikm: &[u8],
+        outputs: &mut [[u8; KEY_LEN]],
+    ) -> Result<()> {
+        if outputs.len() > 255 {
+            return Err(Error::MissingPrimitive("hkdf output of that length"));
+        }
+        // RFC 5869: PRK = HMAC(salt, IKM); T(i) = HMAC(PRK, T(i-1) || info || i), info empty.
+        let prk = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, chaining_key), ikm);
+        let prk = hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref());
+        let mut previous: Option<[u8; KEY_LEN]> = None;
+        for (counter, output) in (1u8..).zip(outputs.iter_mut()) {
+            let mut ctx = hmac::Context::with_key(&prk);
+            if let Some(previous) = &previous {
+                ctx.update(previous);
+            }
+            ctx.update(&[counter]);
+            output.copy_from_slice(ctx.sign().as_ref());
+            previous = Some(*output);
+        }
+        Ok(())
+    }
+}
