@@ -213,10 +213,21 @@ impl Driver {
         }
     }
 
-    fn write(&mut self, now_ms: u64, out: &mut BytesMut) -> Result<()> {
+    /// Refuses calls that do not fit the state, without aborting the handshake.
+    fn check_turn(&self, writing: bool) -> Result<()> {
         if self.failed {
-            return Err(Error::HandshakeFailed);
+            Err(Error::HandshakeFailed)
+        } else if self.noise.is_finished() {
+            Err(Error::HandshakeState("finished"))
+        } else if self.noise.is_my_turn() != writing {
+            Err(Error::OutOfTurn)
+        } else {
+            Ok(())
         }
+    }
+
+    fn write(&mut self, now_ms: u64, out: &mut BytesMut) -> Result<()> {
+        self.check_turn(true)?;
         let payload = if self.noise.message_index() < 2 {
             HandshakePayload::new(now_ms, self.nonce, self.config.capabilities).encode()
         } else {
@@ -236,9 +247,7 @@ impl Driver {
 
     /// Reads one framed message if complete; returns the peer's payload if it carried one.
     fn read(&mut self, input: &mut BytesMut) -> Result<Option<Option<HandshakePayload>>> {
-        if self.failed {
-            return Err(Error::HandshakeFailed);
-        }
+        self.check_turn(false)?;
         let Some(header) = input.first_chunk::<LENGTH_LEN>() else {
             return Ok(None);
         };

@@ -110,7 +110,7 @@ fn run_cacophony(v: &Cacophony) {
     let handshake_len = pattern.messages().len();
     let (handshake, transport) = v.messages.split_at(handshake_len);
     for (i, m) in handshake.iter().enumerate() {
-        let (writer, reader) = if i % 2 == 0 {
+        let (writer, reader) = if i.is_multiple_of(2) {
             (&mut init, &mut resp)
         } else {
             (&mut resp, &mut init)
@@ -154,7 +154,7 @@ fn run_cacophony(v: &Cacophony) {
     for (j, m) in transport.iter().enumerate() {
         let i = handshake_len + j;
         // One-way patterns send every transport message from the initiator.
-        let from_initiator = pattern.is_one_way() || i % 2 == 0;
+        let from_initiator = pattern.is_one_way() || i.is_multiple_of(2);
         let (sealer, opener) = if from_initiator {
             (&mut init_sealer, &mut resp_opener)
         } else {

@@ -1,0 +1,201 @@
+//! Plain-Noise interoperability with `snow`: handshakes in both roles for XX
+//! and IK, then transport messages in both directions across several rekeys.
+
+use bytes::BytesMut;
+use netproto_crypto::noise::{HandshakeBuilder, HandshakeState, Pattern};
+use netproto_crypto::{Keypair, Opener, RecordConfig, Sealer, provider};
+
+const MESSAGES: usize = 1_050;
+const REKEY_INTERVAL: u64 = 100;
+const PROLOGUE: &[u8] = b"netproto interop prologue";
+
+struct Keys {
+    ours: Keypair,
+    theirs: Keypair,
+}
+
+fn keys() -> Keys {
+    let mut rng = rand::rngs::OsRng;
+    Keys {
+        ours: Keypair::generate(&mut rng),
+        theirs: Keypair::generate(&mut rng),
+    }
+}
+
+fn ours(
+    pattern: &str,
+    initiator: bool,
+    keys: &Keys,
+    know_remote: bool,
+    ring: bool,
+) -> HandshakeState {
+    let mut builder = HandshakeBuilder::new(Pattern::from_name(pattern).unwrap())
+        .prologue(PROLOGUE)
+        .local_static(keys.ours.clone());
+    if ring {
+        #[cfg(feature = "ring")]
+        {
+            builder = builder.provider(provider::ring());
+        }
+    } else {
+        builder = builder.provider(provider::rust_crypto());
+    }
+    if know_remote {
+        builder = builder.remote_static(*keys.theirs.public());
+    }
+    let mut rng = rand::rngs::OsRng;
+    if initiator {
+        builder.build_initiator(&mut rng)
+    } else {
+        builder.build_responder(&mut rng)
+    }
+    .unwrap()
+}
+
+fn snow(pattern: &str, initiator: bool, keys: &Keys, know_remote: bool) -> snow::HandshakeState {
+    let name = format!("Noise_{pattern}_25519_ChaChaPoly_SHA256");
+    let secret = keys.theirs.secret_bytes();
+    let mut builder = snow::Builder::new(name.parse().unwrap())
+        .prologue(PROLOGUE)
+        .local_private_key(&secret[..]);
+    let remote = *keys.ours.public();
+    if know_remote {
+        builder = builder.remote_public_key(remote.as_bytes());
+    }
+    if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    }
+    .unwrap()
+}
+
+/// Runs the handshake; returns our record halves and snow's transport state.
+fn handshake(
+    pattern: &str,
+    we_initiate: bool,
+    ring: bool,
+) -> (Sealer, Opener, snow::TransportState) {
+    let keys = keys();
+    // In IK the initiator knows the responder's key in advance.
+    let ik = pattern == "IK";
+    let mut us = ours(pattern, we_initiate, &keys, ik && we_initiate, ring);
+    let mut them = snow(pattern, !we_initiate, &keys, ik && !we_initiate);
+    let mut buf = vec![0u8; 65535];
+    let mut index = 0;
+    while !us.is_finished() {
+        let payload = format!("handshake payload {index}").into_bytes();
+        if us.is_my_turn() {
+            let mut msg = Vec::new();
+            us.write_message(&payload, &mut msg).unwrap();
+            let n = them.read_message(&msg, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &payload[..]);
+        } else {
+            let n = them.write_message(&payload, &mut buf).unwrap();
+            let mut got = Vec::new();
+            us.read_message(&buf[..n], &mut got).unwrap();
+            assert_eq!(got, payload);
+        }
+        index += 1;
+    }
+    assert!(them.is_handshake_finished());
+    assert_eq!(&us.handshake_hash()[..], them.get_handshake_hash());
+    assert_eq!(us.remote_static(), Some(keys.theirs.public()));
+    assert_eq!(
+        them.get_remote_static(),
+        Some(&keys.ours.public().as_bytes()[..])
+    );
+    let mut config = RecordConfig::default();
+    config.rekey_interval = REKEY_INTERVAL;
+    let (sealer, opener) = us.into_split(&config).unwrap();
+    (sealer, opener, them.into_transport_mode().unwrap())
+}
+
+fn message(i: usize) -> Vec<u8> {
+    (0..(i % 300) + 1).map(|j| (i + j) as u8).collect()
+}
+
+fn transport(mut sealer: Sealer, mut opener: Opener, mut them: snow::TransportState) {
+    let mut buf = vec![0u8; 65535];
+    for i in 0..MESSAGES {
+        // Ours to snow: a record is a 2-byte length plus one Noise transport message.
+        let mut wire = BytesMut::new();
+        sealer.seal(&message(i), &mut wire).unwrap();
+        assert_eq!(
+            usize::from(u16::from_be_bytes([wire[0], wire[1]])),
+            wire.len() - 2
+        );
+        let n = them.read_message(&wire[2..], &mut buf).unwrap();
+        assert_eq!(&buf[..n], &message(i)[..], "to snow {i}");
+        if (i as u64 + 1).is_multiple_of(REKEY_INTERVAL) {
+            them.rekey_incoming();
+        }
+
+        // Snow to ours.
+        let n = them.write_message(&message(i + 7), &mut buf).unwrap();
+        if (i as u64 + 1).is_multiple_of(REKEY_INTERVAL) {
+            them.rekey_outgoing();
+        }
+        let mut wire = BytesMut::with_capacity(n + 2);
+        wire.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+        wire.extend_from_slice(&buf[..n]);
+        let got = opener.open(&mut wire).unwrap().unwrap();
+        assert_eq!(&got[..], &message(i + 7)[..], "from snow {i}");
+        assert!(wire.is_empty());
+    }
+    assert_eq!(sealer.nonce(), MESSAGES as u64);
+    assert_eq!(opener.nonce(), MESSAGES as u64);
+}
+
+#[test]
+fn xx_snow_initiator_our_responder() {
+    let (s, o, t) = handshake("XX", false, false);
+    transport(s, o, t);
+}
+
+#[test]
+fn xx_our_initiator_snow_responder() {
+    let (s, o, t) = handshake("XX", true, false);
+    transport(s, o, t);
+}
+
+#[test]
+fn ik_snow_initiator_our_responder() {
+    let (s, o, t) = handshake("IK", false, false);
+    transport(s, o, t);
+}
+
+#[test]
+fn ik_our_initiator_snow_responder() {
+    let (s, o, t) = handshake("IK", true, false);
+    transport(s, o, t);
+}
+
+#[cfg(feature = "ring")]
+#[test]
+fn xx_and_ik_with_ring_provider() {
+    for pattern in ["XX", "IK"] {
+        for we_initiate in [true, false] {
+            let (s, o, t) = handshake(pattern, we_initiate, true);
+            transport(s, o, t);
+        }
+    }
+}
+
+/// The rekey really changes keys: a snow peer that skips it cannot read on.
+#[test]
+fn skipping_the_rekey_breaks_the_stream() {
+    let (mut sealer, _, mut them) = handshake("XX", true, false);
+    let mut buf = vec![0u8; 65535];
+    for i in 0..REKEY_INTERVAL {
+        let mut wire = BytesMut::new();
+        sealer.seal(b"x", &mut wire).unwrap();
+        assert!(
+            them.read_message(&wire[2..], &mut buf).is_ok(),
+            "record {i}"
+        );
+    }
+    let mut wire = BytesMut::new();
+    sealer.seal(b"x", &mut wire).unwrap();
+    assert!(them.read_message(&wire[2..], &mut buf).is_err());
+}
