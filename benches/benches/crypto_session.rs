@@ -50,12 +50,19 @@ fn handshake(c: &mut Criterion) {
             for step in 0..3 {
                 msg.clear();
                 payload.clear();
-                let (writer, reader) = if step % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
+                let (writer, reader) = if step % 2 == 0 {
+                    (&mut i, &mut r)
+                } else {
+                    (&mut r, &mut i)
+                };
                 writer.write_message(&[], &mut msg).unwrap();
                 reader.read_message(&msg, &mut payload).unwrap();
             }
             let config = RecordConfig::default();
-            black_box((i.into_split(&config).unwrap(), r.into_split(&config).unwrap()))
+            black_box((
+                i.into_split(&config).unwrap(),
+                r.into_split(&config).unwrap(),
+            ))
         });
     });
 
@@ -72,11 +79,18 @@ fn handshake(c: &mut Criterion) {
                 .build_responder()
                 .unwrap();
             for step in 0..3 {
-                let (writer, reader) = if step % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
+                let (writer, reader) = if step % 2 == 0 {
+                    (&mut i, &mut r)
+                } else {
+                    (&mut r, &mut i)
+                };
                 let n = writer.write_message(&[], &mut msg).unwrap();
                 reader.read_message(&msg[..n], &mut payload).unwrap();
             }
-            black_box((i.into_transport_mode().unwrap(), r.into_transport_mode().unwrap()))
+            black_box((
+                i.into_transport_mode().unwrap(),
+                r.into_transport_mode().unwrap(),
+            ))
         });
     });
 
@@ -85,25 +99,40 @@ fn handshake(c: &mut Criterion) {
         let now = 1_700_000_000_000;
         let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
         b.iter(|| {
-            let mut client = SessionBuilder::new(client_key.clone()).build_initiator(&mut rng).unwrap();
-            let mut server = SessionBuilder::new(server_key.clone()).build_responder(&mut rng).unwrap();
+            let mut client = SessionBuilder::new(client_key.clone())
+                .build_initiator(&mut rng)
+                .unwrap();
+            let mut server = SessionBuilder::new(server_key.clone())
+                .build_responder(&mut rng)
+                .unwrap();
             client.write_message(now, &mut to_server).unwrap();
-            server.read_message(&mut to_server, now, &mut replay).unwrap();
+            server
+                .read_message(&mut to_server, now, &mut replay)
+                .unwrap();
             server.write_message(now, &mut to_client).unwrap();
             client.read_message(&mut to_client).unwrap();
             client.write_message(now, &mut to_server).unwrap();
-            server.read_message(&mut to_server, now, &mut replay).unwrap();
-            black_box((client.into_session().unwrap(), server.into_session().unwrap()))
+            server
+                .read_message(&mut to_server, now, &mut replay)
+                .unwrap();
+            black_box((
+                client.into_session().unwrap(),
+                server.into_session().unwrap(),
+            ))
         });
     });
     group.finish();
 }
 
 /// Our record layer: seal 64 KiB into `wire` and open every record again.
-fn ours_seal_open(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, provider: Arc<dyn Provider>) {
+fn ours_seal_open(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    provider: Arc<dyn Provider>,
+) {
     let key = [7u8; 32];
     let config = RecordConfig::default();
-    let mut sealer = netproto_crypto::Sealer::from_key(Arc::clone(&provider), &key, &config).unwrap();
+    let mut sealer =
+        netproto_crypto::Sealer::from_key(Arc::clone(&provider), &key, &config).unwrap();
     let mut opener = netproto_crypto::Opener::from_key(provider, &key, &config).unwrap();
     let plaintext = vec![0x5au8; BULK];
     let mut wire = BytesMut::with_capacity(2 * BULK);
@@ -133,8 +162,12 @@ fn seal_open(c: &mut Criterion) {
                 let mut nonce = [0u8; 12];
                 nonce[4..].copy_from_slice(&n.to_le_bytes());
                 let nonce = Nonce::from(nonce);
-                let tag = cipher.encrypt_in_place_detached(&nonce, &[], &mut buf).unwrap();
-                cipher.decrypt_in_place_detached(&nonce, &[], &mut buf, &tag).unwrap();
+                let tag = cipher
+                    .encrypt_in_place_detached(&nonce, &[], &mut buf)
+                    .unwrap();
+                cipher
+                    .decrypt_in_place_detached(&nonce, &[], &mut buf, &tag)
+                    .unwrap();
             });
         });
         group.finish();
@@ -153,10 +186,20 @@ fn seal_open(c: &mut Criterion) {
                 let mut nonce = [0u8; 12];
                 nonce[4..].copy_from_slice(&n.to_le_bytes());
                 let tag = key
-                    .seal_in_place_separate_tag(RingNonce::assume_unique_for_key(nonce), Aad::empty(), &mut buf)
+                    .seal_in_place_separate_tag(
+                        RingNonce::assume_unique_for_key(nonce),
+                        Aad::empty(),
+                        &mut buf,
+                    )
                     .unwrap();
-                key.open_in_place_separate_tag(RingNonce::assume_unique_for_key(nonce), Aad::empty(), tag, &mut buf, 0..)
-                    .unwrap();
+                key.open_in_place_separate_tag(
+                    RingNonce::assume_unique_for_key(nonce),
+                    Aad::empty(),
+                    tag,
+                    &mut buf,
+                    0..,
+                )
+                .unwrap();
             });
         });
         group.finish();
@@ -170,8 +213,10 @@ fn small_frames(c: &mut Criterion) {
     let config = RecordConfig::default();
     // The frame byte stream of 1,000 frames, as the transport would coalesce them.
     let stream = vec![0x42u8; FRAMES * FRAME];
-    let mut sealer = netproto_crypto::Sealer::from_key(provider::rust_crypto(), &key, &config).unwrap();
-    let mut opener = netproto_crypto::Opener::from_key(provider::rust_crypto(), &key, &config).unwrap();
+    let mut sealer =
+        netproto_crypto::Sealer::from_key(provider::rust_crypto(), &key, &config).unwrap();
+    let mut opener =
+        netproto_crypto::Opener::from_key(provider::rust_crypto(), &key, &config).unwrap();
     let mut wire = BytesMut::with_capacity(2 * FRAMES * FRAME);
     group.bench_function("netproto_coalesced", |b| {
         b.iter(|| {
@@ -201,14 +246,21 @@ fn small_frames(c: &mut Criterion) {
 }
 
 fn snow_transport_pair() -> (snow::TransportState, snow::TransportState) {
-    let mut i = snow::Builder::new("Noise_NN_25519_ChaChaPoly_SHA256".parse().unwrap()).build_initiator().unwrap();
-    let mut r = snow::Builder::new("Noise_NN_25519_ChaChaPoly_SHA256".parse().unwrap()).build_responder().unwrap();
+    let mut i = snow::Builder::new("Noise_NN_25519_ChaChaPoly_SHA256".parse().unwrap())
+        .build_initiator()
+        .unwrap();
+    let mut r = snow::Builder::new("Noise_NN_25519_ChaChaPoly_SHA256".parse().unwrap())
+        .build_responder()
+        .unwrap();
     let (mut a, mut b) = (vec![0u8; 256], vec![0u8; 256]);
     let n = i.write_message(&[], &mut a).unwrap();
     r.read_message(&a[..n], &mut b).unwrap();
     let n = r.write_message(&[], &mut a).unwrap();
     i.read_message(&a[..n], &mut b).unwrap();
-    (i.into_transport_mode().unwrap(), r.into_transport_mode().unwrap())
+    (
+        i.into_transport_mode().unwrap(),
+        r.into_transport_mode().unwrap(),
+    )
 }
 
 criterion_group!(benches, handshake, seal_open, small_frames);
