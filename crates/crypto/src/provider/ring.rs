@@ -84,15 +84,15 @@ impl Hash for RingSha256 {
         // RFC 5869: PRK = HMAC(salt, IKM); T(i) = HMAC(PRK, T(i-1) || info || i), info empty.
         let prk = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, chaining_key), ikm);
         let prk = hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref());
-        let mut previous: Option<[u8; KEY_LEN]> = None;
+        let mut previous: Option<zeroize::Zeroizing<[u8; KEY_LEN]>> = None;
         for (counter, output) in (1u8..).zip(outputs.iter_mut()) {
             let mut ctx = hmac::Context::with_key(&prk);
             if let Some(previous) = &previous {
-                ctx.update(previous);
+                ctx.update(previous.as_ref());
             }
             ctx.update(&[counter]);
             output.copy_from_slice(ctx.sign().as_ref());
-            previous = Some(*output);
+            previous = Some(zeroize::Zeroizing::new(*output));
         }
         Ok(())
     }
