@@ -1,18 +1,4 @@
 //! Static X25519 identities, public keys and the key-file format.
-//!
-//! # Key-file format
-//!
-//! A key file is ASCII text of exactly two lines, each ending in `\n`:
-//!
-//! ```text
-//! netproto-x25519-secret-v1
-//! <64 lowercase hex digits: the 32-byte X25519 secret scalar>
-//! ```
-//!
-//! Readers accept upper- or lowercase hex, a trailing `\r` on either line and a
-//! missing final newline; anything else is [`Error::KeyFile`]. The public key is
-//! derived from the secret and is not stored. On Unix, [`Keypair::write_key_file`]
-//! creates the file with mode `0600` and refuses to overwrite an existing file.
 
 use core::fmt;
 use core::str::FromStr;
@@ -81,6 +67,20 @@ impl From<[u8; KEY_LEN]> for PublicKey {
 /// A static X25519 key pair: a node's long-term identity.
 ///
 /// The secret is zeroized on drop and never shown by `Debug`.
+///
+/// # Key-file format
+///
+/// A key file is ASCII text of exactly two lines, each ending in `\n`:
+///
+/// ```text
+/// netproto-x25519-secret-v1
+/// <64 lowercase hex digits: the 32-byte X25519 secret scalar>
+/// ```
+///
+/// Readers accept upper- or lowercase hex, a trailing `\r` on either line and a
+/// missing final newline; anything else is [`Error::KeyFile`]. The public key is
+/// derived from the secret and is not stored. On Unix, [`Keypair::write_key_file`]
+/// creates the file with mode `0600` and refuses to overwrite an existing file.
 #[derive(Clone)]
 pub struct Keypair {
     secret: StaticSecret,
@@ -112,7 +112,7 @@ impl Keypair {
         Zeroizing::new(self.secret.to_bytes())
     }
 
-    /// The key file text (see the [module docs](self)).
+    /// The key file text (see [`Keypair`]).
     pub fn to_key_file(&self) -> Zeroizing<String> {
         let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_HEADER.len() + 66));
         text.push_str(KEY_FILE_HEADER);
@@ -125,7 +125,7 @@ impl Keypair {
         text
     }
 
-    /// Parses key file text (see the [module docs](self)).
+    /// Parses key file text (see [`Keypair`]).
     ///
     /// # Errors
     ///

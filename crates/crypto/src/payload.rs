@@ -1,16 +1,4 @@
 //! The netproto handshake payload and capability negotiation.
-//!
-//! Layout (postcard, version 1), in order:
-//!
-//! | field           | postcard type | bytes                         |
-//! |-----------------|---------------|-------------------------------|
-//! | `version`       | `u8`          | 1, always `0x01`              |
-//! | `timestamp_ms`  | `u64`         | 1-10, unsigned LEB128 varint  |
-//! | `nonce`         | `[u8; 16]`    | 16, raw                       |
-//! | `max_frame_len` | `u32`         | 1-5, unsigned LEB128 varint   |
-//! | `compression`   | `u8`          | 1, bitmask (bit 0 LZ4, bit 1 Zstd) |
-//!
-//! Trailing bytes are an error; reserved compression bits are ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -107,6 +95,18 @@ impl Capabilities {
 }
 
 /// The payload each side sends in its first handshake message.
+///
+/// Layout (postcard, version 1), in order:
+///
+/// | field           | postcard type | bytes                         |
+/// |-----------------|---------------|-------------------------------|
+/// | `version`       | `u8`          | 1, always `0x01`              |
+/// | `timestamp_ms`  | `u64`         | 1-10, unsigned LEB128 varint  |
+/// | `nonce`         | `[u8; 16]`    | 16, raw                       |
+/// | `max_frame_len` | `u32`         | 1-5, unsigned LEB128 varint   |
+/// | `compression`   | `u8`          | 1, bitmask (bit 0 LZ4, bit 1 Zstd) |
+///
+/// Trailing bytes are an error; reserved compression bits are ignored.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandshakePayload {
@@ -137,7 +137,7 @@ impl HandshakePayload {
         }
     }
 
-    /// Encodes as version 1 (see the [module docs](self)).
+    /// Encodes as version 1 (see [`HandshakePayload`]).
     pub fn encode(&self) -> Vec<u8> {
         let wire = WireV1 {
             version: PAYLOAD_VERSION,
