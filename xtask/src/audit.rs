@@ -9,7 +9,13 @@ use xshell::{Shell, cmd};
 const ADVISORY_DIR_NAME: &str = "advisory-db-3157b0e258782691";
 
 pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
-    if cmd!(sh, "cargo deny --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+    if cmd!(sh, "cargo deny --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_err()
+    {
         bail!("cargo-deny is not installed: `cargo install cargo-deny --locked` (about 3 minutes)");
     }
     cmd!(sh, "cargo deny --all-features check bans licenses sources")
@@ -17,7 +23,10 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         .context("bans, licenses or sources check failed")?;
 
     // Advisories: the live database first, then an offline snapshot.
-    if cmd!(sh, "cargo deny --all-features check advisories").run().is_ok() {
+    if cmd!(sh, "cargo deny --all-features check advisories")
+        .run()
+        .is_ok()
+    {
         return Ok(());
     }
     eprintln!("audit: the live advisory database could not be fetched or reported problems");
@@ -33,13 +42,11 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     let date = sh
         .read_file(snapshot.join("SNAPSHOT.txt"))
         .ok()
-        .and_then(|text| {
-            text.split(['(', ')'])
-                .nth(1)
-                .map(str::to_owned)
-        })
+        .and_then(|text| text.split(['(', ')']).nth(1).map(str::to_owned))
         .unwrap_or_else(|| "unknown date".into());
-    eprintln!("audit: checking advisories against the OFFLINE snapshot of {date}; newer advisories are not seen");
+    eprintln!(
+        "audit: checking advisories against the OFFLINE snapshot of {date}; newer advisories are not seen"
+    );
     let config = db.join("deny-offline.toml");
     let mut text = sh.read_file("deny.toml")?;
     text = text.replace(
@@ -47,7 +54,11 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         &format!("[advisories]\ndb-path = \"{}\"", db.display()),
     );
     sh.write_file(&config, text)?;
-    cmd!(sh, "cargo deny --offline --all-features check --config {config} advisories").run()?;
+    cmd!(
+        sh,
+        "cargo deny --offline --all-features check --config {config} advisories"
+    )
+    .run()?;
     Ok(())
 }
 
@@ -61,6 +72,10 @@ fn prepare_snapshot(sh: &Shell, snapshot: &Path, db: &Path) -> anyhow::Result<()
     let _dir = sh.push_dir(&repo);
     cmd!(sh, "git init -q").run()?;
     cmd!(sh, "git add -A").run()?;
-    cmd!(sh, "git -c user.name=xtask -c user.email=xtask@localhost commit -q -m snapshot").run()?;
+    cmd!(
+        sh,
+        "git -c user.name=xtask -c user.email=xtask@localhost commit -q -m snapshot"
+    )
+    .run()?;
     Ok(())
 }

@@ -69,12 +69,22 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     let start = Instant::now();
     step("fmt", || Ok(cmd!(sh, "cargo fmt --all --check").run()?))?;
     step("clippy", || {
-        Ok(cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?)
+        Ok(cmd!(
+            sh,
+            "cargo clippy --workspace --all-targets --locked -- -D warnings"
+        )
+        .run()?)
     })?;
     step("no_std build of netproto-wire", || {
-        Ok(cmd!(sh, "cargo build -p netproto-wire --no-default-features --locked").run()?)
+        Ok(cmd!(
+            sh,
+            "cargo build -p netproto-wire --no-default-features --locked"
+        )
+        .run()?)
     })?;
-    step("tests", || Ok(cmd!(sh, "cargo test --workspace --locked").run()?))?;
+    step("tests", || {
+        Ok(cmd!(sh, "cargo test --workspace --locked").run()?)
+    })?;
     step("benches compile", || {
         Ok(cmd!(sh, "cargo bench -p netproto-benches --no-run --locked").run()?)
     })?;
@@ -121,7 +131,13 @@ enum FuzzMode {
 }
 
 fn fuzz(sh: &Shell, target: Option<&str>, secs: u64, mode: FuzzMode) -> anyhow::Result<()> {
-    if cmd!(sh, "cargo +nightly --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+    if cmd!(sh, "cargo +nightly --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_err()
+    {
         let msg = "no nightly toolchain (`rustup toolchain install nightly`): fuzzing needs it";
         if mode == FuzzMode::SmokeIfAvailable {
             eprintln!("skipping fuzz smoke run: {msg}");
@@ -129,7 +145,13 @@ fn fuzz(sh: &Shell, target: Option<&str>, secs: u64, mode: FuzzMode) -> anyhow::
         }
         bail!(msg);
     }
-    if cmd!(sh, "cargo +nightly fuzz --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+    if cmd!(sh, "cargo +nightly fuzz --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_err()
+    {
         // The brief asks CI to install cargo-fuzz itself when nightly is present.
         eprintln!("cargo-fuzz is missing: installing it from crates.io");
         cmd!(sh, "cargo install cargo-fuzz --locked").run()?;
@@ -155,7 +177,11 @@ fn fuzz(sh: &Shell, target: Option<&str>, secs: u64, mode: FuzzMode) -> anyhow::
         let corpus = format!("corpus/{t}");
         sh.create_dir(&corpus)?;
         eprintln!("fuzzing {t} for {secs}s");
-        cmd!(sh, "cargo +nightly fuzz run {t} {corpus} -- {time} -rss_limit_mb=2048").run()?;
+        cmd!(
+            sh,
+            "cargo +nightly fuzz run {t} {corpus} -- {time} -rss_limit_mb=2048"
+        )
+        .run()?;
     }
     Ok(())
 }

@@ -235,9 +235,9 @@ impl Codec {
             Compression::Zstd => {
                 let decompressor = match &mut self.zstd_decompressor {
                     Some(d) => d,
-                    slot => slot.insert(
-                        zstd::bulk::Decompressor::new().map_err(|_| corrupt("zstd"))?,
-                    ),
+                    slot => {
+                        slot.insert(zstd::bulk::Decompressor::new().map_err(|_| corrupt("zstd"))?)
+                    }
                 };
                 match decompressor.decompress_to_buffer(compressed, out.as_mut_slice()) {
                     Ok(n) if n == out.len() => {}

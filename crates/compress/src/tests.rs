@@ -1,7 +1,10 @@
 use super::*;
 
 fn compressible(len: usize) -> Bytes {
-    (0..len).map(|i| b"netproto "[i % 9]).collect::<Vec<u8>>().into()
+    (0..len)
+        .map(|i| b"netproto "[i % 9])
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 #[test]
@@ -52,7 +55,13 @@ fn declared_length_over_limit_is_refused_before_decompressing() {
     for algorithm in [Compression::Lz4, Compression::Zstd] {
         let err = codec.decompress_body(algorithm, &body).unwrap_err();
         assert!(
-            matches!(err, Error::TooLarge { declared: u32::MAX, max: 1024 }),
+            matches!(
+                err,
+                Error::TooLarge {
+                    declared: u32::MAX,
+                    max: 1024
+                }
+            ),
             "{err}"
         );
     }
@@ -69,7 +78,10 @@ fn bomb_expanding_past_declared_length_is_corrupt() {
         assert!(body.len() < 5000, "{algorithm:?}: {}", body.len());
         body[..4].copy_from_slice(&1024u32.to_be_bytes());
         let err = codec.decompress_body(algorithm, &body).unwrap_err();
-        assert!(matches!(err, Error::Corrupt { declared: 1024, .. }), "{err}");
+        assert!(
+            matches!(err, Error::Corrupt { declared: 1024, .. }),
+            "{err}"
+        );
     }
 }
 

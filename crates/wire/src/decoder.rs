@@ -1,5 +1,7 @@
 //! The incremental frame decoder.
 
+use alloc::vec::Vec;
+
 use bytes::{Buf, BytesMut};
 
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, HEADER_LEN, Header};
@@ -90,6 +92,30 @@ impl Decoder {
         src.first_chunk::<HEADER_LEN>()
             .map(|bytes| Header::parse(*bytes, self.max_frame_len))
             .transpose()
+    }
+
+    /// Makes room in `src` for the next read and returns how many bytes to read.
+    ///
+    /// The room is [`read_hint`](Self::read_hint) bytes. When the buffer must
+    /// grow it grows by exactly that much, never by doubling, so the memory
+    /// held for a frame in progress is at most the bytes received so far plus
+    /// one [`READ_CHUNK`], whatever length the peer declared.
+    ///
+    /// Growing moves the unread bytes when decoded frames still share the
+    /// buffer; it never copies more than one unfinished frame.
+    ///
+    /// # Errors
+    ///
+    /// The header errors of [`Header::parse`].
+    pub fn prepare_read(&self, src: &mut BytesMut) -> Result<usize, Error> {
+        let want = self.read_hint(src)?;
+        if src.capacity() - src.len() < want {
+            let mut vec = Vec::from(core::mem::take(src));
+            vec.reserve_exact(want);
+            // Both conversions keep the allocation: no copy, no doubling.
+            *src = BytesMut::from(bytes::Bytes::from(vec));
+        }
+        Ok(want)
     }
 
     /// How many bytes a reader should make room for before its next read.

@@ -323,7 +323,16 @@ mod tests {
 
     #[test]
     fn varint_len_matches_postcard() {
-        for v in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let encoded = postcard::to_allocvec(&v).unwrap();
             assert_eq!(varint_len(v), encoded.len(), "{v}");
         }
@@ -348,9 +357,15 @@ mod tests {
             Message::custom("ECHO", Bytes::new()),
             Err(Error::ReservedTypeName)
         );
-        assert_eq!(Message::custom("", Bytes::new()), Err(Error::BadTypeName(0)));
+        assert_eq!(
+            Message::custom("", Bytes::new()),
+            Err(Error::BadTypeName(0))
+        );
         let long = "x".repeat(256);
-        assert_eq!(Message::custom(long, Bytes::new()), Err(Error::BadTypeName(256)));
+        assert_eq!(
+            Message::custom(long, Bytes::new()),
+            Err(Error::BadTypeName(256))
+        );
     }
 
     #[test]

@@ -24,10 +24,16 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             })),
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
-        (any::<u64>(), any::<u16>(), text)
-            .prop_map(|(id, code, t)| Frame::GoAway(GoAway::new(id, ErrorCode(code), t))),
-        (any::<u64>(), any::<u16>(), text)
-            .prop_map(|(id, code, t)| Frame::Error(ErrorFrame::new(id, ErrorCode(code), t))),
+        (any::<u64>(), any::<u16>(), text).prop_map(|(id, code, t)| Frame::GoAway(GoAway::new(
+            id,
+            ErrorCode(code),
+            t
+        ))),
+        (any::<u64>(), any::<u16>(), text).prop_map(|(id, code, t)| Frame::Error(ErrorFrame::new(
+            id,
+            ErrorCode(code),
+            t
+        ))),
     ]
 }
 
@@ -134,7 +140,10 @@ fn encoder_refuses_oversized_frames_and_leaves_buffer_alone() {
     let mut buf = BytesMut::from(&b"xy"[..]);
     let frame = Frame::Data(Data::plain(Bytes::from(vec![0; 101])));
     let err = Encoder::new(100).encode(&frame, &mut buf).unwrap_err();
-    assert_eq!(err, netproto_wire::Error::EncodeTooLarge { len: 101, max: 100 });
+    assert_eq!(
+        err,
+        netproto_wire::Error::EncodeTooLarge { len: 101, max: 100 }
+    );
     assert_eq!(buf.as_ref(), b"xy");
     let long = Frame::Error(ErrorFrame::new(1, ErrorCode::INTERNAL, "x".repeat(5000)));
     assert!(Encoder::default().encode(&long, &mut buf).is_err());
@@ -147,5 +156,11 @@ fn a_smaller_limit_applies_at_the_header() {
     Encoder::default().encode(&frame, &mut wire).unwrap();
     wire.truncate(netproto_wire::HEADER_LEN);
     let err = Decoder::new(999).decode(&mut wire).unwrap_err();
-    assert_eq!(err, netproto_wire::Error::FrameTooLarge { len: 1000, max: 999 });
+    assert_eq!(
+        err,
+        netproto_wire::Error::FrameTooLarge {
+            len: 1000,
+            max: 999
+        }
+    );
 }

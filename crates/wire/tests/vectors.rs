@@ -64,12 +64,22 @@ fn frame_vectors() {
                         panic!("{name}: envelope on a non-data frame")
                     };
                     let decoded = Envelope::decode(data.body).unwrap();
-                    assert_eq!(decoded.request_id, env["request_id"].as_u64().unwrap(), "{name}");
+                    assert_eq!(
+                        decoded.request_id,
+                        env["request_id"].as_u64().unwrap(),
+                        "{name}"
+                    );
                     assert_eq!(decoded.msg_type.as_str(), env["msg_type"].as_str().unwrap());
                     assert_eq!(decoded.payload.as_ref(), &hex_field(env, "payload")[..]);
                     let mut encoded = BytesMut::new();
-                    decoded.encode_frame(&Encoder::new(max), &mut encoded).unwrap();
-                    assert_eq!(encoded.as_ref(), &raw[..], "{name}: envelope encoding differs");
+                    decoded
+                        .encode_frame(&Encoder::new(max), &mut encoded)
+                        .unwrap();
+                    assert_eq!(
+                        encoded.as_ref(),
+                        &raw[..],
+                        "{name}: envelope encoding differs"
+                    );
                 }
             }
             (None, Some(msg)) => {
