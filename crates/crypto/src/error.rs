@@ -36,6 +36,9 @@ pub enum Error {
     /// Authenticated decryption failed: the bytes were forged, corrupted, replayed or reordered.
     #[error("decryption failed")]
     Decrypt,
+    /// The AEAD backend refused to encrypt (never happens with the built-in providers).
+    #[error("encryption failed")]
+    Encrypt,
     /// A Diffie-Hellman result was all zeros (the peer sent a low-order point).
     #[error("peer sent a weak public key")]
     WeakKey,

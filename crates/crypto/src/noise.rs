@@ -11,7 +11,7 @@
 //! use bytes::BytesMut;
 //!
 //! # fn main() -> Result<(), netproto_crypto::Error> {
-//! # let mut rng = rand_core::OsRng;
+//! # let mut rng = rand::rngs::OsRng;
 //! let server_key = Keypair::generate(&mut rng);
 //! let mut initiator = HandshakeBuilder::new(Pattern::xx())
 //!     .local_static(Keypair::generate(&mut rng))

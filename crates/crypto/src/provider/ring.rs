@@ -37,7 +37,7 @@ impl Cipher for RingChaCha {
         let tag = self
             .0
             .seal_in_place_separate_tag(nonce, Aad::from(ad), in_out)
-            .map_err(|_| Error::Decrypt)?;
+            .map_err(|_| Error::Encrypt)?;
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(tag.as_ref());
         Ok(out)

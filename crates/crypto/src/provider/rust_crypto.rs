@@ -38,7 +38,7 @@ impl Cipher for ChaChaPoly {
         let tag = self
             .0
             .encrypt_in_place_detached(&chacha_nonce(nonce).into(), ad, in_out)
-            .map_err(|_| Error::Decrypt)?;
+            .map_err(|_| Error::Encrypt)?;
         Ok(tag.into())
     }
 
