@@ -320,7 +320,8 @@ impl HandshakeState {
         self.s.as_ref().ok_or(Error::MissingKey("local static key"))
     }
 
-    fn check(&self, writing: bool) -> Result<()> {
+    /// Refuses a call that does not fit the state, without aborting.
+    pub(crate) fn check(&self, writing: bool) -> Result<()> {
         if self.failed {
             Err(Error::HandshakeFailed)
         } else if self.is_finished() {
@@ -507,5 +508,97 @@ impl HandshakeState {
             Sealer::from_key(Arc::clone(provider), send, config)?,
             Opener::from_key(Arc::clone(provider), receive, config)?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(pattern: Pattern) -> (HandshakeState, HandshakeState) {
+        let mut rng = rand::rngs::OsRng;
+        let i = HandshakeBuilder::new(pattern.clone())
+            .local_static(Keypair::from_secret_bytes([1; 32]))
+            .build_initiator(&mut rng)
+            .unwrap();
+        let r = HandshakeBuilder::new(pattern)
+            .local_static(Keypair::from_secret_bytes([2; 32]))
+            .build_responder(&mut rng)
+            .unwrap();
+        (i, r)
+    }
+
+    #[test]
+    fn oversized_messages_are_refused() {
+        let (mut i, _) = pair(Pattern::xx());
+        let mut out = Vec::new();
+        // A payload that alone exceeds the limit is refused up front; the handshake goes on.
+        assert!(matches!(
+            i.write_message(&vec![0; 65536], &mut out),
+            Err(Error::MessageTooLarge(65536))
+        ));
+        assert!(out.is_empty());
+        // One that only overflows with the `e` token aborts the handshake.
+        assert!(matches!(
+            i.write_message(&vec![0; 65535 - 31], &mut out),
+            Err(Error::MessageTooLarge(65536))
+        ));
+        assert!(out.is_empty());
+        assert!(matches!(
+            i.write_message(b"", &mut out),
+            Err(Error::HandshakeFailed)
+        ));
+        let (_, mut r) = pair(Pattern::xx());
+        assert!(matches!(
+            r.read_message(&vec![0; 65536], &mut out),
+            Err(Error::MessageTooLarge(65536))
+        ));
+    }
+
+    #[test]
+    fn low_order_ephemeral_keys_are_rejected() {
+        let (_, mut r) = pair(Pattern::xx());
+        let mut payload = Vec::new();
+        r.read_message(&[0; 32], &mut payload).unwrap();
+        assert!(matches!(
+            r.write_message(b"", &mut Vec::new()),
+            Err(Error::WeakKey)
+        ));
+    }
+
+    #[test]
+    fn truncated_messages_fail() {
+        let (mut i, mut r) = pair(Pattern::xx());
+        let mut msg = Vec::new();
+        i.write_message(b"", &mut msg).unwrap();
+        assert!(matches!(
+            r.read_message(&msg[..31], &mut Vec::new()),
+            Err(Error::Truncated)
+        ));
+        assert!(matches!(
+            r.read_message(&msg, &mut Vec::new()),
+            Err(Error::HandshakeFailed)
+        ));
+    }
+
+    #[test]
+    fn builder_checks_keys_and_psks() {
+        let mut rng = rand::rngs::OsRng;
+        let missing_static = HandshakeBuilder::new(Pattern::xx()).build_initiator(&mut rng);
+        assert!(matches!(
+            missing_static,
+            Err(Error::MissingKey("local static key"))
+        ));
+        let missing_psk =
+            HandshakeBuilder::new(Pattern::from_name("NNpsk0").unwrap()).build_initiator(&mut rng);
+        assert!(matches!(
+            missing_psk,
+            Err(Error::MissingKey("pre-shared key"))
+        ));
+        let (i, _) = pair(Pattern::xx());
+        assert!(matches!(
+            i.into_split(&RecordConfig::default()),
+            Err(Error::HandshakeState(_))
+        ));
     }
 }

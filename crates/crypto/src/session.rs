@@ -217,12 +217,8 @@ impl Driver {
     fn check_turn(&self, writing: bool) -> Result<()> {
         if self.failed {
             Err(Error::HandshakeFailed)
-        } else if self.noise.is_finished() {
-            Err(Error::HandshakeState("finished"))
-        } else if self.noise.is_my_turn() != writing {
-            Err(Error::OutOfTurn)
         } else {
-            Ok(())
+            self.noise.check(writing)
         }
     }
 
