@@ -482,6 +482,33 @@ proptest! {
     }
 
     #[test]
+    fn records_survive_any_delivery_split(
+        writes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..2000), 1..8),
+        cuts in proptest::collection::vec(1usize..500, 1..40),
+    ) {
+        let (mut sealer, mut opener) = sessions();
+        let mut wire = BytesMut::new();
+        for w in &writes {
+            sealer.seal(w, &mut wire).unwrap();
+        }
+        let expected: Vec<u8> = writes.concat();
+        // Deliver the wire bytes in arbitrary pieces, opening whatever is complete.
+        let mut input = BytesMut::new();
+        let mut got = Vec::new();
+        let mut cuts = cuts.into_iter().cycle();
+        while !wire.is_empty() {
+            let n = cuts.next().unwrap().min(wire.len());
+            input.extend_from_slice(&wire.split_to(n));
+            while let Some(chunk) = opener.open(&mut input).unwrap() {
+                got.extend_from_slice(&chunk);
+            }
+        }
+        prop_assert!(input.is_empty());
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(opener.nonce(), writes.len() as u64);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let (_, mut opener) = sessions();
         let mut input = BytesMut::from(&bytes[..]);
