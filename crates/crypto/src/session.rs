@@ -8,6 +8,10 @@
 //! of its clock and a nonce already in its [`ReplayCache`]. Both sides
 //! check the peer's static key against the allow-list, if one is set, as
 //! soon as it is known. See `docs/protocol-session.md` for the normative text.
+//!
+//! `read_message` consumes exactly one framed message: bytes after the last
+//! handshake message stay in the input buffer and are records for the
+//! [`Opener`] (an XX initiator may send records right after message 2).
 
 use std::collections::HashSet;
 use std::sync::Arc;

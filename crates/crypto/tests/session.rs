@@ -340,6 +340,34 @@ fn handshake_messages_are_length_framed_and_wait_for_whole_messages() {
     ));
 }
 
+#[test]
+fn records_pipelined_after_the_last_handshake_message_stay_for_the_opener() {
+    let mut pair = Pair::new(builder(1), builder(2));
+    pair.client.write_message(NOW, &mut pair.to_server).unwrap();
+    pair.server
+        .read_message(&mut pair.to_server, NOW, &mut pair.replay)
+        .unwrap();
+    pair.server.write_message(NOW, &mut pair.to_client).unwrap();
+    pair.client.read_message(&mut pair.to_client).unwrap();
+    pair.client.write_message(NOW, &mut pair.to_server).unwrap();
+    let mut client = pair.client.into_session().unwrap();
+    client
+        .sealer()
+        .seal(b"early data", &mut pair.to_server)
+        .unwrap();
+    // Message 2 and the record arrive in one read.
+    assert!(
+        pair.server
+            .read_message(&mut pair.to_server, NOW, &mut pair.replay)
+            .unwrap()
+    );
+    let mut server = pair.server.into_session().unwrap();
+    assert_eq!(
+        server.opener().open(&mut pair.to_server).unwrap().unwrap(),
+        &b"early data"[..]
+    );
+}
+
 fn sessions() -> (Sealer, Opener) {
     let (client, server) = Pair::new(builder(1), builder(2)).finish();
     (client.into_split().0, server.into_split().1)
