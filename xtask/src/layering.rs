@@ -41,7 +41,11 @@ const WIRE_NO_STD_ALLOWED: &[&str] = &[
     "thiserror-impl",
 ];
 
+/// `cargo tree` output format: the package name and version only.
+const FORMAT: &str = "{p}";
+
 pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
+    let fmt = FORMAT;
     let members = workspace_members(sh)?;
     let mut problems = Vec::new();
     for name in &members {
@@ -56,7 +60,7 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
         };
         let direct = cmd!(
             sh,
-            "cargo tree -p {name} -e normal,build --all-features --target all --depth 1 --prefix none --format {{p}}"
+            "cargo tree -p {name} -e normal,build --all-features --target all --depth 1 --prefix none --format {fmt}"
         )
         .read()?;
         for dep in direct.lines().skip(1).filter_map(crate_name) {
@@ -71,7 +75,7 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
         if layer <= SANS_IO_MAX_LAYER {
             let tree = cmd!(
                 sh,
-                "cargo tree -p {name} -e normal,build --all-features --target all --prefix none --format {{p}}"
+                "cargo tree -p {name} -e normal,build --all-features --target all --prefix none --format {fmt}"
             )
             .read()?;
             for dep in tree.lines().filter_map(crate_name) {
@@ -85,7 +89,7 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
     }
     let wire = cmd!(
         sh,
-        "cargo tree -p netproto-wire --no-default-features -e normal,build --target all --prefix none --format {{p}}"
+        "cargo tree -p netproto-wire --no-default-features -e normal,build --target all --prefix none --format {fmt}"
     )
     .read()?;
     for dep in wire.lines().filter_map(crate_name) {
@@ -111,12 +115,13 @@ fn crate_name(line: &str) -> Option<&str> {
     line.split_whitespace().next().filter(|s| !s.is_empty())
 }
 
-/// Package names of the workspace members, from `cargo metadata`.
+/// Package names of the workspace members.
 fn workspace_members(sh: &Shell) -> anyhow::Result<Vec<String>> {
     // `cargo tree --workspace --depth 0` prints one line per member.
+    let fmt = FORMAT;
     let out = cmd!(
         sh,
-        "cargo tree --workspace -e normal --depth 0 --prefix none --format {{p}}"
+        "cargo tree --workspace -e normal --depth 0 --prefix none --format {fmt}"
     )
     .read()
     .context("listing workspace members")?;
