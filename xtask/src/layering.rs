@@ -64,12 +64,12 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
         )
         .read()?;
         for dep in direct.lines().skip(1).filter_map(crate_name) {
-            if let Some(dep_layer) = layer_of(dep) {
-                if dep_layer >= layer {
-                    problems.push(format!(
-                        "{name} (layer {layer}) depends on {dep} (layer {dep_layer}): only lower layers are allowed"
-                    ));
-                }
+            if let Some(dep_layer) = layer_of(dep)
+                && dep_layer >= layer
+            {
+                problems.push(format!(
+                    "{name} (layer {layer}) depends on {dep} (layer {dep_layer}): only lower layers are allowed"
+                ));
             }
         }
         if layer <= SANS_IO_MAX_LAYER {

@@ -7,7 +7,7 @@
 //! The responder rejects a timestamp outside ±[`SessionConfig::max_clock_skew_ms`]
 //! of its clock and a nonce already in its [`ReplayCache`]. Both sides
 //! check the peer's static key against the allow-list, if one is set, as
-//! soon as it is known. See `docs/protocol-session.md` for the normative text.
+//! soon as it is known. See Part II of `docs/PROTOCOL.md` for the normative text.
 //!
 //! `read_message` consumes exactly one framed message: bytes after the last
 //! handshake message stay in the input buffer and are records for the

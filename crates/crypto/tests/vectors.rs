@@ -1,5 +1,5 @@
 //! Test vectors: cacophony's Noise vectors (Noise rev 34, sections 5 and 7-9)
-//! and netproto's own session vectors (docs/protocol-session.md).
+//! and netproto's own session vectors (docs/PROTOCOL.md Part II).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -264,7 +264,7 @@ fn session_vectors() -> SessionFile {
     serde_json::from_str(&text).unwrap()
 }
 
-/// docs/protocol-session.md, "Handshake payload".
+/// docs/PROTOCOL.md Part II, "Handshake payload".
 #[test]
 fn session_payload_vectors() {
     let file = session_vectors();
@@ -290,7 +290,7 @@ fn session_payload_vectors() {
     }
 }
 
-/// docs/protocol-session.md, "Records" and "Nonces and rekey".
+/// docs/PROTOCOL.md Part II, "Records" and "Nonces and rekey".
 #[test]
 fn session_record_vectors() {
     for v in session_vectors().record_streams {
@@ -316,7 +316,7 @@ fn session_record_vectors() {
     }
 }
 
-/// docs/protocol-session.md, "Handshake messages": message 0 of XX.
+/// docs/PROTOCOL.md Part II, "Handshake messages": message 0 of XX.
 #[test]
 fn session_first_message_vectors() {
     for v in session_vectors().first_messages {
