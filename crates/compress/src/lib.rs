@@ -14,7 +14,7 @@
 //! Compressing before encrypting lets an observer who sees record sizes learn
 //! about the plaintext (the CRIME and BREACH attacks), most of all when
 //! attacker-chosen bytes share a message with a secret. Leave compression off
-//! ([`Compression::None`](netproto_wire::Compression::None)) for such
+//! ([`netproto_wire::Compression::None`]) for such
 //! messages, per connection or per message.
 //!
 //! # Examples
