@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use bytes::{Buf, BytesMut};
 
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, HEADER_LEN, Header};
-use crate::{Error, Frame};
+use crate::{Data, Error, Frame, FrameKind};
 
 /// Largest read the decoder asks for at once, in bytes, through
 /// [`Decoder::read_hint`].
@@ -68,8 +68,8 @@ impl Decoder {
     ///
     /// # Errors
     ///
-    /// Any header or body error of [`Error`]. The stream is then out of sync:
-    /// close the connection.
+    /// Any header or body error of [`Error`]; `src` is then left as it was.
+    /// The stream is out of sync: close the connection.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
         let Some(header) = self.peek_header(src)? else {
             return Ok(None);
@@ -78,9 +78,20 @@ impl Decoder {
         if src.len() < total {
             return Ok(None);
         }
-        let mut frame = src.split_to(total);
-        frame.advance(HEADER_LEN);
-        Frame::from_parts(header, frame.freeze()).map(Some)
+        if header.kind == FrameKind::Data {
+            let mut frame = src.split_to(total);
+            frame.advance(HEADER_LEN);
+            return Ok(Some(Frame::Data(Data {
+                compression: header.compression,
+                body: frame.freeze(),
+            })));
+        }
+        // Control frames are parsed before anything is consumed, so that an
+        // error leaves `src` as it was.
+        let body = src.get(HEADER_LEN..total).unwrap_or_default();
+        let frame = Frame::control_from_body(header.kind, body)?;
+        src.advance(total);
+        Ok(Some(frame))
     }
 
     /// Parses and checks the header at the front of `src`, if it is all there.

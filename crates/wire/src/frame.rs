@@ -138,8 +138,9 @@ impl Header {
     /// # Errors
     ///
     /// [`Error::UnknownKind`], [`Error::UnknownFlags`],
-    /// [`Error::CompressedControl`], [`Error::FrameTooLarge`] or
-    /// [`Error::ControlTooLarge`].
+    /// [`Error::CompressedControl`], [`Error::FrameTooLarge`],
+    /// [`Error::ControlTooLarge`], or [`Error::BadBodyLength`] for a control
+    /// frame whose length cannot hold its fixed fields.
     pub fn parse(bytes: [u8; HEADER_LEN], max_frame_len: u32) -> Result<Self, Error> {
         let [l0, l1, l2, l3, kind, flags] = bytes;
         let len = u32::from_be_bytes([l0, l1, l2, l3]);
@@ -161,6 +162,16 @@ impl Header {
             }
             if len > MAX_CONTROL_BODY {
                 return Err(Error::ControlTooLarge(len));
+            }
+            let fixed_ok = match kind {
+                FrameKind::Ping | FrameKind::Pong => len == 8,
+                _ => len as usize >= CONTROL_FIXED_LEN,
+            };
+            if !fixed_ok {
+                return Err(Error::BadBodyLength {
+                    kind: kind.name(),
+                    len: len as usize,
+                });
             }
         }
         Ok(Self {
@@ -321,20 +332,18 @@ impl Frame {
         HEADER_LEN + self.body_len()
     }
 
-    /// Builds a frame from a checked header and its complete body.
-    pub(crate) fn from_parts(header: Header, body: Bytes) -> Result<Self, Error> {
-        let kind = header.kind;
+    /// Builds a control frame from a checked header and its complete body.
+    ///
+    /// Data frames are built by the decoder itself, which splits their body
+    /// off the buffer without copying.
+    pub(crate) fn control_from_body(kind: FrameKind, body: &[u8]) -> Result<Self, Error> {
         let bad_len = || Error::BadBodyLength {
             kind: kind.name(),
             len: body.len(),
         };
         match kind {
-            FrameKind::Data => Ok(Self::Data(Data {
-                compression: header.compression,
-                body,
-            })),
             FrameKind::Ping | FrameKind::Pong => {
-                let token = u64::from_be_bytes(*body.as_ref().first_chunk().ok_or_else(bad_len)?);
+                let token = u64::from_be_bytes(*body.first_chunk().ok_or_else(bad_len)?);
                 if body.len() != 8 {
                     return Err(bad_len());
                 }
@@ -368,6 +377,8 @@ impl Frame {
                     })
                 })
             }
+            // A data frame is never passed here; refuse rather than panic.
+            FrameKind::Data => Err(bad_len()),
         }
     }
 }

@@ -164,3 +164,27 @@ fn a_smaller_limit_applies_at_the_header() {
         }
     );
 }
+
+/// Fuzz finding (wire_decode): a control frame with a malformed body used to be
+/// consumed from the buffer before the error was returned.
+#[test]
+fn regression_control_body_error_leaves_input_alone() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/regressions/control-body-error-consumed-input.bin"
+    );
+    let input = std::fs::read(path).unwrap();
+    let mut buf = BytesMut::from(&input[..]);
+    let mut decoder = Decoder::new(1 << 16);
+    let mut consumed = 0;
+    let err = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(frame)) => consumed += frame.encoded_len(),
+            Ok(None) => panic!("the input ends in an error, not in a partial frame"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(consumed + buf.len(), input.len(), "{err}");
+    // Decoding again gives the same error: nothing was consumed.
+    assert_eq!(decoder.decode(&mut buf), Err(err));
+}
