@@ -1,10 +1,10 @@
 //! Memory held by the decoder, measured with a counting global allocator.
 //!
-//! One test binary with one allocator: the tests take a lock so that their
-//! measurements do not see each other's allocations.
+//! The counting allocator sees every thread, so this binary has a single
+//! `#[test]` that runs the measurements one after another: no other test
+//! thread can allocate while one measures.
 
 use std::alloc::System;
-use std::sync::Mutex;
 
 use bytes::{BufMut, BytesMut};
 use netproto_wire::{Decoder, FrameKind, HEADER_LEN, Header, READ_CHUNK};
@@ -12,8 +12,6 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
-
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Bytes live now that were not live when `region` started.
 fn live(region: &Region<'_, System>) -> isize {
@@ -32,9 +30,7 @@ fn data_header(len: u32) -> [u8; HEADER_LEN] {
     .to_bytes()
 }
 
-#[test]
 fn a_4_gib_declaration_allocates_nothing() {
-    let _guard = SERIAL.lock().unwrap();
     let mut buf = BytesMut::with_capacity(64);
     buf.put_slice(&data_header(u32::MAX));
     buf.put_slice(b"a few body bytes");
@@ -50,9 +46,7 @@ fn a_4_gib_declaration_allocates_nothing() {
     assert_eq!(buf.capacity(), 64);
 }
 
-#[test]
 fn memory_for_a_frame_is_bytes_received_plus_one_chunk() {
-    let _guard = SERIAL.lock().unwrap();
     // A peer declares 12 MiB and sends it slowly, in pieces of at most 3000 bytes.
     const DECLARED: u32 = 12 << 20;
     const SLACK: isize = 1024;
@@ -94,9 +88,7 @@ fn memory_for_a_frame_is_bytes_received_plus_one_chunk() {
     );
 }
 
-#[test]
 fn decoding_a_buffered_frame_copies_nothing() {
-    let _guard = SERIAL.lock().unwrap();
     let mut buf = BytesMut::new();
     buf.put_slice(&data_header(1 << 20));
     buf.put_bytes(7, 1 << 20);
@@ -107,4 +99,11 @@ fn decoding_a_buffered_frame_copies_nothing() {
     assert!(frame.is_some());
     // Splitting the buffer may allocate its small shared header, never the body.
     assert!(stats.bytes_allocated < 1024, "{stats:?}");
+}
+
+#[test]
+fn decoder_memory() {
+    a_4_gib_declaration_allocates_nothing();
+    memory_for_a_frame_is_bytes_received_plus_one_chunk();
+    decoding_a_buffered_frame_copies_nothing();
 }
