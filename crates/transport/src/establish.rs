@@ -1,0 +1,271 @@
+//! Establishing connections: preface, security handshake, then framing.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use netproto_crypto::{Capabilities, CompressionSet, ReplayCache};
+use netproto_wire::{Compression, SecurityMode};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::config::check_duration;
+use crate::connection::{ConnectionInfo, Protection};
+use crate::noise::{self, NoiseConfig};
+use crate::{Connection, ConnectionConfig, Error, Io, TimeoutKind, preface};
+
+/// Default time allowed for the preface and the security handshake: 10 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time allowed to establish a TCP or Unix connection: 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a client protects its connection.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub enum ClientSecurity {
+    /// No protection: loopback, tests, or inside another secure channel.
+    Plain,
+    /// A Noise session.
+    Noise(Box<NoiseConfig>),
+}
+
+impl ClientSecurity {
+    /// Noise with these settings.
+    pub fn noise(config: NoiseConfig) -> Self {
+        Self::Noise(Box::new(config))
+    }
+
+    /// The preface mode of this security.
+    pub fn mode(&self) -> SecurityMode {
+        match self {
+            Self::Plain => SecurityMode::Plain,
+            Self::Noise(_) => SecurityMode::Noise,
+        }
+    }
+}
+
+/// How a server protects the connections it accepts.
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub enum ServerSecurity {
+    /// No protection.
+    Plain,
+    /// Noise sessions; the replay cache is shared by every handshake of the server.
+    Noise {
+        /// The server's Noise settings.
+        config: Box<NoiseConfig>,
+        /// First-message nonces already seen.
+        replay: Arc<Mutex<ReplayCache>>,
+    },
+}
+
+impl ServerSecurity {
+    /// Noise with a fresh replay cache of the default size.
+    pub fn noise(config: NoiseConfig) -> Self {
+        Self::Noise {
+            config: Box::new(config),
+            replay: Arc::new(Mutex::new(ReplayCache::default())),
+        }
+    }
+
+    /// The preface mode of this security.
+    pub fn mode(&self) -> SecurityMode {
+        match self {
+            Self::Plain => SecurityMode::Plain,
+            Self::Noise { .. } => SecurityMode::Noise,
+        }
+    }
+}
+
+/// Connects the client side of a netproto connection over `io`: preface,
+/// handshake (within `handshake_timeout`), then a framed connection.
+///
+/// # Errors
+///
+/// [`Error::Config`] for a bad configuration; [`Error::Timeout`] with
+/// [`TimeoutKind::Handshake`]; [`Error::Refused`] when the server refuses the
+/// preface; [`Error::Crypto`] when the Noise handshake fails; I/O errors.
+pub async fn connect<I: Io>(
+    mut io: I,
+    security: &ClientSecurity,
+    config: &ConnectionConfig,
+    handshake_timeout: Duration,
+) -> Result<Connection, Error> {
+    config.validate()?;
+    check_duration(
+        handshake_timeout,
+        "handshake timeout must be between 1 ms and one day",
+    )?;
+    let handshake = async {
+        let prologue = preface::client(&mut io, security.mode()).await?;
+        match security {
+            ClientSecurity::Plain => Ok((Protection::Plain, BytesMut::new(), plain_info(config))),
+            ClientSecurity::Noise(noise_config) => {
+                let (session, leftover) =
+                    noise::client(&mut io, &prologue, noise_config, offered(config)).await?;
+                let info = noise_info(&session, config);
+                let (sealer, opener) = session.into_split();
+                Ok((
+                    Protection::Noise {
+                        sealer: Box::new(sealer),
+                        opener: Box::new(opener),
+                    },
+                    leftover,
+                    info,
+                ))
+            }
+        }
+    };
+    let (protection, leftover, info) = with_timeout(handshake_timeout, handshake).await?;
+    Ok(Connection::spawn(io, protection, leftover, info, config))
+}
+
+/// Accepts the server side of a netproto connection over `io`.
+///
+/// # Errors
+///
+/// As [`connect`], plus [`Error::ModeMismatch`] when the client asked for
+/// another security mode (it has been told so before this returns).
+pub async fn accept<I: Io>(
+    mut io: I,
+    security: &ServerSecurity,
+    config: &ConnectionConfig,
+    handshake_timeout: Duration,
+) -> Result<Connection, Error> {
+    config.validate()?;
+    check_duration(
+        handshake_timeout,
+        "handshake timeout must be between 1 ms and one day",
+    )?;
+    let handshake = async {
+        let prologue = preface::server(&mut io, security.mode()).await?;
+        match security {
+            ServerSecurity::Plain => Ok((Protection::Plain, BytesMut::new(), plain_info(config))),
+            ServerSecurity::Noise {
+                config: noise_config,
+                replay,
+            } => {
+                let (session, leftover) =
+                    noise::server(&mut io, &prologue, noise_config, offered(config), replay)
+                        .await?;
+                let info = noise_info(&session, config);
+                let (sealer, opener) = session.into_split();
+                Ok((
+                    Protection::Noise {
+                        sealer: Box::new(sealer),
+                        opener: Box::new(opener),
+                    },
+                    leftover,
+                    info,
+                ))
+            }
+        }
+    };
+    let (protection, leftover, info) = with_timeout(handshake_timeout, handshake).await?;
+    Ok(Connection::spawn(io, protection, leftover, info, config))
+}
+
+/// Opens a TCP connection with `TCP_NODELAY` on (the writer coalesces
+/// frames itself, so Nagle's algorithm would only add delay).
+///
+/// # Errors
+///
+/// [`Error::Timeout`] with [`TimeoutKind::Connect`], or the I/O error.
+pub async fn connect_tcp(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
+    check_duration(timeout, "connect timeout must be between 1 ms and one day")?;
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(stream) => stream?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                kind: TimeoutKind::Connect,
+                after: timeout,
+            });
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens a Unix domain socket connection.
+///
+/// # Errors
+///
+/// [`Error::Timeout`] with [`TimeoutKind::Connect`], or the I/O error.
+#[cfg(unix)]
+pub async fn connect_unix(
+    path: impl AsRef<Path>,
+    timeout: Duration,
+) -> Result<tokio::net::UnixStream, Error> {
+    check_duration(timeout, "connect timeout must be between 1 ms and one day")?;
+    match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
+        Ok(stream) => Ok(stream?),
+        Err(_) => Err(Error::Timeout {
+            kind: TimeoutKind::Connect,
+            after: timeout,
+        }),
+    }
+}
+
+/// Opens a Windows named pipe, which stands in for a Unix socket there.
+///
+/// # Errors
+///
+/// The I/O error.
+#[cfg(windows)]
+pub async fn connect_pipe(
+    name: impl AsRef<std::ffi::OsStr>,
+) -> Result<tokio::net::windows::named_pipe::NamedPipeClient, Error> {
+    Ok(tokio::net::windows::named_pipe::ClientOptions::new().open(name)?)
+}
+
+async fn with_timeout<T>(
+    after: Duration,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(after, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            kind: TimeoutKind::Handshake,
+            after,
+        }),
+    }
+}
+
+/// What this side offers in the Noise handshake: its frame limit, and every
+/// algorithm it can decompress.
+fn offered(config: &ConnectionConfig) -> Capabilities {
+    Capabilities::new(config.max_frame_len, CompressionSet::ALL)
+}
+
+fn plain_info(config: &ConnectionConfig) -> ConnectionInfo {
+    ConnectionInfo {
+        mode: SecurityMode::Plain,
+        peer_static: None,
+        capabilities: None,
+        // Without negotiation, assume the peer uses the same limit.
+        peer_max_frame_len: config.max_frame_len,
+        compression: config.compression,
+    }
+}
+
+fn noise_info(session: &netproto_crypto::Session, config: &ConnectionConfig) -> ConnectionInfo {
+    let agreed = *session.capabilities();
+    let wanted = match config.compression {
+        Compression::Lz4 => CompressionSet::LZ4,
+        Compression::Zstd => CompressionSet::ZSTD,
+        _ => CompressionSet::NONE,
+    };
+    let compression = if !wanted.is_empty() && agreed.compression.contains(wanted) {
+        config.compression
+    } else {
+        Compression::None
+    };
+    ConnectionInfo {
+        mode: SecurityMode::Noise,
+        peer_static: session.peer_static().copied(),
+        capabilities: Some(agreed),
+        peer_max_frame_len: agreed.max_frame_len,
+        compression,
+    }
+}

@@ -1,0 +1,77 @@
+//! netproto over tokio: TCP, Unix domain sockets, TLS and Noise streams,
+//! framed connections with backpressure, timeouts and heartbeat.
+//!
+//! This is the only layer that touches sockets. It drives the sans-IO crates
+//! below it: `netproto-wire` for frames, `netproto-compress` for bodies and
+//! `netproto-crypto` for the Noise session.
+//!
+//! A [`Connection`] runs a reader task and a writer task over one stream:
+//!
+//! - the writer drains the bounded send queue into large writes (and large
+//!   Noise records), so many small frames cost one system call;
+//! - the reader reads large chunks and decodes every complete frame; when the
+//!   inbound queue is full it stops reading, so TCP flow control pushes back;
+//! - pings go out when the connection is quiet, and a peer silent for
+//!   `heartbeat_misses` intervals is declared dead;
+//! - every failure is a typed [`Error`], reported once by [`Receiver::recv`].
+//!
+//! # Examples
+//!
+//! ```
+//! use netproto_transport::{ClientSecurity, ConnectionConfig, Incoming, ServerSecurity};
+//! use netproto_wire::Message;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), netproto_transport::Error> {
+//! let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+//! let config = ConnectionConfig::default();
+//! let timeout = netproto_transport::DEFAULT_HANDSHAKE_TIMEOUT;
+//! let server = tokio::spawn(async move {
+//!     let mut conn =
+//!         netproto_transport::accept(server_io, &ServerSecurity::Plain, &ConnectionConfig::default(), timeout)
+//!             .await?;
+//!     // Echo one message back.
+//!     if let Some(Incoming::Message(envelope)) = conn.recv().await? {
+//!         conn.send(envelope).await?;
+//!     }
+//!     Ok::<_, netproto_transport::Error>(conn)
+//! });
+//! let mut client =
+//!     netproto_transport::connect(client_io, &ClientSecurity::Plain, &config, timeout).await?;
+//! client.send(Message::Echo("hi".into()).to_envelope(1)).await?;
+//! let Some(Incoming::Message(reply)) = client.recv().await? else {
+//!     panic!("no reply");
+//! };
+//! assert_eq!(reply.request_id, 1);
+//! # server.await.unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod config;
+mod connection;
+mod error;
+mod establish;
+mod noise;
+pub mod preface;
+pub mod tls;
+
+pub use config::{ConnectionConfig, MAX_DURATION, MAX_QUEUE};
+pub use connection::{Connection, ConnectionInfo, Incoming, Receiver, Sender};
+pub use error::{Error, TimeoutKind};
+#[cfg(windows)]
+pub use establish::connect_pipe;
+#[cfg(unix)]
+pub use establish::connect_unix;
+pub use establish::{
+    ClientSecurity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, ServerSecurity, accept,
+    connect, connect_tcp,
+};
+pub use noise::NoiseConfig;
+
+/// A byte stream a connection can run over: TCP, Unix socket, TLS, or any
+/// in-memory pipe.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T> Io for T where T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}

@@ -1,0 +1,523 @@
+//! Framed connections over in-memory pipes: backpressure, timeouts,
+//! heartbeat, and the Noise and plain data paths. Time is paused where
+//! timeouts are measured, so the tests are fast and exact.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use netproto_crypto::Keypair;
+use netproto_transport::{
+    ClientSecurity, Connection, ConnectionConfig, Error, Incoming, NoiseConfig, ServerSecurity,
+    TimeoutKind, accept, connect,
+};
+use netproto_wire::{
+    Decoder, Envelope, Frame, Message, MessageType, Preface, PrefaceAnswer, SecurityMode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::Instant;
+
+const HANDSHAKE: Duration = Duration::from_secs(5);
+
+fn keypair() -> Keypair {
+    Keypair::generate(&mut rand::rngs::OsRng)
+}
+
+async fn pair(
+    client: ClientSecurity,
+    server: ServerSecurity,
+    config: ConnectionConfig,
+    pipe: usize,
+) -> (Connection, Connection) {
+    let (a, b) = tokio::io::duplex(pipe);
+    let server_config = config.clone();
+    let server = tokio::spawn(async move { accept(b, &server, &server_config, HANDSHAKE).await });
+    let client = connect(a, &client, &config, HANDSHAKE).await.unwrap();
+    (client, server.await.unwrap().unwrap())
+}
+
+async fn plain_pair(config: ConnectionConfig) -> (Connection, Connection) {
+    pair(
+        ClientSecurity::Plain,
+        ServerSecurity::Plain,
+        config,
+        64 * 1024,
+    )
+    .await
+}
+
+async fn noise_pair(config: ConnectionConfig) -> (Connection, Connection) {
+    pair(
+        ClientSecurity::noise(NoiseConfig::new(keypair())),
+        ServerSecurity::noise(NoiseConfig::new(keypair())),
+        config,
+        64 * 1024,
+    )
+    .await
+}
+
+fn echo(id: u64, text: &str) -> Envelope {
+    Message::Echo(text.into()).to_envelope(id)
+}
+
+async fn next_message(conn: &mut Connection) -> Envelope {
+    match conn.recv().await.unwrap() {
+        Some(Incoming::Message(envelope)) => envelope,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// Sends `count` messages of every size class both ways and checks them all.
+async fn exchange(client: &mut Connection, server: &mut Connection, count: u64) {
+    let sizes = [0usize, 1, 63, 600, 70_000, 200_000];
+    let sender = client.sender().clone();
+    let send = tokio::spawn(async move {
+        for id in 1..=count {
+            let size = sizes[(id as usize) % sizes.len()];
+            let payload = Bytes::from(vec![(id % 251) as u8; size]);
+            let msg = Envelope::new(id, MessageType::new("BLOB").unwrap(), payload);
+            sender.send(msg).await.unwrap();
+        }
+    });
+    for id in 1..=count {
+        let got = next_message(server).await;
+        assert_eq!(got.request_id, id);
+        let size = sizes[(id as usize) % sizes.len()];
+        assert_eq!(got.payload.len(), size);
+        assert!(got.payload.iter().all(|b| *b == (id % 251) as u8));
+        server.send(got).await.unwrap();
+    }
+    for id in 1..=count {
+        assert_eq!(next_message(client).await.request_id, id);
+    }
+    send.await.unwrap();
+}
+
+#[tokio::test]
+async fn plain_round_trips_every_size() {
+    let (mut client, mut server) = plain_pair(ConnectionConfig::default()).await;
+    exchange(&mut client, &mut server, 60).await;
+}
+
+#[tokio::test]
+async fn noise_round_trips_every_size_and_knows_the_peer() {
+    let client_key = keypair();
+    let server_key = keypair();
+    let (mut client, mut server) = pair(
+        ClientSecurity::noise(NoiseConfig::new(client_key.clone())),
+        ServerSecurity::noise(NoiseConfig::new(server_key.clone())),
+        ConnectionConfig::default(),
+        64 * 1024,
+    )
+    .await;
+    assert_eq!(client.info().peer_static, Some(*server_key.public()));
+    assert_eq!(server.info().peer_static, Some(*client_key.public()));
+    exchange(&mut client, &mut server, 60).await;
+}
+
+#[tokio::test]
+async fn noise_rekeys_across_many_records() {
+    let mut config = ConnectionConfig::default();
+    let mut client_noise = NoiseConfig::new(keypair());
+    client_noise.session.record.rekey_interval = 3;
+    let mut server_noise = NoiseConfig::new(keypair());
+    server_noise.session.record.rekey_interval = 3;
+    config.write_batch_bytes = 4096;
+    let (mut client, mut server) = pair(
+        ClientSecurity::noise(client_noise),
+        ServerSecurity::noise(server_noise),
+        config,
+        8 * 1024,
+    )
+    .await;
+    exchange(&mut client, &mut server, 40).await;
+}
+
+#[tokio::test]
+async fn compression_is_used_when_both_sides_support_it() {
+    let mut config = ConnectionConfig::default();
+    config.compression = netproto_wire::Compression::Zstd;
+    let (mut client, mut server) = noise_pair(config).await;
+    assert_eq!(client.info().compression, netproto_wire::Compression::Zstd);
+    let big = Bytes::from(vec![b'z'; 100_000]);
+    let msg = Envelope::new(7, MessageType::new("BIG").unwrap(), big.clone());
+    client.send(msg).await.unwrap();
+    assert_eq!(next_message(&mut server).await.payload, big);
+}
+
+#[tokio::test]
+async fn wrong_pin_fails_the_noise_handshake() {
+    let mut client_noise = NoiseConfig::new(keypair());
+    client_noise.remote_static = Some(*keypair().public());
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        accept(
+            b,
+            &ServerSecurity::noise(NoiseConfig::new(keypair())),
+            &ConnectionConfig::default(),
+            HANDSHAKE,
+        )
+        .await
+    });
+    let err = connect(
+        a,
+        &ClientSecurity::noise(client_noise),
+        &ConnectionConfig::default(),
+        HANDSHAKE,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Crypto(_)), "{err:?}");
+    assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn mode_mismatch_is_refused_with_a_clear_error() {
+    let (a, b) = tokio::io::duplex(1024);
+    let server = tokio::spawn(async move {
+        accept(
+            b,
+            &ServerSecurity::noise(NoiseConfig::new(keypair())),
+            &ConnectionConfig::default(),
+            HANDSHAKE,
+        )
+        .await
+    });
+    let err = connect(
+        a,
+        &ClientSecurity::Plain,
+        &ConnectionConfig::default(),
+        HANDSHAKE,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Refused {
+                mode: SecurityMode::Noise,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        server.await.unwrap(),
+        Err(Error::ModeMismatch {
+            asked: SecurityMode::Plain,
+            offered: SecurityMode::Noise
+        })
+    ));
+}
+
+#[tokio::test]
+async fn zero_or_absurd_configuration_is_an_error_not_a_panic() {
+    let (a, _b) = tokio::io::duplex(1024);
+    let mut config = ConnectionConfig::default();
+    config.backpressure_limit = 0;
+    let err = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let (a, _b) = tokio::io::duplex(1024);
+    let err = connect(
+        a,
+        &ClientSecurity::Plain,
+        &ConnectionConfig::default(),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
+
+/// A raw peer that answers the preface, then does whatever the test says.
+async fn raw_server(mut io: DuplexStream) -> DuplexStream {
+    let mut preface = [0; 8];
+    io.read_exact(&mut preface).await.unwrap();
+    let preface = Preface::parse(&preface).unwrap().unwrap();
+    let answer = PrefaceAnswer::to(preface, SecurityMode::Plain);
+    io.write_all(&answer.to_bytes()).await.unwrap();
+    io
+}
+
+#[tokio::test(start_paused = true)]
+async fn handshake_timeout_when_the_server_never_answers() {
+    let (a, _b) = tokio::io::duplex(1024);
+    let start = Instant::now();
+    let err = connect(
+        a,
+        &ClientSecurity::Plain,
+        &ConnectionConfig::default(),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                kind: TimeoutKind::Handshake,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(start.elapsed().as_secs(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_is_declared_dead_within_the_configured_time() {
+    let mut config = ConnectionConfig::default();
+    config.heartbeat_interval = Some(Duration::from_secs(2));
+    config.heartbeat_misses = 3;
+    config.idle_timeout = None;
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    // The peer reads (so our pings go out) but never answers.
+    let peer = tokio::spawn(async move {
+        let mut io = raw_server(b).await;
+        let mut sink = vec![0; 4096];
+        let mut pings = 0;
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::new();
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&sink[..n]);
+            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                if matches!(frame, Frame::Ping(_)) {
+                    pings += 1;
+                }
+            }
+        }
+        pings
+    });
+    let mut conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let err = conn.recv().await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        matches!(err, Error::Timeout { kind: TimeoutKind::Heartbeat, after } if after == Duration::from_secs(6)),
+        "{err:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(6) && took <= Duration::from_secs(8),
+        "{took:?}"
+    );
+    // Resources freed: the connection closed its end, so the peer's read ended.
+    let pings = peer.await.unwrap();
+    assert!(pings >= 2, "pings sent while waiting: {pings}");
+    assert!(conn.sender().is_closed() || conn.send(echo(1, "x")).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn answering_peer_stays_alive_until_idle_timeout() {
+    let mut config = ConnectionConfig::default();
+    config.heartbeat_interval = Some(Duration::from_secs(1));
+    config.heartbeat_misses = 2;
+    config.idle_timeout = Some(Duration::from_secs(30));
+    let (mut client, mut server) = plain_pair(config).await;
+    client.send(echo(1, "hello")).await.unwrap();
+    next_message(&mut server).await;
+    let start = Instant::now();
+    // Heartbeats keep both alive well past 2 s; only idleness ends it.
+    let err = client.recv().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                kind: TimeoutKind::Idle,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(29) && took <= Duration::from_secs(40),
+        "{took:?}"
+    );
+    drop(server);
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_timeout_when_the_peer_never_reads() {
+    let mut config = ConnectionConfig::default();
+    config.write_timeout = Duration::from_secs(4);
+    config.heartbeat_interval = None;
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let peer = tokio::spawn(async move {
+        let io = raw_server(b).await;
+        // Hold the pipe open without ever reading from it.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(io);
+    });
+    let mut conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+        .await
+        .unwrap();
+    let payload = Bytes::from(vec![0u8; 64 * 1024]);
+    conn.send(Envelope::new(1, MessageType::new("BIG").unwrap(), payload))
+        .await
+        .unwrap();
+    let err = conn.recv().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { kind: TimeoutKind::Write, after } if after == Duration::from_secs(4)),
+        "{err:?}"
+    );
+    peer.abort();
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_meets_backpressure_not_growth() {
+    let mut config = ConnectionConfig::default();
+    config.backpressure_limit = 16;
+    config.heartbeat_interval = None;
+    let (a, b) = tokio::io::duplex(8 * 1024);
+    let peer = tokio::spawn(async move {
+        let io = raw_server(b).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(io);
+    });
+    let conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+        .await
+        .unwrap();
+    let payload = Bytes::from(vec![1u8; 1000]);
+    let msg = Envelope::new(1, MessageType::new("DATA").unwrap(), payload);
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..10_000 {
+        match conn.sender().try_send(msg.clone()) {
+            Ok(()) => accepted += 1,
+            Err(Error::Backpressure) => refused += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        tokio::task::yield_now().await;
+    }
+    // What was accepted is what the queue, one write batch and the pipe hold:
+    // bounded by configuration, not by how much the application tried to send.
+    let pipe_and_batch = (8 * 1024 + config.write_batch_bytes) / 1000 + 2;
+    assert!(
+        accepted <= config.backpressure_limit + pipe_and_batch,
+        "{accepted}"
+    );
+    assert!(refused >= 10_000 - accepted);
+    assert_eq!(conn.sender().capacity(), 0);
+    // An async send waits instead of failing.
+    let waiting = tokio::time::timeout(Duration::from_millis(100), conn.send(msg)).await;
+    assert!(waiting.is_err(), "send must wait while the queue is full");
+    peer.abort();
+}
+
+#[tokio::test]
+async fn full_inbound_queue_stops_reading_and_resumes() {
+    let mut config = ConnectionConfig::default();
+    config.inbound_limit = 4;
+    config.heartbeat_interval = None;
+    let (client, mut server) = plain_pair(config).await;
+    let sender = client.sender().clone();
+    // 2,000 messages of 1 KiB: far more than the queues and the 64 KiB pipe hold.
+    let send = tokio::spawn(async move {
+        for id in 1..=2000u64 {
+            let msg = Envelope::new(
+                id,
+                MessageType::new("DATA").unwrap(),
+                vec![0u8; 1024].into(),
+            );
+            sender.send(msg).await.unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !send.is_finished(),
+        "the sender must be held back while nobody reads"
+    );
+    for id in 1..=2000u64 {
+        assert_eq!(next_message(&mut server).await.request_id, id);
+    }
+    send.await.unwrap();
+}
+
+#[tokio::test]
+async fn clean_close_delivers_everything_then_ends() {
+    let (client, mut server) = plain_pair(ConnectionConfig::default()).await;
+    for id in 1..=100 {
+        client.send(echo(id, "bye")).await.unwrap();
+    }
+    client.sender().close().await.unwrap();
+    for id in 1..=100 {
+        assert_eq!(next_message(&mut server).await.request_id, id);
+    }
+    assert_eq!(server.recv().await.unwrap(), None);
+    assert_eq!(server.recv().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn protocol_violation_is_reported_and_closes() {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let peer = tokio::spawn(async move {
+        let mut io = raw_server(b).await;
+        // A header declaring a body over the 16 MiB limit.
+        let mut junk = BytesMut::new();
+        junk.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x01, 0x00]);
+        io.write_all(&junk).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = io.read_to_end(&mut rest).await;
+    });
+    let mut conn = connect(
+        a,
+        &ClientSecurity::Plain,
+        &ConnectionConfig::default(),
+        HANDSHAKE,
+    )
+    .await
+    .unwrap();
+    let err = conn.recv().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Protocol(netproto_wire::Error::FrameTooLarge { .. })
+        ),
+        "{err:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), peer)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn goaway_and_error_frames_reach_the_application() {
+    let (client, mut server) = plain_pair(ConnectionConfig::default()).await;
+    let goaway = netproto_wire::GoAway::new(9, netproto_wire::ErrorCode::SHUTTING_DOWN, "restart");
+    client
+        .sender()
+        .send_frame(Frame::GoAway(goaway.clone()))
+        .await
+        .unwrap();
+    let error = netproto_wire::ErrorFrame::new(3, netproto_wire::ErrorCode::NO_HANDLER, "no FOO");
+    client
+        .sender()
+        .send_frame(Frame::Error(error.clone()))
+        .await
+        .unwrap();
+    assert_eq!(server.recv().await.unwrap(), Some(Incoming::GoAway(goaway)));
+    assert_eq!(server.recv().await.unwrap(), Some(Incoming::Error(error)));
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused_at_send() {
+    let mut config = ConnectionConfig::default();
+    config.max_frame_len = 1024;
+    let (client, _server) = noise_pair(config).await;
+    let msg = Envelope::new(1, MessageType::new("BIG").unwrap(), vec![0u8; 2000].into());
+    let err = client.send(msg).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Protocol(netproto_wire::Error::EncodeTooLarge { .. })
+        ),
+        "{err:?}"
+    );
+}
