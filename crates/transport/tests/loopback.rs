@@ -1,0 +1,239 @@
+//! Every transport over real loopback sockets: TCP on 127.0.0.1 and ::1, and
+//! Unix domain sockets. Each test is bounded in time and stops by itself.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use netproto_crypto::Keypair;
+use netproto_transport::{
+    ClientSecurity, Connection, ConnectionConfig, DEFAULT_CONNECT_TIMEOUT, Error, Incoming,
+    NoiseConfig, ServerSecurity, TimeoutKind, accept, connect, connect_tcp,
+};
+use netproto_wire::{Envelope, MessageType};
+use tokio::net::TcpListener;
+
+const HANDSHAKE: Duration = Duration::from_secs(5);
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn keypair() -> Keypair {
+    Keypair::generate(&mut rand::rngs::OsRng)
+}
+
+/// Echoes every message back until the client closes.
+async fn echo_server(mut conn: Connection) -> Result<u64, Error> {
+    let mut echoed = 0;
+    while let Some(item) = conn.recv().await? {
+        if let Incoming::Message(envelope) = item {
+            conn.send(envelope).await?;
+            echoed += 1;
+        }
+    }
+    Ok(echoed)
+}
+
+/// Sends `count` requests with up to all of them in flight and checks every echo.
+async fn run_client(conn: Connection, count: u64) {
+    let (sender, mut receiver, _info) = conn.split();
+    let send = tokio::spawn(async move {
+        for id in 1..=count {
+            let size = [8usize, 64, 1500, 100_000][id as usize % 4];
+            let payload = Bytes::from(vec![(id % 256) as u8; size]);
+            let env = Envelope::new(id, MessageType::new("BLOB").unwrap(), payload);
+            sender.send(env).await.unwrap();
+        }
+        sender
+    });
+    for id in 1..=count {
+        match receiver.recv().await.unwrap() {
+            Some(Incoming::Message(env)) => {
+                assert_eq!(env.request_id, id);
+                assert!(env.payload.iter().all(|b| *b == (id % 256) as u8));
+            }
+            other => panic!("expected echo {id}, got {other:?}"),
+        }
+    }
+    let sender = send.await.unwrap();
+    sender.close().await.unwrap();
+}
+
+async fn tcp_case(bind: &str, client: ClientSecurity, server: ServerSecurity) {
+    let listener = TcpListener::bind(bind).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ConnectionConfig::default();
+    let server_task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let conn = accept(stream, &server, &ConnectionConfig::default(), HANDSHAKE)
+            .await
+            .unwrap();
+        echo_server(conn).await
+    });
+    let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
+    let conn = connect(stream, &client, &config, HANDSHAKE).await.unwrap();
+    run_client(conn, 400).await;
+    assert_eq!(server_task.await.unwrap().unwrap(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_over_tcp_v4() {
+    tokio::time::timeout(
+        LIMIT,
+        tcp_case("127.0.0.1:0", ClientSecurity::Plain, ServerSecurity::Plain),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_over_tcp_v4() {
+    let case = tcp_case(
+        "127.0.0.1:0",
+        ClientSecurity::noise(NoiseConfig::new(keypair())),
+        ServerSecurity::noise(NoiseConfig::new(keypair())),
+    );
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_over_tcp_v6_when_available() {
+    if TcpListener::bind("[::1]:0").await.is_err() {
+        eprintln!("skipping: no IPv6 loopback on this machine");
+        return;
+    }
+    let case = tcp_case(
+        "[::1]:0",
+        ClientSecurity::noise(NoiseConfig::new(keypair())),
+        ServerSecurity::noise(NoiseConfig::new(keypair())),
+    );
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[cfg(unix)]
+async fn unix_case(client: ClientSecurity, server: ServerSecurity) {
+    let dir = std::env::temp_dir().join(format!(
+        "netproto-test-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server_task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let conn = accept(stream, &server, &ConnectionConfig::default(), HANDSHAKE)
+            .await
+            .unwrap();
+        echo_server(conn).await
+    });
+    let stream = netproto_transport::connect_unix(&path, DEFAULT_CONNECT_TIMEOUT)
+        .await
+        .unwrap();
+    let conn = connect(stream, &client, &ConnectionConfig::default(), HANDSHAKE)
+        .await
+        .unwrap();
+    run_client(conn, 400).await;
+    assert_eq!(server_task.await.unwrap().unwrap(), 400);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_over_unix_socket() {
+    tokio::time::timeout(
+        LIMIT,
+        unix_case(ClientSecurity::Plain, ServerSecurity::Plain),
+    )
+    .await
+    .unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_over_unix_socket() {
+    let case = unix_case(
+        ClientSecurity::noise(NoiseConfig::new(keypair())),
+        ServerSecurity::noise(NoiseConfig::new(keypair())),
+    );
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_server_requires_allowed_client_key() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let allowed = keypair();
+    let mut server_noise = NoiseConfig::new(keypair());
+    server_noise.allowed_peers = Some(vec![*allowed.public()]);
+    let server = ServerSecurity::noise(server_noise);
+    let server_task = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            results.push(
+                accept(stream, &server, &ConnectionConfig::default(), HANDSHAKE)
+                    .await
+                    .map(|c| c.info().peer_static),
+            );
+        }
+        results
+    });
+    let stranger = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
+    let refused = connect(
+        stranger,
+        &ClientSecurity::noise(NoiseConfig::new(keypair())),
+        &ConnectionConfig::default(),
+        HANDSHAKE,
+    )
+    .await;
+    // The stranger's handshake completes on its side at best; the server refuses it.
+    let friend = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
+    let ok = connect(
+        friend,
+        &ClientSecurity::noise(NoiseConfig::new(allowed.clone())),
+        &ConnectionConfig::default(),
+        HANDSHAKE,
+    )
+    .await;
+    assert!(ok.is_ok());
+    let results = tokio::time::timeout(LIMIT, server_task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(results[0], Err(Error::Crypto(_))),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(results[1].as_ref().unwrap(), &Some(*allowed.public()));
+    drop(refused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_against_a_full_backlog() {
+    // A listener that never accepts, with a backlog of one: once it is full,
+    // the kernel drops further connection attempts and they hang.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    let mut timed_out = false;
+    for _ in 0..16 {
+        match connect_tcp(addr, Duration::from_millis(300)).await {
+            Ok(stream) => held.push(stream),
+            Err(Error::Timeout {
+                kind: TimeoutKind::Connect,
+                ..
+            }) => {
+                timed_out = true;
+                break;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        timed_out,
+        "no connect timed out after {} connections",
+        held.len()
+    );
+}
