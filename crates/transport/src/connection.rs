@@ -42,6 +42,9 @@ pub struct ConnectionInfo {
     pub mode: SecurityMode,
     /// The peer's static key, in Noise mode.
     pub peer_static: Option<PublicKey>,
+    /// The peer's verified end-entity certificate, in TLS mode (the client's
+    /// only with mutual TLS).
+    pub peer_certificate: Option<rustls_pki_types::CertificateDer<'static>>,
     /// What both sides agreed in the Noise handshake.
     pub capabilities: Option<Capabilities>,
     /// Largest data-frame body the peer accepts.

@@ -12,6 +12,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use crate::config::check_duration;
 use crate::connection::{ConnectionInfo, Protection};
 use crate::noise::{self, NoiseConfig};
+use crate::tls::{self, CertificateDer, TlsAcceptor, TlsConnector};
 use crate::{Connection, ConnectionConfig, Error, Io, TimeoutKind, preface};
 
 /// Default time allowed for the preface and the security handshake: 10 s.
@@ -28,6 +29,13 @@ pub enum ClientSecurity {
     Plain,
     /// A Noise session.
     Noise(Box<NoiseConfig>),
+    /// TLS, verifying the server's certificate for `server_name`.
+    Tls {
+        /// Trust roots, client certificate and pins.
+        connector: TlsConnector,
+        /// The DNS name or IP address the server's certificate must be valid for.
+        server_name: String,
+    },
 }
 
 impl ClientSecurity {
@@ -41,6 +49,7 @@ impl ClientSecurity {
         match self {
             Self::Plain => SecurityMode::Plain,
             Self::Noise(_) => SecurityMode::Noise,
+            Self::Tls { .. } => SecurityMode::Tls,
         }
     }
 }
@@ -58,6 +67,8 @@ pub enum ServerSecurity {
         /// First-message nonces already seen.
         replay: Arc<Mutex<ReplayCache>>,
     },
+    /// TLS, with mutual authentication if the acceptor asks for client certificates.
+    Tls(TlsAcceptor),
 }
 
 impl ServerSecurity {
@@ -74,6 +85,7 @@ impl ServerSecurity {
         match self {
             Self::Plain => SecurityMode::Plain,
             Self::Noise { .. } => SecurityMode::Noise,
+            Self::Tls(_) => SecurityMode::Tls,
         }
     }
 }
@@ -97,10 +109,32 @@ pub async fn connect<I: Io>(
         handshake_timeout,
         "handshake timeout must be between 1 ms and one day",
     )?;
+    if let ClientSecurity::Tls {
+        connector,
+        server_name,
+    } = security
+    {
+        let stream = with_timeout(handshake_timeout, async move {
+            preface::client(&mut io, SecurityMode::Tls).await?;
+            connector.connect(server_name, io).await
+        })
+        .await?;
+        let certificate = tls::server_certificate(&stream).cloned();
+        let info = tls_info(config, certificate);
+        return Ok(Connection::spawn(
+            stream,
+            Protection::Plain,
+            BytesMut::new(),
+            info,
+            config,
+        ));
+    }
     let handshake = async {
         let prologue = preface::client(&mut io, security.mode()).await?;
         match security {
-            ClientSecurity::Plain => Ok((Protection::Plain, BytesMut::new(), plain_info(config))),
+            ClientSecurity::Plain | ClientSecurity::Tls { .. } => {
+                Ok((Protection::Plain, BytesMut::new(), plain_info(config)))
+            }
             ClientSecurity::Noise(noise_config) => {
                 let (session, leftover) =
                     noise::client(&mut io, &prologue, noise_config, offered(config)).await?;
@@ -138,10 +172,28 @@ pub async fn accept<I: Io>(
         handshake_timeout,
         "handshake timeout must be between 1 ms and one day",
     )?;
+    if let ServerSecurity::Tls(acceptor) = security {
+        let stream = with_timeout(handshake_timeout, async move {
+            preface::server(&mut io, SecurityMode::Tls).await?;
+            acceptor.accept(io).await
+        })
+        .await?;
+        let certificate = tls::client_certificate(&stream).cloned();
+        let info = tls_info(config, certificate);
+        return Ok(Connection::spawn(
+            stream,
+            Protection::Plain,
+            BytesMut::new(),
+            info,
+            config,
+        ));
+    }
     let handshake = async {
         let prologue = preface::server(&mut io, security.mode()).await?;
         match security {
-            ServerSecurity::Plain => Ok((Protection::Plain, BytesMut::new(), plain_info(config))),
+            ServerSecurity::Plain | ServerSecurity::Tls(_) => {
+                Ok((Protection::Plain, BytesMut::new(), plain_info(config)))
+            }
             ServerSecurity::Noise {
                 config: noise_config,
                 replay,
@@ -242,6 +294,7 @@ fn plain_info(config: &ConnectionConfig) -> ConnectionInfo {
     ConnectionInfo {
         mode: SecurityMode::Plain,
         peer_static: None,
+        peer_certificate: None,
         capabilities: None,
         // Without negotiation, assume the peer uses the same limit.
         peer_max_frame_len: config.max_frame_len,
@@ -264,8 +317,20 @@ fn noise_info(session: &netproto_crypto::Session, config: &ConnectionConfig) -> 
     ConnectionInfo {
         mode: SecurityMode::Noise,
         peer_static: session.peer_static().copied(),
+        peer_certificate: None,
         capabilities: Some(agreed),
         peer_max_frame_len: agreed.max_frame_len,
         compression,
+    }
+}
+
+fn tls_info(
+    config: &ConnectionConfig,
+    peer_certificate: Option<CertificateDer<'static>>,
+) -> ConnectionInfo {
+    ConnectionInfo {
+        mode: SecurityMode::Tls,
+        peer_certificate,
+        ..plain_info(config)
     }
 }

@@ -237,3 +237,168 @@ async fn connect_timeout_against_a_full_backlog() {
         held.len()
     );
 }
+
+mod tls {
+    use super::*;
+    use netproto_transport::tls::{CertificateAuthority, TlsAcceptor, TlsConnector, self_signed};
+
+    fn names() -> Vec<String> {
+        vec!["localhost".into(), "127.0.0.1".into()]
+    }
+
+    /// Runs the echo case over TLS and returns the server's view of the client certificate.
+    async fn tls_case(connector: TlsConnector, acceptor: TlsAcceptor) -> Result<(), Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server_task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let conn = accept(
+                stream,
+                &ServerSecurity::Tls(acceptor),
+                &ConnectionConfig::default(),
+                HANDSHAKE,
+            )
+            .await?;
+            echo_server(conn).await
+        });
+        let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
+        let security = ClientSecurity::Tls {
+            connector,
+            server_name: "localhost".into(),
+        };
+        let conn = connect(stream, &security, &ConnectionConfig::default(), HANDSHAKE).await?;
+        // With TLS 1.3 a refused client certificate shows up after the handshake.
+        let (sender, mut receiver, _) = conn.split();
+        sender
+            .send(Envelope::new(
+                1,
+                MessageType::new("PING_ME").unwrap(),
+                Bytes::from_static(b"x"),
+            ))
+            .await?;
+        match receiver.recv().await? {
+            Some(Incoming::Message(env)) => assert_eq!(env.request_id, 1),
+            None => return Err(Error::PeerClosed),
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+        sender.close().await?;
+        let echoed = tokio::time::timeout(LIMIT, server_task)
+            .await
+            .unwrap()
+            .unwrap()?;
+        assert_eq!(echoed, 1);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_server_auth_only() {
+        let ca = CertificateAuthority::new("netproto test ca").unwrap();
+        let server = ca.issue_server_cert(&names()).unwrap();
+        let acceptor = TlsAcceptor::from_pem(
+            server.cert_pem().as_bytes(),
+            server.key_pem().as_bytes(),
+            None,
+            false,
+        )
+        .unwrap();
+        let connector = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .build()
+            .unwrap();
+        tokio::time::timeout(LIMIT, tls_case(connector, acceptor))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_mutual_auth_accepts_a_known_client_and_refuses_others() {
+        let ca = CertificateAuthority::new("netproto test ca").unwrap();
+        let client_ca = CertificateAuthority::new("netproto client ca").unwrap();
+        let server = ca.issue_server_cert(&names()).unwrap();
+        let acceptor = TlsAcceptor::from_pem(
+            server.cert_pem().as_bytes(),
+            server.key_pem().as_bytes(),
+            Some(client_ca.cert_pem().as_bytes()),
+            true,
+        )
+        .unwrap();
+        let client = client_ca.issue_client_cert("client-1").unwrap();
+        let with_cert = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .client_auth_pem(client.cert_pem(), client.key_pem())
+            .build()
+            .unwrap();
+        tokio::time::timeout(LIMIT, tls_case(with_cert, acceptor.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        let without_cert = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .build()
+            .unwrap();
+        let err = tokio::time::timeout(LIMIT, tls_case(without_cert, acceptor))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Tls(_) | Error::Io(_) | Error::PeerClosed),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_pins_apply_on_top_of_verification() {
+        let ca = CertificateAuthority::new("netproto test ca").unwrap();
+        let server = ca.issue_server_cert(&names()).unwrap();
+        let acceptor = TlsAcceptor::from_pem(
+            server.cert_pem().as_bytes(),
+            server.key_pem().as_bytes(),
+            None,
+            false,
+        )
+        .unwrap();
+        let pinned = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .pin(server.spki_sha256())
+            .build()
+            .unwrap();
+        tokio::time::timeout(LIMIT, tls_case(pinned, acceptor.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        let wrong_pin = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .pin([7; 32])
+            .build()
+            .unwrap();
+        let err = tokio::time::timeout(LIMIT, tls_case(wrong_pin, acceptor))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, Error::PinMismatch), "{err:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_untrusted_self_signed_is_rejected_even_when_pinned() {
+        let rogue = self_signed(&names()).unwrap();
+        let acceptor = TlsAcceptor::from_pem(
+            rogue.cert_pem().as_bytes(),
+            rogue.key_pem().as_bytes(),
+            None,
+            false,
+        )
+        .unwrap();
+        let ca = CertificateAuthority::new("the real ca").unwrap();
+        let connector = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .pin(rogue.spki_sha256())
+            .build()
+            .unwrap();
+        let err = tokio::time::timeout(LIMIT, tls_case(connector, acceptor))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    }
+}
