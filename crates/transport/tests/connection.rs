@@ -136,7 +136,7 @@ async fn noise_rekeys_across_many_records() {
 async fn compression_is_used_when_both_sides_support_it() {
     let mut config = ConnectionConfig::default();
     config.compression = netproto_wire::Compression::Zstd;
-    let (mut client, mut server) = noise_pair(config).await;
+    let (client, mut server) = noise_pair(config).await;
     assert_eq!(client.info().compression, netproto_wire::Compression::Zstd);
     let big = Bytes::from(vec![b'z'; 100_000]);
     let msg = Envelope::new(7, MessageType::new("BIG").unwrap(), big.clone());
