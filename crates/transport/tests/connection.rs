@@ -318,7 +318,18 @@ async fn answering_peer_stays_alive_until_idle_timeout() {
     config.heartbeat_interval = Some(Duration::from_secs(1));
     config.heartbeat_misses = 2;
     config.idle_timeout = Some(Duration::from_secs(30));
-    let (mut client, mut server) = plain_pair(config).await;
+    // Only the client has an idle timeout, so that it is the one to notice.
+    let mut server_config = config.clone();
+    server_config.idle_timeout = None;
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server =
+        tokio::spawn(
+            async move { accept(b, &ServerSecurity::Plain, &server_config, HANDSHAKE).await },
+        );
+    let mut client = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+        .await
+        .unwrap();
+    let mut server = server.await.unwrap().unwrap();
     client.send(echo(1, "hello")).await.unwrap();
     next_message(&mut server).await;
     let start = Instant::now();
