@@ -36,7 +36,7 @@ async fn run_client(conn: Connection, count: u64) {
     let (sender, mut receiver, _info) = conn.split();
     let send = tokio::spawn(async move {
         for id in 1..=count {
-            let size = [8usize, 64, 1500, 100_000][id as usize % 4];
+            let size = [8usize, 64, 1500, 20_000][id as usize % 4];
             let payload = Bytes::from(vec![(id % 256) as u8; size]);
             let env = Envelope::new(id, MessageType::new("BLOB").unwrap(), payload);
             sender.send(env).await.unwrap();
