@@ -1,0 +1,559 @@
+//! The client side: many requests in flight on one connection, matched to
+//! their responses by request id.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use netproto_transport::{Connection, ConnectionInfo, Incoming, Receiver, Sender};
+use netproto_wire::{Envelope, ErrorCode, GoAway, Message, MessageType};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use crate::Error;
+
+/// Largest accepted [`CorrelatorConfig::unsolicited_limit`].
+pub const MAX_UNSOLICITED: usize = 1 << 20;
+
+/// Tunables of a [`Correlator`].
+///
+/// Mutate a default; [`Correlator::new`] validates it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelatorConfig {
+    /// A request without a response after this long fails with
+    /// [`Error::Timeout`]; a response arriving later is discarded. Default 30 s.
+    pub request_timeout: Duration,
+    /// Items the [`Unsolicited`] queue holds. When it is full the
+    /// connection's reader waits for the application to take one, so
+    /// responses wait too and TCP flow control pushes back on the peer:
+    /// read the queue, or drop it to discard unsolicited messages.
+    /// Default 64.
+    pub unsolicited_limit: usize,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            unsolicited_limit: 64,
+        }
+    }
+}
+
+impl CorrelatorConfig {
+    /// Checks every value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first value that is zero or out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.request_timeout < Duration::from_millis(1)
+            || self.request_timeout > netproto_transport::MAX_DURATION
+        {
+            return Err(Error::Config(
+                "request_timeout must be between 1 ms and one day",
+            ));
+        }
+        if self.unsolicited_limit == 0 || self.unsolicited_limit > MAX_UNSOLICITED {
+            return Err(Error::Config(
+                "unsolicited_limit must be between 1 and 2^20",
+            ));
+        }
+        Ok(())
+    }
+}
+
+type Waiter = oneshot::Sender<Result<Envelope, Error>>;
+
+/// Why new requests cannot be sent.
+enum Closed {
+    /// [`Correlator::close`] was called.
+    Locally,
+    /// The connection ended, for this reason.
+    Lost(Arc<netproto_transport::Error>),
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests sent and not yet answered, by id.
+    pending: HashMap<u64, Waiter>,
+    /// The peer's goaway, once received.
+    goaway: Option<(u64, ErrorCode)>,
+    /// Set once no new request may be sent.
+    closed: Option<Closed>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Messages from the peer that answer no request: one-way messages (id 0),
+/// the peer's [`GoAway`], and connection-level error frames (id 0).
+///
+/// The queue is bounded by [`CorrelatorConfig::unsolicited_limit`]: while
+/// it is full the connection's reader waits (and so do responses). Dropping
+/// this discards unsolicited messages from then on (each is logged at
+/// debug level). It ends (`recv` returns `None`) when the connection does.
+#[derive(Debug)]
+pub struct Unsolicited {
+    rx: mpsc::Receiver<Incoming>,
+}
+
+impl Unsolicited {
+    /// The next unsolicited message, or `None` once the connection has ended.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+
+    /// The next unsolicited message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// The client side of request/response over one [`Connection`].
+///
+/// Requests get ids counting up from 1 and may be in flight by the
+/// thousand, from many tasks at once (share it in an `Arc`); one reader task
+/// matches each response or error frame to its request by id.
+///
+/// - A response completes its request; an error frame fails it with
+///   [`Error::Remote`], carrying the peer's code and text.
+/// - A request without an answer within its timeout fails with
+///   [`Error::Timeout`].
+/// - When the connection ends, every pending request fails with
+///   [`Error::Disconnected`], whose source says why. None is silently lost.
+/// - After the peer's [`GoAway`], new requests and pending ones above its
+///   `last_request_id` fail at once with [`Error::GoingAway`]; the others
+///   still complete.
+///
+/// Dropping the correlator stops its reader and closes the connection.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use netproto_dispatch::{Correlator, CorrelatorConfig, Dispatcher, ServeConfig};
+/// use netproto_transport::{ClientSecurity, ConnectionConfig, ServerSecurity};
+/// use netproto_wire::Message;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+/// let timeout = netproto_transport::DEFAULT_HANDSHAKE_TIMEOUT;
+/// let dispatcher = Arc::new(Dispatcher::default());
+/// dispatcher.register("PING", |_| Ok(Message::Pong));
+///
+/// let server_dispatcher = dispatcher.clone();
+/// let server = tokio::spawn(async move {
+///     let config = ConnectionConfig::default();
+///     let conn = netproto_transport::accept(server_io, &ServerSecurity::Plain, &config, timeout).await?;
+///     let (_stop, shutdown) = tokio::sync::watch::channel(false);
+///     let report = server_dispatcher.serve(conn, &ServeConfig::default(), shutdown).await?;
+///     Ok::<_, netproto_dispatch::Error>(report)
+/// });
+///
+/// let config = ConnectionConfig::default();
+/// let conn = netproto_transport::connect(client_io, &ClientSecurity::Plain, &config, timeout).await?;
+/// let (client, _unsolicited) = Correlator::new(conn, &CorrelatorConfig::default())?;
+/// assert_eq!(client.request(&Message::Ping).await?, Message::Pong);
+/// client.close().await?;
+///
+/// let report = server.await??;
+/// assert_eq!(report.replies, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Correlator {
+    sender: Sender,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    request_timeout: Duration,
+    reader: AbortHandle,
+    info: ConnectionInfo,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("pending", &self.lock().pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Correlator {
+    /// Takes over `conn`: starts the reader task and returns the correlator
+    /// and the queue of unsolicited messages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid `config`.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime (the reader is a spawned task).
+    pub fn new(conn: Connection, config: &CorrelatorConfig) -> Result<(Self, Unsolicited), Error> {
+        config.validate()?;
+        let (sender, receiver, info) = conn.split();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+        });
+        let (unsolicited_tx, unsolicited_rx) = mpsc::channel(config.unsolicited_limit);
+        let reader = Reader {
+            shared: shared.clone(),
+            sender: sender.clone(),
+            unsolicited: Some(unsolicited_tx),
+        };
+        let span = tracing::debug_span!("dispatch");
+        let reader = tokio::spawn(reader.run(receiver).instrument(span)).abort_handle();
+        let correlator = Self {
+            sender,
+            shared,
+            next_id: AtomicU64::new(1),
+            request_timeout: config.request_timeout,
+            reader,
+            info,
+        };
+        Ok((correlator, Unsolicited { rx: unsolicited_rx }))
+    }
+
+    /// What the connection's handshake established about the peer.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn pending(&self) -> usize {
+        self.shared.lock().pending.len()
+    }
+
+    /// Sends `message` as a request and waits for the reply, decoded as a
+    /// [`Message`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] when the peer answers with an error frame;
+    /// [`Error::Timeout`]; [`Error::Disconnected`]; [`Error::GoingAway`];
+    /// [`Error::Closed`] after [`close`](Self::close); [`Error::Transport`]
+    /// when the message is larger than the peer accepts; [`Error::Wire`]
+    /// when the reply is a built-in type whose payload does not decode.
+    pub async fn request(&self, message: &Message) -> Result<Message, Error> {
+        self.request_with_timeout(message, self.request_timeout)
+            .await
+    }
+
+    /// As [`request`](Self::request), with another timeout for this request.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
+    pub async fn request_with_timeout(
+        &self,
+        message: &Message,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        let envelope = message.to_envelope(0);
+        let reply = self
+            .call(envelope.msg_type, envelope.payload, timeout)
+            .await?;
+        Ok(Message::try_from(reply)?)
+    }
+
+    /// Sends a request of type `msg_type` with `payload` and waits for the
+    /// reply envelope, whose payload is a zero-copy slice of the received frame.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request), without [`Error::Wire`].
+    pub async fn request_raw(
+        &self,
+        msg_type: MessageType,
+        payload: Bytes,
+    ) -> Result<Envelope, Error> {
+        self.call(msg_type, payload, self.request_timeout).await
+    }
+
+    /// As [`request_raw`](Self::request_raw), with another timeout for this request.
+    ///
+    /// # Errors
+    ///
+    /// As [`request_raw`](Self::request_raw).
+    pub async fn request_raw_with_timeout(
+        &self,
+        msg_type: MessageType,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Envelope, Error> {
+        self.call(msg_type, payload, timeout).await
+    }
+
+    /// Sends `message` one-way (request id 0): no reply is expected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after [`close`](Self::close); [`Error::Disconnected`]
+    /// when the connection has ended; [`Error::Transport`] when the message is
+    /// larger than the peer accepts.
+    pub async fn send_oneway(&self, message: &Message) -> Result<(), Error> {
+        self.send_oneway_raw(message.to_envelope(0)).await
+    }
+
+    /// Sends an envelope one-way; its request id is set to 0.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_oneway`](Self::send_oneway).
+    pub async fn send_oneway_raw(&self, mut envelope: Envelope) -> Result<(), Error> {
+        envelope.request_id = 0;
+        self.check_open()?;
+        self.sender
+            .send(envelope)
+            .await
+            .map_err(|error| self.send_error(error))
+    }
+
+    /// Closes the sending side after everything queued: new requests fail
+    /// with [`Error::Closed`]; pending requests still get their answers until
+    /// the peer closes its side too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] with [`netproto_transport::Error::Closed`] when the
+    /// connection was already closed.
+    pub async fn close(&self) -> Result<(), Error> {
+        {
+            let mut state = self.shared.lock();
+            if state.closed.is_none() {
+                state.closed = Some(Closed::Locally);
+            }
+        }
+        Ok(self.sender.close().await?)
+    }
+
+    fn next_id(&self) -> u64 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// Fails fast when no request may be sent.
+    fn check_open(&self) -> Result<(), Error> {
+        let state = self.shared.lock();
+        refuse(&state).map_or(Ok(()), Err)
+    }
+
+    /// Maps a failed send: a closed queue means the connection is gone.
+    fn send_error(&self, error: netproto_transport::Error) -> Error {
+        if matches!(error, netproto_transport::Error::Closed)
+            && let Some(refused) = refuse(&self.shared.lock())
+        {
+            return refused;
+        }
+        Error::Transport(error)
+    }
+
+    async fn call(
+        &self,
+        msg_type: MessageType,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Envelope, Error> {
+        let id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            if let Some(error) = refuse(&state) {
+                return Err(error);
+            }
+            state.pending.insert(id, tx);
+        }
+        // From here on, leaving early (an error, or the caller dropping this
+        // future) must forget the request.
+        let guard = Forget {
+            shared: &self.shared,
+            id,
+        };
+        let envelope = Envelope::new(id, msg_type, payload);
+        if let Err(error) = self.sender.send(envelope).await {
+            return Err(self.send_error(error));
+        }
+        let result = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            // The reader answers every waiter before it goes; a closed
+            // channel can only mean it was aborted.
+            Ok(Err(_)) => Err(Error::Disconnected(Arc::new(
+                netproto_transport::Error::Closed,
+            ))),
+            Err(_) => {
+                tracing::debug!(request_id = id, "request timed out");
+                Err(Error::Timeout(timeout))
+            }
+        };
+        drop(guard);
+        result
+    }
+}
+
+impl Drop for Correlator {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Why a new request cannot be sent now, if it cannot.
+fn refuse(state: &State) -> Option<Error> {
+    match &state.closed {
+        Some(Closed::Locally) => return Some(Error::Closed),
+        Some(Closed::Lost(cause)) => return Some(Error::Disconnected(cause.clone())),
+        None => {}
+    }
+    state
+        .goaway
+        .map(|(last_request_id, code)| Error::GoingAway {
+            last_request_id,
+            code,
+        })
+}
+
+/// Removes a pending request when its caller stops waiting.
+struct Forget<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().pending.remove(&self.id);
+    }
+}
+
+/// The reader task: matches what arrives to pending requests.
+struct Reader {
+    shared: Arc<Shared>,
+    sender: Sender,
+    unsolicited: Option<mpsc::Sender<Incoming>>,
+}
+
+impl Reader {
+    async fn run(mut self, mut receiver: Receiver) {
+        let cause = loop {
+            match receiver.recv().await {
+                Ok(Some(Incoming::Message(envelope))) => self.response(envelope).await,
+                Ok(Some(Incoming::Error(error))) if error.request_id != 0 => {
+                    let request_id = error.request_id;
+                    let remote = Error::Remote {
+                        request_id,
+                        code: error.code,
+                        message: error.message,
+                    };
+                    if !self.complete(request_id, Err(remote)) {
+                        tracing::debug!(request_id, "error frame for no pending request");
+                    }
+                }
+                Ok(Some(Incoming::GoAway(goaway))) => {
+                    self.goaway(&goaway);
+                    self.forward(Incoming::GoAway(goaway)).await;
+                }
+                Ok(Some(other)) => self.forward(other).await,
+                Ok(None) => break netproto_transport::Error::PeerClosed,
+                Err(error) => break error,
+            }
+        };
+        tracing::debug!(error = %cause, "connection ended");
+        let cause = Arc::new(cause);
+        let pending = {
+            let mut state = self.shared.lock();
+            if state.closed.is_none() {
+                state.closed = Some(Closed::Lost(cause.clone()));
+            }
+            std::mem::take(&mut state.pending)
+        };
+        for (_, waiter) in pending {
+            let _ = waiter.send(Err(Error::Disconnected(cause.clone())));
+        }
+        // The peer will read nothing more: close our side too.
+        let _ = self.sender.close().await;
+    }
+
+    async fn response(&mut self, envelope: Envelope) {
+        let request_id = envelope.request_id;
+        if request_id == 0 {
+            self.forward(Incoming::Message(envelope)).await;
+        } else if !self.complete(request_id, Ok(envelope)) {
+            tracing::debug!(
+                request_id,
+                "response to no pending request (timed out or cancelled)"
+            );
+        }
+    }
+
+    /// Hands the answer to request `id`; false when nobody waits for it.
+    fn complete(&self, id: u64, result: Result<Envelope, Error>) -> bool {
+        let waiter = self.shared.lock().pending.remove(&id);
+        match waiter {
+            // A waiter gone since is a caller that stopped waiting.
+            Some(waiter) => waiter.send(result).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Records the peer's goaway and fails the requests it will not process.
+    fn goaway(&self, goaway: &GoAway) {
+        tracing::debug!(
+            last_request_id = goaway.last_request_id,
+            code = goaway.code.0,
+            "peer is going away"
+        );
+        let code = goaway.code;
+        let (last, abandoned) = {
+            let mut state = self.shared.lock();
+            // A second goaway may only lower the bound.
+            let last = state.goaway.map_or(goaway.last_request_id, |(earlier, _)| {
+                earlier.min(goaway.last_request_id)
+            });
+            state.goaway = Some((last, code));
+            let ids: Vec<u64> = state
+                .pending
+                .keys()
+                .copied()
+                .filter(|id| *id > last)
+                .collect();
+            let abandoned: Vec<Waiter> = ids
+                .iter()
+                .filter_map(|id| state.pending.remove(id))
+                .collect();
+            (last, abandoned)
+        };
+        for waiter in abandoned {
+            let _ = waiter.send(Err(Error::GoingAway {
+                last_request_id: last,
+                code,
+            }));
+        }
+    }
+
+    /// Queues an unsolicited item, waiting while the queue is full.
+    async fn forward(&mut self, item: Incoming) {
+        if let Some(tx) = &self.unsolicited {
+            if tx.send(item).await.is_ok() {
+                return;
+            }
+            self.unsolicited = None;
+        }
+        tracing::debug!("unsolicited message discarded: its queue was dropped");
+    }
+}

@@ -1,0 +1,68 @@
+//! The one error type of this crate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use netproto_wire::ErrorCode;
+
+/// Everything that can go wrong while serving or making requests.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection failed while serving, or a message could not be queued.
+    #[error("transport error")]
+    Transport(#[from] netproto_transport::Error),
+    /// A message could not be encoded or decoded (for example a reply whose
+    /// payload does not match its built-in type).
+    #[error("malformed message")]
+    Wire(#[from] netproto_wire::Error),
+    /// The peer answered the request with an error frame.
+    ///
+    /// The text is the peer's; it is shown escaped.
+    #[error("request {request_id} failed remotely with code {}: {message:?}", code.0)]
+    Remote {
+        /// The request the error answers.
+        request_id: u64,
+        /// The peer's error code, for example [`ErrorCode::NO_HANDLER`].
+        code: ErrorCode,
+        /// The peer's explanation.
+        message: String,
+    },
+    /// No response arrived within the request timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The connection ended before the response arrived; the source is why
+    /// (for a clean close by the peer, [`netproto_transport::Error::PeerClosed`]).
+    #[error("connection lost before the response arrived")]
+    Disconnected(#[source] Arc<netproto_transport::Error>),
+    /// The peer sent a goaway: it takes no new requests, and this request
+    /// (with an id above `last_request_id`, or sent after the goaway) will not
+    /// be processed. Retry it on another connection.
+    #[error("peer is going away (code {}, last request {last_request_id})", code.0)]
+    GoingAway {
+        /// The highest request id the peer will still answer.
+        last_request_id: u64,
+        /// The peer's reason code, usually [`ErrorCode::SHUTTING_DOWN`].
+        code: ErrorCode,
+    },
+    /// The connection was closed locally with [`Correlator::close`](crate::Correlator::close).
+    #[error("connection closed")]
+    Closed,
+    /// A configuration value is zero or out of range.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+}
+
+impl Error {
+    /// The protocol error code behind this error, when there is one: the
+    /// peer's code for [`Remote`](Self::Remote) and
+    /// [`GoingAway`](Self::GoingAway), [`ErrorCode::TIMEOUT`] for
+    /// [`Timeout`](Self::Timeout).
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Remote { code, .. } | Self::GoingAway { code, .. } => Some(*code),
+            Self::Timeout(_) => Some(ErrorCode::TIMEOUT),
+            _ => None,
+        }
+    }
+}

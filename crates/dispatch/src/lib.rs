@@ -1,0 +1,78 @@
+//! Message routing for netproto: handlers registered by message type name,
+//! a per-connection server loop, and client-side request/response
+//! correlation.
+//!
+//! - [`Dispatcher`] holds the handlers (sync, async, or on the raw
+//!   envelope) and routes each message to one. [`Dispatcher::serve`] runs a
+//!   connection: concurrent handlers up to a limit, per-request timeouts,
+//!   an error frame for every request that cannot be answered, panics
+//!   contained, and graceful shutdown with a goaway.
+//! - [`Correlator`] is the client side: many requests in flight on one
+//!   connection, matched to their responses by id, every one of them
+//!   completed or failed with a clear [`Error`], none silently dropped.
+//!
+//! This crate opens no sockets and does no security handshake: it works on
+//! a [`netproto_transport::Connection`] however it was established, and
+//! never depends on the daemon above it. Nothing is registered by default.
+//!
+//! # Examples
+//!
+//! A server and a client over an in-memory pipe:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use netproto_dispatch::{Correlator, CorrelatorConfig, Dispatcher, Error, ServeConfig};
+//! use netproto_transport::{ClientSecurity, ConnectionConfig, ServerSecurity};
+//! use netproto_wire::{ErrorCode, Message};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dispatcher = Arc::new(Dispatcher::default());
+//! dispatcher.register("ECHO", |msg| Ok(msg.clone()));
+//! dispatcher.register_async("PING", |_msg: Message| async { Ok(Message::Pong) });
+//!
+//! let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+//! let timeout = netproto_transport::DEFAULT_HANDSHAKE_TIMEOUT;
+//! let (stop, shutdown) = tokio::sync::watch::channel(false);
+//! let server = tokio::spawn({
+//!     let dispatcher = dispatcher.clone();
+//!     async move {
+//!         let config = ConnectionConfig::default();
+//!         let conn = netproto_transport::accept(server_io, &ServerSecurity::Plain, &config, timeout).await?;
+//!         dispatcher.serve(conn, &ServeConfig::default(), shutdown).await
+//!     }
+//! });
+//!
+//! let config = ConnectionConfig::default();
+//! let conn = netproto_transport::connect(client_io, &ClientSecurity::Plain, &config, timeout).await?;
+//! let (client, _unsolicited) = Correlator::new(conn, &CorrelatorConfig::default())?;
+//!
+//! let reply = client.request(&Message::Echo("hello".into())).await?;
+//! assert_eq!(reply, Message::Echo("hello".into()));
+//! assert_eq!(client.request(&Message::Ping).await?, Message::Pong);
+//!
+//! // No handler for this type: the server answers with an error frame.
+//! let unknown = Message::custom("NOPE", &b"?"[..])?;
+//! let error = client.request(&unknown).await.unwrap_err();
+//! assert!(matches!(error, Error::Remote { code: ErrorCode::NO_HANDLER, .. }));
+//!
+//! // Graceful shutdown: the server sends a goaway, then closes.
+//! stop.send_replace(true);
+//! let report = server.await??;
+//! assert_eq!((report.replies, report.errors), (2, 1));
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod correlator;
+mod dispatcher;
+mod error;
+mod handler;
+mod serve;
+
+pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, Unsolicited};
+pub use dispatcher::{Dispatcher, Outcome};
+pub use error::Error;
+pub use handler::HandlerError;
+pub use serve::{MAX_IN_FLIGHT, ServeConfig, ServeReport};
