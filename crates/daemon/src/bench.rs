@@ -1,0 +1,214 @@
+//! `netproto bench`: a load generator with a latency histogram.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use netproto_daemon::Client;
+use netproto_wire::MessageType;
+
+use crate::ConfigArgs;
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The server (`host:port` or `unix:/path`) instead of `client.address`.
+    #[arg(long)]
+    address: Option<String>,
+    /// The server's Noise public key (hex), pinned.
+    #[arg(long)]
+    server_key: Option<String>,
+    /// Connections to open.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight on each connection.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Payload bytes of each ECHO request.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// How long to run, e.g. `10s` or `500ms` (ignored with --count).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop after this many requests instead of after a duration.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 5s or 500ms"))?;
+    let secs = match unit {
+        "ms" => value / 1e3,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: use ms, s or m")),
+    };
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{text:?} must be between 1 ms and one day"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Latencies are recorded in nanoseconds, 1 ns to 60 s, 3 significant digits.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mut config = args.config.load()?;
+    netproto_daemon::init_logging(Some("warn"), None)?;
+    if let Some(address) = &args.address {
+        config.client.address.clone_from(address);
+    }
+    if let Some(key) = &args.server_key {
+        config.security.server_key = Some(key.clone());
+    }
+    crate::default_trust(&mut config);
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
+    config.transport.inbound_limit = config.transport.inbound_limit.max(args.in_flight);
+    let payload = Bytes::from(vec![b'x'; args.size]);
+
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        clients.push(Arc::new(
+            Client::connect(config.clone())
+                .await
+                .context("connecting to the server")?,
+        ));
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let limit = args.count.unwrap_or(u64::MAX);
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for client in &clients {
+        for _ in 0..args.in_flight {
+            let client = client.clone();
+            let payload = payload.clone();
+            let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+            let count_mode = args.count.is_some();
+            workers.spawn(async move {
+                let mut hist = histogram()?;
+                loop {
+                    if stop.load(Ordering::Relaxed) || (!count_mode && Instant::now() >= deadline) {
+                        break;
+                    }
+                    if done.fetch_add(1, Ordering::Relaxed) >= limit {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    match client.request_raw(MessageType::ECHO, payload.clone()).await {
+                        Ok(reply) if reply.payload.len() == payload.len() => {
+                            let ns = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                            hist.saturating_record(ns.max(1));
+                        }
+                        Ok(_) | Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                anyhow::Ok(hist)
+            });
+        }
+    }
+    let progress =
+        indicatif::ProgressBar::new(args.count.unwrap_or(args.duration.as_millis() as u64));
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if args.json {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let ticker = {
+        let progress = progress.clone();
+        let done = done.clone();
+        let count_mode = args.count.is_some();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let n = done.load(Ordering::Relaxed);
+                let elapsed = start.elapsed();
+                progress.set_position(if count_mode {
+                    n.min(limit)
+                } else {
+                    elapsed.as_millis() as u64
+                });
+                progress.set_message(format!(
+                    "{:.0} req/s",
+                    n as f64 / elapsed.as_secs_f64().max(1e-9)
+                ));
+            }
+        })
+    };
+    let mut total = histogram()?;
+    while let Some(result) = workers.join_next().await {
+        let hist = result.context("a bench worker panicked")??;
+        total.add(&hist)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    ticker.abort();
+    progress.finish_and_clear();
+    for client in &clients {
+        let _ = client.close().await;
+    }
+    report(&args, &total, errors.load(Ordering::Relaxed), elapsed);
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // printing results is the CLI's job
+fn report(args: &BenchArgs, hist: &Histogram<u64>, errors: u64, elapsed: Duration) {
+    let ok = hist.len();
+    let rate = ok as f64 / elapsed.as_secs_f64();
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    if args.json {
+        let json = serde_json::json!({
+            "connections": args.connections,
+            "in_flight_per_connection": args.in_flight,
+            "payload_bytes": args.size,
+            "requests": ok,
+            "errors": errors,
+            "seconds": elapsed.as_secs_f64(),
+            "requests_per_second": rate,
+            "latency_us": {
+                "p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "p99_9": us(0.999),
+                "max": hist.max() as f64 / 1e3, "mean": hist.mean() / 1e3,
+            },
+        });
+        println!("{json}");
+        return;
+    }
+    println!(
+        "{ok} requests in {:.2} s over {} connections x {} in flight, {} errors",
+        elapsed.as_secs_f64(),
+        args.connections,
+        args.in_flight,
+        errors
+    );
+    println!("throughput: {rate:.0} requests/s");
+    println!(
+        "latency (us): p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        us(0.5),
+        us(0.9),
+        us(0.99),
+        us(0.999),
+        hist.max() as f64 / 1e3
+    );
+}

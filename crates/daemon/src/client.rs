@@ -1,0 +1,274 @@
+//! The client: connection with timeouts, requests in flight, reconnection.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netproto_crypto::PublicKey;
+use netproto_dispatch::{Correlator, CorrelatorConfig, Unsolicited};
+use netproto_transport::{ClientSecurity, ConnectionConfig};
+use netproto_wire::Message;
+use rand::Rng;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::security::{ServerTrust, client_security};
+use crate::{Error, NetworkConfig, Result, compression};
+
+struct Live {
+    correlator: Arc<Correlator>,
+}
+
+/// Logs messages the server sends without a request (this client has no
+/// use for them), so that none vanishes without a trace and the queue never
+/// holds up responses.
+async fn drain_unsolicited(mut unsolicited: Unsolicited) {
+    while let Some(item) = unsolicited.recv().await {
+        tracing::debug!(?item, "unsolicited message from the server, ignored");
+    }
+}
+
+/// A netproto client: one connection to one server, many requests in flight.
+///
+/// After the connection is lost, every pending request fails with a clear
+/// error; with `auto_reconnect` the next request connects again, with
+/// exponential backoff and jitter, up to `max_reconnect_attempts`.
+pub struct Client {
+    config: NetworkConfig,
+    security: ClientSecurity,
+    trust: ServerTrust,
+    live: Mutex<Option<Live>>,
+    replies: std::sync::Mutex<VecDeque<JoinHandle<Result<Message>>>>,
+    server_key: std::sync::Mutex<Option<PublicKey>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.config.client.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `config.client.address`, retrying as configured.
+    ///
+    /// # Errors
+    ///
+    /// Configuration errors; [`Error::GaveUp`] with the last failure when no
+    /// attempt succeeded; [`Error::KeyChanged`] when the server's key differs
+    /// from the remembered one (never retried).
+    pub async fn connect(config: NetworkConfig) -> Result<Self> {
+        config.validate()?;
+        let (security, trust) = client_security(&config, &config.client.address)?;
+        let client = Self {
+            config,
+            security,
+            trust,
+            live: Mutex::new(None),
+            replies: std::sync::Mutex::new(VecDeque::new()),
+            server_key: std::sync::Mutex::new(None),
+        };
+        client.correlator().await?;
+        Ok(client)
+    }
+
+    /// The server's Noise public key, once connected in Noise mode.
+    pub fn server_key(&self) -> Option<PublicKey> {
+        *self.server_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `message` as a request and waits for the answer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Dispatch`] with the server's error (code and text), a
+    /// timeout, or the lost connection; connection errors as for
+    /// [`connect`](Self::connect).
+    pub async fn request(&self, message: &Message) -> Result<Message> {
+        let correlator = self.correlator().await?;
+        let result = correlator
+            .request_with_timeout(message, self.config.client.response_timeout)
+            .await;
+        if let Err(
+            netproto_dispatch::Error::Disconnected(_)
+            | netproto_dispatch::Error::Closed
+            | netproto_dispatch::Error::GoingAway { .. },
+        ) = &result
+        {
+            self.forget(&correlator).await;
+        }
+        Ok(result?)
+    }
+
+    /// Sends a request of type `msg_type` with a raw payload and waits for
+    /// the answer's envelope (no conversion to [`Message`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request).
+    pub async fn request_raw(
+        &self,
+        msg_type: netproto_wire::MessageType,
+        payload: bytes::Bytes,
+    ) -> Result<netproto_wire::Envelope> {
+        let correlator = self.correlator().await?;
+        let result = correlator
+            .request_raw_with_timeout(msg_type, payload, self.config.client.response_timeout)
+            .await;
+        if let Err(
+            netproto_dispatch::Error::Disconnected(_)
+            | netproto_dispatch::Error::Closed
+            | netproto_dispatch::Error::GoingAway { .. },
+        ) = &result
+        {
+            self.forget(&correlator).await;
+        }
+        Ok(result?)
+    }
+
+    /// Sends `message` as a request without waiting; [`recv`](Self::recv)
+    /// returns the answers in the order the requests were sent.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors; [`Error::Timeout`] if the request could not be
+    /// queued within `operation_timeout`.
+    pub async fn send(self: &Arc<Self>, message: Message) -> Result<()> {
+        // Connect (or fail) now, so that send reports connection errors.
+        self.correlator().await?;
+        let this = self.clone();
+        let reply = tokio::spawn(async move { this.request(&message).await });
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(reply);
+        Ok(())
+    }
+
+    /// The answer to the oldest request sent with [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// The request's error; [`Error::Invalid`] when nothing was sent.
+    pub async fn recv(&self) -> Result<Message> {
+        let next = self
+            .replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        match next {
+            Some(reply) => reply
+                .await
+                .map_err(|e| Error::Invalid(format!("request task failed: {e}")))?,
+            None => Err(Error::Invalid("recv without a request sent".into())),
+        }
+    }
+
+    /// Closes the connection after everything queued is sent.
+    ///
+    /// # Errors
+    ///
+    /// None in practice: closing an already closed connection succeeds.
+    pub async fn close(&self) -> Result<()> {
+        if let Some(live) = self.live.lock().await.take() {
+            let _ = live.correlator.close().await;
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, dead: &Arc<Correlator>) {
+        let mut live = self.live.lock().await;
+        if live
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(&l.correlator, dead))
+        {
+            *live = None;
+        }
+    }
+
+    /// The live connection, connecting (with retries) if there is none.
+    async fn correlator(&self) -> Result<Arc<Correlator>> {
+        let mut live = self.live.lock().await;
+        if let Some(l) = live.as_ref() {
+            return Ok(l.correlator.clone());
+        }
+        let c = &self.config.client;
+        let attempts = if c.auto_reconnect {
+            c.max_reconnect_attempts
+        } else {
+            1
+        };
+        let mut delay = c.reconnect_delay;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.connect_once().await {
+                Ok(fresh) => {
+                    let correlator = fresh.correlator.clone();
+                    *live = Some(fresh);
+                    return Ok(correlator);
+                }
+                Err(error @ Error::KeyChanged { .. }) => return Err(error),
+                Err(error) if attempt >= attempts => {
+                    return Err(Error::GaveUp {
+                        attempts: attempt,
+                        last: Box::new(error),
+                    });
+                }
+                Err(error) => {
+                    let jitter = rand::thread_rng().gen_range(0..=delay.as_millis() as u64 / 2);
+                    let wait = delay + Duration::from_millis(jitter);
+                    tracing::debug!(%error, attempt, ?wait, "connection failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn connect_once(&self) -> Result<Live> {
+        let c = &self.config.client;
+        let t = &self.config.transport;
+        let mut config = ConnectionConfig::default();
+        config.max_frame_len = t.max_frame_len;
+        config.inbound_limit = t.inbound_limit;
+        config.idle_timeout = Some(t.idle_timeout);
+        config.write_timeout = t.write_timeout;
+        config.heartbeat_interval = Some(c.heartbeat_interval);
+        config.heartbeat_misses = t.heartbeat_misses;
+        config.compression = compression(&t.compression)?;
+        config.compression_threshold = t.compression_threshold;
+        let address = c.address.as_str();
+        let conn = if let Some(path) = address.strip_prefix("unix:") {
+            #[cfg(unix)]
+            {
+                let stream = netproto_transport::connect_unix(path, c.connection_timeout).await?;
+                netproto_transport::connect(stream, &self.security, &config, c.connection_timeout)
+                    .await?
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = path;
+                return Err(Error::Invalid("unix sockets need a unix system".into()));
+            }
+        } else {
+            let stream = netproto_transport::connect_tcp(address, c.connection_timeout).await?;
+            netproto_transport::connect(stream, &self.security, &config, c.connection_timeout)
+                .await?
+        };
+        if let Some(key) = conn.info().peer_static {
+            if let ServerTrust::KnownHosts(hosts) = &self.trust {
+                hosts.check(address, &key)?;
+            }
+            *self.server_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+        }
+        let mut correlator_config = CorrelatorConfig::default();
+        correlator_config.request_timeout = c.response_timeout;
+        let (correlator, unsolicited) = Correlator::new(conn, &correlator_config)?;
+        tokio::spawn(drain_unsolicited(unsolicited));
+        Ok(Live {
+            correlator: Arc::new(correlator),
+        })
+    }
+}

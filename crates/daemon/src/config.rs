@@ -1,0 +1,406 @@
+//! Configuration: TOML files, environment variables, or both layered.
+//!
+//! Environment variables use the prefix `NETPROTO` and `__` between levels:
+//! `NETPROTO__SERVER__ADDRESS=0.0.0.0:9000`, `NETPROTO__SECURITY__MODE=tls`,
+//! `NETPROTO__TRANSPORT__MAX_FRAME_LEN=1048576`. Durations are written like
+//! `30s`, `500ms` or `2m`. Environment variables override the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Prefix of the environment variables read by [`NetworkConfig::from_env`].
+pub const ENV_PREFIX: &str = "NETPROTO";
+
+/// Separator between levels in environment variable names.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Everything the daemon and the client need.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The server.
+    pub server: ServerConfig,
+    /// The client.
+    pub client: ClientConfig,
+    /// Framing, limits and timeouts shared by both.
+    pub transport: TransportConfig,
+    /// Security mode, keys and certificates.
+    pub security: SecurityConfig,
+    /// Log level and format.
+    pub logging: LoggingConfig,
+}
+
+/// Server settings.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where to listen: `host:port`, or `unix:/path/to/socket`.
+    pub address: String,
+    /// Frames each connection's send queue holds before senders wait.
+    pub backpressure_limit: usize,
+    /// Time a new connection has for its preface and handshake.
+    #[serde(with = "humantime_serde")]
+    pub connection_timeout: Duration,
+    /// Ping a quiet connection this often; silent peers are dropped.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long a graceful shutdown waits for requests in flight.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Connections open at once; more are refused with a clear answer.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Connections in the preface or handshake at once.
+    pub max_handshakes: usize,
+    /// Requests handled at once on one connection.
+    pub max_in_flight: usize,
+    /// Time a handler has to answer one request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9000".into(),
+            backpressure_limit: 1024,
+            connection_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_handshakes: 256,
+            max_in_flight: 256,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Client settings.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The server: `host:port`, or `unix:/path/to/socket`.
+    pub address: String,
+    /// Time allowed to open the connection and complete the handshake.
+    #[serde(with = "humantime_serde")]
+    pub connection_timeout: Duration,
+    /// Time allowed to queue one message for sending.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    /// Time allowed for the answer to one request.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Ping a quiet connection this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Reconnect after the connection is lost.
+    pub auto_reconnect: bool,
+    /// Connection attempts before giving up (the first one included).
+    pub max_reconnect_attempts: u32,
+    /// Delay before the first retry; it doubles with each attempt, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_delay: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9000".into(),
+            connection_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(3),
+            response_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(15),
+            auto_reconnect: true,
+            max_reconnect_attempts: 5,
+            reconnect_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Framing, limits and timeouts of every connection.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Largest message body accepted, in bytes.
+    pub max_frame_len: u32,
+    /// Frames each connection's inbound queue holds before reading pauses.
+    pub inbound_limit: usize,
+    /// Close connections with no message for this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Close a connection whose peer does not read for this long.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Heartbeat intervals without a sign of life before a peer is dead.
+    pub heartbeat_misses: u32,
+    /// `none`, `lz4` or `zstd`. Off by default: see docs/SECURITY.md on
+    /// compression and secrecy.
+    pub compression: String,
+    /// Smallest body that is compressed, in bytes.
+    pub compression_threshold: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_len: netproto_wire::DEFAULT_MAX_FRAME_LEN,
+            inbound_limit: 1024,
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
+            heartbeat_misses: 3,
+            compression: "none".into(),
+            compression_threshold: 512,
+        }
+    }
+}
+
+/// Security mode, keys and certificates.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `noise` (default), `tls`, or `plain` (no protection: loopback and tests only).
+    pub mode: String,
+    /// This node's Noise key file (`netproto keygen`). Without one, a key is
+    /// generated at start and lives only as long as the process.
+    pub key_file: Option<PathBuf>,
+    /// Server: only these client keys (hex) may connect. Empty: any client.
+    pub allowed_peers: Vec<String>,
+    /// Client: the server's Noise public key (hex), pinned.
+    pub server_key: Option<String>,
+    /// Client: remember server keys here on first use and refuse a changed
+    /// key (as SSH does), when no `server_key` is pinned.
+    pub known_hosts: Option<PathBuf>,
+    /// TLS certificate chain (PEM): the server's, or the client's for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Server: CA that client certificates must chain to (turns on mutual TLS).
+    /// Client: CA the server's certificate must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// Client: SHA-256 pins (hex) of the server's public key, checked after
+    /// full certificate verification.
+    pub tls_pins: Vec<String>,
+    /// Client: the name the server's certificate must carry; defaults to the
+    /// address's host.
+    pub server_name: Option<String>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            mode: "noise".into(),
+            key_file: None,
+            allowed_peers: Vec::new(),
+            server_key: None,
+            known_hosts: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_pins: Vec::new(),
+            server_name: None,
+        }
+    }
+}
+
+/// Log level and format.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A level (`info`) or a filter in `RUST_LOG` syntax
+    /// (`info,netproto_transport=debug`). `RUST_LOG` overrides it.
+    pub level: String,
+    /// `human` or `json`.
+    pub format: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "human".into(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Reads a TOML file; missing sections and fields keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the file cannot be read or parsed (unknown
+    /// fields are errors), [`Error::Invalid`] when a value is out of range.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load(Some(path.as_ref()), None)
+    }
+
+    /// Reads the environment (`NETPROTO__SECTION__FIELD`).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_file`](Self::from_file).
+    pub fn from_env() -> Result<Self> {
+        Self::load(None, None)
+    }
+
+    /// The file (if any) with the environment layered over it.
+    ///
+    /// `env` replaces the process environment when given (for tests and
+    /// embedding).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_file`](Self::from_file).
+    pub fn load(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self> {
+        let mut builder = Config::builder();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(Error::Invalid(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let mut environment = Environment::with_prefix(ENV_PREFIX)
+            .separator(ENV_SEPARATOR)
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("security.allowed_peers")
+            .with_list_parse_key("security.tls_pins");
+        if let Some(vars) = env {
+            environment = environment.source(Some(vars.into_iter().collect()));
+        }
+        let config: Self = builder.add_source(environment).build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; a zero timeout or limit is an error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.server;
+        nonzero(s.backpressure_limit, "server.backpressure_limit")?;
+        nonzero(s.max_connections, "server.max_connections")?;
+        nonzero(s.max_connections_per_ip, "server.max_connections_per_ip")?;
+        nonzero(s.max_handshakes, "server.max_handshakes")?;
+        nonzero(s.max_in_flight, "server.max_in_flight")?;
+        for (value, name) in [
+            (s.connection_timeout, "server.connection_timeout"),
+            (s.heartbeat_interval, "server.heartbeat_interval"),
+            (s.shutdown_timeout, "server.shutdown_timeout"),
+            (s.request_timeout, "server.request_timeout"),
+            (self.client.connection_timeout, "client.connection_timeout"),
+            (self.client.operation_timeout, "client.operation_timeout"),
+            (self.client.response_timeout, "client.response_timeout"),
+            (self.client.heartbeat_interval, "client.heartbeat_interval"),
+            (self.client.reconnect_delay, "client.reconnect_delay"),
+            (self.transport.idle_timeout, "transport.idle_timeout"),
+            (self.transport.write_timeout, "transport.write_timeout"),
+        ] {
+            duration(value, name)?;
+        }
+        nonzero(
+            self.client.max_reconnect_attempts as usize,
+            "client.max_reconnect_attempts",
+        )?;
+        nonzero(self.transport.inbound_limit, "transport.inbound_limit")?;
+        nonzero(
+            self.transport.heartbeat_misses as usize,
+            "transport.heartbeat_misses",
+        )?;
+        if self.transport.max_frame_len < 64 {
+            return Err(Error::Invalid(
+                "transport.max_frame_len must be at least 64".into(),
+            ));
+        }
+        crate::compression(&self.transport.compression)?;
+        crate::security_mode(&self.security.mode)?;
+        if !matches!(self.logging.format.as_str(), "human" | "json") {
+            return Err(Error::Invalid(format!(
+                "logging.format must be human or json, not {:?}",
+                self.logging.format
+            )));
+        }
+        for key in self
+            .security
+            .allowed_peers
+            .iter()
+            .chain(&self.security.server_key)
+        {
+            crate::parse_public_key(key)?;
+        }
+        for pin in &self.security.tls_pins {
+            crate::parse_pin(pin)?;
+        }
+        if self.security.mode == "tls" {
+            for (file, name) in [
+                (&self.security.tls_cert, "security.tls_cert"),
+                (&self.security.tls_key, "security.tls_key"),
+                (&self.security.tls_ca, "security.tls_ca"),
+            ] {
+                if let Some(path) = file
+                    && !path.is_file()
+                {
+                    return Err(Error::Invalid(format!(
+                        "{name}: {} does not exist",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if let Some(path) = &self.security.key_file
+            && !path.is_file()
+        {
+            return Err(Error::Invalid(format!(
+                "security.key_file: {} does not exist (create one with `netproto keygen`)",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, as `netproto config` prints it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if serialisation fails.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))
+    }
+}
+
+fn nonzero(value: usize, name: &str) -> Result<()> {
+    if value == 0 {
+        return Err(Error::Invalid(format!("{name} must not be 0")));
+    }
+    Ok(())
+}
+
+fn duration(value: Duration, name: &str) -> Result<()> {
+    if value.is_zero() {
+        return Err(Error::Invalid(format!("{name} must not be 0")));
+    }
+    if value > netproto_transport::MAX_DURATION {
+        return Err(Error::Invalid(format!("{name} must be at most one day")));
+    }
+    Ok(())
+}

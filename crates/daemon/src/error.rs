@@ -1,0 +1,69 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the server, the client or the configuration.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration could not be read or parsed.
+    #[error("cannot load configuration")]
+    Config(#[from] config::ConfigError),
+    /// A configuration value is missing or out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A key file could not be read or written.
+    #[error("key file {}", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: netproto_crypto::Error,
+    },
+    /// The connection failed.
+    #[error(transparent)]
+    Transport(#[from] netproto_transport::Error),
+    /// A request failed.
+    #[error(transparent)]
+    Dispatch(#[from] netproto_dispatch::Error),
+    /// A message could not be encoded or decoded.
+    #[error(transparent)]
+    Wire(#[from] netproto_wire::Error),
+    /// A socket or file operation failed.
+    #[error("i/o error")]
+    Io(#[from] std::io::Error),
+    /// The server refused the connection: it is at a connection limit.
+    #[error("server refused the connection: {0}")]
+    Refused(&'static str),
+    /// The peer's key differs from the one remembered for it (known hosts).
+    #[error("the server at {address} presented key {presented}, but {known} is remembered for it: refusing (possible man in the middle; remove the line from {} if the key changed on purpose)", file.display())]
+    KeyChanged {
+        /// The server address.
+        address: String,
+        /// The key it presented.
+        presented: String,
+        /// The key remembered for it.
+        known: String,
+        /// The known-hosts file.
+        file: PathBuf,
+    },
+    /// Logging was already initialised.
+    #[error("logging already initialised")]
+    LoggingInit,
+    /// Every reconnection attempt failed.
+    #[error("gave up after {attempts} connection attempts")]
+    GaveUp {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Box<Self>,
+    },
+    /// The operation did not complete in time.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+}
+
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

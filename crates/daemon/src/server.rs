@@ -1,0 +1,412 @@
+//! The server: listeners, connection limits, graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netproto_crypto::PublicKey;
+use netproto_dispatch::{Dispatcher, ServeConfig};
+use netproto_transport::{ConnectionConfig, Io, ServerSecurity};
+use netproto_wire::PrefaceStatus;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::security::server_security;
+use crate::{NetworkConfig, Result, compression};
+
+/// Time a refused connection gets to read our "busy" answer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counters of a running server.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    handshake_failures: AtomicU64,
+    active: AtomicUsize,
+    handshaking: AtomicUsize,
+}
+
+impl ServerStats {
+    /// Connections that completed their handshake.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused at a limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections whose preface or handshake failed or timed out.
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    async fn bind(address: &str) -> Result<Self> {
+        #[cfg(unix)]
+        if let Some(path) = address.strip_prefix("unix:") {
+            let path = std::path::PathBuf::from(path);
+            // A stale socket file from a previous run would make bind fail.
+            if path.exists() {
+                std::fs::remove_file(&path)?;
+            }
+            return Ok(Self::Unix(tokio::net::UnixListener::bind(&path)?, path));
+        }
+        Ok(Self::Tcp(tokio::net::TcpListener::bind(address).await?))
+    }
+
+    async fn accept(&self) -> std::io::Result<(Box<dyn Io>, Option<SocketAddr>)> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok((Box::new(stream), Some(peer)))
+            }
+            #[cfg(unix)]
+            Self::Unix(listener, _) => {
+                let (stream, _) = listener.accept().await?;
+                Ok((Box::new(stream), None))
+            }
+        }
+    }
+
+    fn local_addr(&self) -> String {
+        match self {
+            Self::Tcp(listener) => listener
+                .local_addr()
+                .map_or_else(|_| "?".into(), |a| a.to_string()),
+            #[cfg(unix)]
+            Self::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Self::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A netproto server: accepts connections and serves them with a [`Dispatcher`].
+pub struct Server {
+    config: NetworkConfig,
+    dispatcher: Arc<Dispatcher>,
+    security: ServerSecurity,
+    public_key: Option<PublicKey>,
+    listener: Listener,
+    shutdown: watch::Sender<bool>,
+    limit: Arc<Mutex<Option<Duration>>>,
+    done: watch::Sender<bool>,
+    stats: Arc<ServerStats>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("address", &self.listener.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Controls a running server from elsewhere: shut it down, read its counters.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    shutdown: watch::Sender<bool>,
+    limit: Arc<Mutex<Option<Duration>>>,
+    done: watch::Receiver<bool>,
+    stats: Arc<ServerStats>,
+    shutdown_timeout: Duration,
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown and waits until the server has stopped:
+    /// no new connections, a goaway to every client, requests in flight
+    /// finish within `timeout` (the configured `shutdown_timeout` when
+    /// `None`), then every connection is closed.
+    pub async fn shutdown(&self, timeout: Option<Duration>) {
+        if let Some(limit) = timeout {
+            *self.limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
+        }
+        self.shutdown.send_replace(true);
+        let mut done = self.done.clone();
+        let wait = async {
+            while !*done.borrow_and_update() {
+                if done.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        let limit = timeout.unwrap_or(self.shutdown_timeout) + Duration::from_secs(1);
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+}
+
+impl Server {
+    /// Binds the configured address and prepares the security mode.
+    ///
+    /// # Errors
+    ///
+    /// Configuration errors (a missing key or certificate file, a bad value)
+    /// and bind errors.
+    pub async fn bind(config: NetworkConfig, dispatcher: Arc<Dispatcher>) -> Result<Self> {
+        config.validate()?;
+        let (security, public_key) = server_security(&config)?;
+        let listener = Listener::bind(&config.server.address).await?;
+        Ok(Self {
+            config,
+            dispatcher,
+            security,
+            public_key,
+            listener,
+            shutdown: watch::channel(false).0,
+            limit: Arc::default(),
+            done: watch::channel(false).0,
+            stats: Arc::new(ServerStats::default()),
+        })
+    }
+
+    /// The address the server listens on (`host:port` or `unix:path`).
+    pub fn local_addr(&self) -> String {
+        self.listener.local_addr()
+    }
+
+    /// The server's Noise public key, for clients to pin (Noise mode only).
+    pub fn public_key(&self) -> Option<&PublicKey> {
+        self.public_key.as_ref()
+    }
+
+    /// A handle to shut the server down and read its counters.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shutdown: self.shutdown.clone(),
+            limit: self.limit.clone(),
+            done: self.done.subscribe(),
+            stats: self.stats.clone(),
+            shutdown_timeout: self.config.server.shutdown_timeout,
+        }
+    }
+
+    fn connection_config(&self) -> Result<ConnectionConfig> {
+        let t = &self.config.transport;
+        let mut c = ConnectionConfig::default();
+        c.max_frame_len = t.max_frame_len;
+        c.backpressure_limit = self.config.server.backpressure_limit;
+        c.inbound_limit = t.inbound_limit;
+        c.idle_timeout = Some(t.idle_timeout);
+        c.write_timeout = t.write_timeout;
+        c.heartbeat_interval = Some(self.config.server.heartbeat_interval);
+        c.heartbeat_misses = t.heartbeat_misses;
+        c.compression = compression(&t.compression)?;
+        c.compression_threshold = t.compression_threshold;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Accepts and serves connections until [`ServerHandle::shutdown`].
+    ///
+    /// # Errors
+    ///
+    /// A configuration error before anything starts. Errors of single
+    /// connections are logged, never returned.
+    pub async fn run(self) -> Result<()> {
+        let connection_config = Arc::new(self.connection_config()?);
+        let mut serve_config = ServeConfig::default();
+        serve_config.max_in_flight = self.config.server.max_in_flight;
+        serve_config.request_timeout = self.config.server.request_timeout;
+        let serve_config = Arc::new(serve_config);
+        let security = Arc::new(self.security.clone());
+        let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+        let limits = &self.config.server;
+        let mut shutdown = self.shutdown.subscribe();
+        let mut tasks = JoinSet::new();
+        let mut conn_id = 0u64;
+        tracing::info!(address = %self.listener.local_addr(), mode = %self.config.security.mode, "listening");
+        loop {
+            let (io, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off briefly.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            };
+            conn_id += 1;
+            let ip = peer.map(|p| p.ip());
+            let refusal = self.check_limits(ip, &per_ip);
+            if let Some(reason) = refusal {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
+                let mode = security.mode();
+                tasks.spawn(async move {
+                    let mut io = io;
+                    let _ = tokio::time::timeout(
+                        REFUSAL_TIMEOUT,
+                        netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy),
+                    )
+                    .await;
+                });
+                continue;
+            }
+            let mut guard = ConnectionGuard::new(self.stats.clone(), per_ip.clone(), ip);
+            let span = tracing::info_span!("conn", conn_id, peer = ?peer);
+            let dispatcher = self.dispatcher.clone();
+            let security = security.clone();
+            let connection_config = connection_config.clone();
+            let serve_config = serve_config.clone();
+            let stats = self.stats.clone();
+            let handshake_timeout = limits.connection_timeout;
+            let shutdown = self.shutdown.subscribe();
+            tasks.spawn(
+                async move {
+                    let accepted = netproto_transport::accept(
+                        io,
+                        &security,
+                        &connection_config,
+                        handshake_timeout,
+                    )
+                    .await;
+                    guard.handshake_done();
+                    let conn = match accepted {
+                        Ok(conn) => conn,
+                        Err(error) => {
+                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%error, "handshake failed");
+                            return;
+                        }
+                    };
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("connection established");
+                    match dispatcher.serve(conn, &serve_config, shutdown).await {
+                        Ok(_) => tracing::debug!("connection closed"),
+                        Err(error) => tracing::debug!(%error, "connection ended"),
+                    }
+                    drop(guard);
+                }
+                .instrument(span),
+            );
+        }
+        // Graceful shutdown: stop accepting, let connections finish.
+        drop(self.listener);
+        let limit = self
+            .limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(self.config.server.shutdown_timeout);
+        tracing::info!(connections = tasks.len(), ?limit, "shutting down");
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(limit, drain).await.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "shutdown timeout: closing remaining connections"
+            );
+            tasks.shutdown().await;
+        }
+        self.done.send_replace(true);
+        Ok(())
+    }
+
+    fn check_limits(
+        &self,
+        ip: Option<IpAddr>,
+        per_ip: &Mutex<HashMap<IpAddr, usize>>,
+    ) -> Option<&'static str> {
+        let limits = &self.config.server;
+        if self.stats.active.load(Ordering::Relaxed) >= limits.max_connections {
+            return Some("max_connections");
+        }
+        if self.stats.handshaking.load(Ordering::Relaxed) >= limits.max_handshakes {
+            return Some("max_handshakes");
+        }
+        if let Some(ip) = ip {
+            let map = per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
+                return Some("max_connections_per_ip");
+            }
+        }
+        None
+    }
+}
+
+/// Counts one connection in the server's limits while it lives.
+struct ConnectionGuard {
+    stats: Arc<ServerStats>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: Option<IpAddr>,
+    handshaking: bool,
+}
+
+impl ConnectionGuard {
+    fn new(
+        stats: Arc<ServerStats>,
+        per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: Option<IpAddr>,
+    ) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        stats.handshaking.fetch_add(1, Ordering::Relaxed);
+        if let Some(ip) = ip {
+            *per_ip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(ip)
+                .or_default() += 1;
+        }
+        Self {
+            stats,
+            per_ip,
+            ip,
+            handshaking: true,
+        }
+    }
+
+    fn handshake_done(&mut self) {
+        if std::mem::replace(&mut self.handshaking, false) {
+            self.stats.handshaking.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.handshake_done();
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = map.get_mut(&ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
