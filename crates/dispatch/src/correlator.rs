@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use netproto_transport::{Connection, ConnectionInfo, Incoming, Receiver, Sender};
 use netproto_wire::{Envelope, ErrorCode, GoAway, Message, MessageType};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
@@ -89,11 +89,56 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Notified when the last pending request is answered or forgotten.
+    idle: Notify,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes the pending request `id`, waking [`Correlator::close`] when
+    /// it was the last.
+    fn take(&self, id: u64) -> Option<Waiter> {
+        let mut state = self.lock();
+        let waiter = state.pending.remove(&id);
+        if waiter.is_some() && state.pending.is_empty() {
+            self.idle.notify_waiters();
+        }
+        waiter
+    }
+
+    /// Removes every pending request whose id matches `abandon`.
+    fn take_all(&self, abandon: impl Fn(u64) -> bool) -> Vec<Waiter> {
+        let mut state = self.lock();
+        let ids: Vec<u64> = state
+            .pending
+            .keys()
+            .copied()
+            .filter(|id| abandon(*id))
+            .collect();
+        let waiters = ids
+            .iter()
+            .filter_map(|id| state.pending.remove(id))
+            .collect();
+        if state.pending.is_empty() {
+            self.idle.notify_waiters();
+        }
+        waiters
+    }
+
+    /// Waits until no request is pending.
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().pending.is_empty() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -208,6 +253,7 @@ impl Correlator {
         let (sender, receiver, info) = conn.split();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            idle: Notify::new(),
         });
         let (unsolicited_tx, unsolicited_rx) = mpsc::channel(config.unsolicited_limit);
         let reader = Reader {
@@ -323,14 +369,15 @@ impl Correlator {
             .map_err(|error| self.send_error(error))
     }
 
-    /// Closes the sending side after everything queued: new requests fail
-    /// with [`Error::Closed`]; pending requests still get their answers until
-    /// the peer closes its side too.
+    /// Closes the connection gracefully: new requests fail with
+    /// [`Error::Closed`] at once; requests already pending complete (each
+    /// within its timeout); then the sending side is closed after everything
+    /// queued, and the peer sees the end of the stream.
     ///
     /// # Errors
     ///
     /// [`Error::Transport`] with [`netproto_transport::Error::Closed`] when the
-    /// connection was already closed.
+    /// connection had already ended.
     pub async fn close(&self) -> Result<(), Error> {
         {
             let mut state = self.shared.lock();
@@ -338,6 +385,7 @@ impl Correlator {
                 state.closed = Some(Closed::Locally);
             }
         }
+        self.shared.wait_idle().await;
         Ok(self.sender.close().await?)
     }
 
@@ -383,16 +431,21 @@ impl Correlator {
         }
         // From here on, leaving early (an error, or the caller dropping this
         // future) must forget the request.
-        let guard = Forget {
+        let mut guard = Forget {
             shared: &self.shared,
             id,
+            armed: true,
         };
         let envelope = Envelope::new(id, msg_type, payload);
         if let Err(error) = self.sender.send(envelope).await {
             return Err(self.send_error(error));
         }
         let result = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => {
+                // The reader has removed the request already.
+                guard.armed = false;
+                result
+            }
             // The reader answers every waiter before it goes; a closed
             // channel can only mean it was aborted.
             Ok(Err(_)) => Err(Error::Disconnected(Arc::new(
@@ -433,11 +486,14 @@ fn refuse(state: &State) -> Option<Error> {
 struct Forget<'a> {
     shared: &'a Shared,
     id: u64,
+    armed: bool,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.shared.lock().pending.remove(&self.id);
+        if self.armed {
+            self.shared.take(self.id);
+        }
     }
 }
 
@@ -475,14 +531,13 @@ impl Reader {
         };
         tracing::debug!(error = %cause, "connection ended");
         let cause = Arc::new(cause);
-        let pending = {
+        {
             let mut state = self.shared.lock();
             if state.closed.is_none() {
                 state.closed = Some(Closed::Lost(cause.clone()));
             }
-            std::mem::take(&mut state.pending)
-        };
-        for (_, waiter) in pending {
+        }
+        for waiter in self.shared.take_all(|_| true) {
             let _ = waiter.send(Err(Error::Disconnected(cause.clone())));
         }
         // The peer will read nothing more: close our side too.
@@ -503,8 +558,7 @@ impl Reader {
 
     /// Hands the answer to request `id`; false when nobody waits for it.
     fn complete(&self, id: u64, result: Result<Envelope, Error>) -> bool {
-        let waiter = self.shared.lock().pending.remove(&id);
-        match waiter {
+        match self.shared.take(id) {
             // A waiter gone since is a caller that stopped waiting.
             Some(waiter) => waiter.send(result).is_ok(),
             None => false,
@@ -526,17 +580,8 @@ impl Reader {
                 earlier.min(goaway.last_request_id)
             });
             state.goaway = Some((last, code));
-            let ids: Vec<u64> = state
-                .pending
-                .keys()
-                .copied()
-                .filter(|id| *id > last)
-                .collect();
-            let abandoned: Vec<Waiter> = ids
-                .iter()
-                .filter_map(|id| state.pending.remove(id))
-                .collect();
-            (last, abandoned)
+            drop(state);
+            (last, self.shared.take_all(|id| id > last))
         };
         for waiter in abandoned {
             let _ = waiter.send(Err(Error::GoingAway {

@@ -137,8 +137,11 @@ impl Dispatcher {
     /// and never answered. Nothing is answered without a handler: register
     /// `PING` and `ECHO` handlers if you want them answered.
     ///
-    /// When the peer closes its sending side, requests already taken are
-    /// still answered before this returns.
+    /// When the peer closes the connection, handlers already running finish
+    /// before this returns; their answers are sent if the connection can
+    /// still send (`netproto-transport` currently stops sending as soon as
+    /// the peer's end of stream arrives, so they are then counted as
+    /// `unanswered`).
     ///
     /// Graceful shutdown: when `shutdown` becomes true (a dropped sender
     /// does not count), a [`GoAway`] with [`ErrorCode::SHUTTING_DOWN`] and
