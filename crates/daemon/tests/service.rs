@@ -1,0 +1,340 @@
+//! The service end to end over loopback: every transport, graceful shutdown,
+//! connection limits, reconnection, configuration layering.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use netproto_daemon::{Client, Error, NetworkConfig, Server, ServerHandle};
+use netproto_dispatch::Dispatcher;
+use netproto_wire::Message;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn dispatcher() -> Arc<Dispatcher> {
+    let dispatcher = Arc::new(Dispatcher::default());
+    dispatcher.register("ECHO", |msg| Ok(msg.clone()));
+    dispatcher.register("PING", |_| Ok(Message::Pong));
+    dispatcher.register_async("SLOW", |msg| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(msg)
+    });
+    dispatcher
+}
+
+fn base_config(mode: &str) -> NetworkConfig {
+    let mut config = NetworkConfig::default();
+    config.server.address = "127.0.0.1:0".into();
+    config.security.mode = mode.into();
+    config.client.reconnect_delay = Duration::from_millis(50);
+    config
+}
+
+/// Starts a server; returns its handle, the client configuration that
+/// reaches it, and the task running it.
+async fn start(
+    mut config: NetworkConfig,
+) -> (ServerHandle, NetworkConfig, tokio::task::JoinHandle<()>) {
+    let server = Server::bind(config.clone(), dispatcher()).await.unwrap();
+    config.client.address = server.local_addr();
+    if let Some(key) = server.public_key() {
+        config.security.server_key = Some(key.to_string());
+    }
+    let handle = server.handle();
+    let task = tokio::spawn(async move { server.run().await.unwrap() });
+    (handle, config, task)
+}
+
+async fn echo_round_trip(config: NetworkConfig) {
+    let (handle, client_config, task) = start(config).await;
+    let client = Client::connect(client_config).await.unwrap();
+    for i in 0..50 {
+        let text = format!("hello {i}");
+        assert_eq!(
+            client.request(&Message::Echo(text.clone())).await.unwrap(),
+            Message::Echo(text)
+        );
+    }
+    assert_eq!(client.request(&Message::Ping).await.unwrap(), Message::Pong);
+    let err = client
+        .request(&Message::custom("NOPE", &b"x"[..]).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no handler"), "{err}");
+    client.close().await.unwrap();
+    handle.shutdown(Some(Duration::from_secs(2))).await;
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_noise_tcp() {
+    tokio::time::timeout(LIMIT, echo_round_trip(base_config("noise")))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_plain_tcp() {
+    tokio::time::timeout(LIMIT, echo_round_trip(base_config("plain")))
+        .await
+        .unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_noise_unix() {
+    let dir = std::env::temp_dir().join(format!("netproto-svc-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = base_config("noise");
+    config.server.address = format!("unix:{}", dir.join("sock").display());
+    tokio::time::timeout(LIMIT, echo_round_trip(config))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_tls_with_mutual_auth() {
+    use netproto_transport::tls::CertificateAuthority;
+    let dir = std::env::temp_dir().join(format!("netproto-tls-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = CertificateAuthority::new("test ca").unwrap();
+    let server_cert = ca
+        .issue_server_cert(&["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
+    let client_cert = ca.issue_client_cert("client").unwrap();
+    let path = |name: &str| dir.join(name);
+    std::fs::write(path("ca.pem"), ca.cert_pem()).unwrap();
+    server_cert
+        .write_pem_files(&path("server.pem"), &path("server.key"))
+        .unwrap();
+    client_cert
+        .write_pem_files(&path("client.pem"), &path("client.key"))
+        .unwrap();
+    let mut server_config = base_config("tls");
+    server_config.security.tls_cert = Some(path("server.pem"));
+    server_config.security.tls_key = Some(path("server.key"));
+    server_config.security.tls_ca = Some(path("ca.pem"));
+    let (handle, mut client_config, task) = start(server_config).await;
+    client_config.security.tls_cert = Some(path("client.pem"));
+    client_config.security.tls_key = Some(path("client.key"));
+    client_config.security.tls_pins = vec![hex::encode(server_cert.spki_sha256())];
+    let client = Client::connect(client_config).await.unwrap();
+    assert_eq!(
+        client.request(&Message::Echo("tls".into())).await.unwrap(),
+        Message::Echo("tls".into())
+    );
+    client.close().await.unwrap();
+    handle.shutdown(Some(Duration::from_secs(2))).await;
+    task.await.unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_answers_or_refuses_every_request() {
+    let case = async {
+        let mut config = base_config("noise");
+        config.server.max_in_flight = 2_000;
+        config.client.auto_reconnect = false;
+        config.transport.inbound_limit = 2_000;
+        let (handle, client_config, task) = start(config).await;
+        let client = Arc::new(Client::connect(client_config).await.unwrap());
+        let answered = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..1_000 {
+            let client = client.clone();
+            let (answered, refused) = (answered.clone(), refused.clone());
+            requests.spawn(async move {
+                let text = format!("r{i}");
+                match client
+                    .request(&Message::custom("SLOW", text.clone().into_bytes()).unwrap())
+                    .await
+                {
+                    Ok(reply) => {
+                        assert_eq!(reply, Message::custom("SLOW", text.into_bytes()).unwrap());
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        // Refused with a clear reason: shutting down or going away.
+                        let text = error.to_string();
+                        assert!(
+                            text.contains("going away")
+                                || text.contains("code 6")
+                                || text.contains("connection"),
+                            "unclear error: {text}"
+                        );
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        // Let the requests get in flight, then shut down.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        handle.shutdown(Some(Duration::from_secs(10))).await;
+        while let Some(result) = requests.join_next().await {
+            result.unwrap();
+        }
+        let (a, r) = (
+            answered.load(Ordering::Relaxed),
+            refused.load(Ordering::Relaxed),
+        );
+        eprintln!("graceful shutdown: {a} answered, {r} refused");
+        assert_eq!(a + r, 1_000, "every request is answered or refused");
+        assert!(a > 0, "requests in flight at shutdown finish");
+        task.await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_refuse_with_a_clear_error() {
+    let case = async {
+        for (limit_total, limit_ip) in [(2, 100), (100, 2)] {
+            let mut config = base_config("noise");
+            config.server.max_connections = limit_total;
+            config.server.max_connections_per_ip = limit_ip;
+            config.client.auto_reconnect = false;
+            let (handle, client_config, task) = start(config).await;
+            let a = Client::connect(client_config.clone()).await.unwrap();
+            let b = Client::connect(client_config.clone()).await.unwrap();
+            let err = Client::connect(client_config.clone()).await.unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                matches!(&err, Error::GaveUp { last, .. } if matches!(**last, Error::Transport(netproto_transport::Error::Refused { status: netproto_wire::PrefaceStatus::Busy, .. }))),
+                "{text}: {err:?}"
+            );
+            assert_eq!(handle.stats().refused(), 1);
+            // A slot frees up when a client leaves.
+            a.close().await.unwrap();
+            drop(a);
+            let mut admitted = None;
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Ok(c) = Client::connect(client_config.clone()).await {
+                    admitted = Some(c);
+                    break;
+                }
+            }
+            assert!(admitted.is_some(), "a freed slot admits a new client");
+            drop(b);
+            handle.shutdown(Some(Duration::from_secs(2))).await;
+            task.await.unwrap();
+        }
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_after_a_server_restart() {
+    let case = async {
+        let mut config = base_config("noise");
+        let key_dir = std::env::temp_dir().join(format!("netproto-key-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&key_dir).unwrap();
+        let key_file = key_dir.join("server.key");
+        netproto_crypto::Keypair::generate(&mut rand::rngs::OsRng)
+            .write_key_file(&key_file)
+            .unwrap();
+        config.security.key_file = Some(key_file);
+        let (handle, client_config, task) = start(config.clone()).await;
+        let client = Client::connect(client_config.clone()).await.unwrap();
+        assert_eq!(client.request(&Message::Ping).await.unwrap(), Message::Pong);
+        handle.shutdown(Some(Duration::from_secs(1))).await;
+        task.await.unwrap();
+        // The server is gone: the request fails with a clear error.
+        let err = client.request(&Message::Ping).await.unwrap_err();
+        eprintln!("while the server is down: {err:#}");
+        // Same address, same key: the client reconnects by itself.
+        config
+            .server
+            .address
+            .clone_from(&client_config.client.address);
+        let (handle, _, task) = start(config).await;
+        let mut ok = false;
+        for _ in 0..20 {
+            if client.request(&Message::Ping).await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "requests succeed again after the restart");
+        handle.shutdown(Some(Duration::from_secs(1))).await;
+        task.await.unwrap();
+        std::fs::remove_dir_all(key_dir).unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = std::env::temp_dir().join(format!("netproto-cfg-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("netproto.toml");
+    std::fs::write(
+        &file,
+        "[server]\naddress = \"0.0.0.0:7000\"\nmax_connections = 50\nshutdown_timeout = \"3s\"\n\n[transport]\ncompression = \"lz4\"\n",
+    )
+    .unwrap();
+    let only_file = NetworkConfig::load(Some(&file), Some(HashMap::new())).unwrap();
+    assert_eq!(only_file.server.address, "0.0.0.0:7000");
+    assert_eq!(only_file.server.max_connections, 50);
+    assert_eq!(only_file.server.shutdown_timeout, Duration::from_secs(3));
+    assert_eq!(only_file.transport.compression, "lz4");
+    assert_eq!(only_file.client, netproto_daemon::ClientConfig::default());
+    let env = HashMap::from([
+        (
+            "NETPROTO__SERVER__MAX_CONNECTIONS".to_owned(),
+            "7".to_owned(),
+        ),
+        (
+            "NETPROTO__CLIENT__RESPONSE_TIMEOUT".to_owned(),
+            "250ms".to_owned(),
+        ),
+        ("NETPROTO__LOGGING__FORMAT".to_owned(), "json".to_owned()),
+    ]);
+    let layered = NetworkConfig::load(Some(&file), Some(env.clone())).unwrap();
+    assert_eq!(layered.server.address, "0.0.0.0:7000", "file value kept");
+    assert_eq!(layered.server.max_connections, 7, "environment wins");
+    assert_eq!(layered.client.response_timeout, Duration::from_millis(250));
+    assert_eq!(layered.logging.format, "json");
+    let only_env = NetworkConfig::load(None, Some(env)).unwrap();
+    assert_eq!(only_env.server.address, "127.0.0.1:9000");
+    assert_eq!(only_env.server.max_connections, 7);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let cases = [
+        (
+            "NETPROTO__SERVER__SHUTDOWN_TIMEOUT",
+            "0s",
+            "server.shutdown_timeout must not be 0",
+        ),
+        (
+            "NETPROTO__SERVER__MAX_CONNECTIONS",
+            "0",
+            "server.max_connections must not be 0",
+        ),
+        (
+            "NETPROTO__SECURITY__KEY_FILE",
+            "/nonexistent/netproto.key",
+            "does not exist",
+        ),
+        ("NETPROTO__SECURITY__MODE", "rot13", "security mode must be"),
+        (
+            "NETPROTO__TRANSPORT__COMPRESSION",
+            "gzip",
+            "compression must be",
+        ),
+    ];
+    for (key, value, expected) in cases {
+        let env = HashMap::from([(key.to_owned(), value.to_owned())]);
+        let err = NetworkConfig::load(None, Some(env)).unwrap_err();
+        assert!(err.to_string().contains(expected), "{key}={value}: {err}");
+    }
+    let err = NetworkConfig::from_file("/nonexistent/netproto.toml").unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
