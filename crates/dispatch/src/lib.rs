@@ -63,7 +63,24 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Tracing
+//!
+//! Each message is handled inside a `dispatch` span with `request_id` and
+//! `msg_type` fields; run [`Dispatcher::serve`] inside your connection's span
+//! (with its `conn_id`) to tie them together. Peer misbehaviour and failed
+//! requests are logged at `debug` level only, so a hostile peer cannot flood
+//! the logs.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod correlator;
 mod dispatcher;
