@@ -41,6 +41,45 @@ pub(crate) struct BenchArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also measure a raw tokio TCP ping-pong of the same size on loopback
+    /// (an in-process echo server, one message in flight), as a baseline
+    /// for the round-trip latency, in the same run.
+    #[arg(long)]
+    baseline: bool,
+}
+
+/// Round trips of a raw tokio TCP ping-pong: `size` bytes each way, one in
+/// flight, against an in-process echo server on 127.0.0.1.
+async fn raw_tcp_ping_pong(size: usize, count: u64) -> anyhow::Result<Histogram<u64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let mut buf = vec![0u8; size.max(1)];
+        loop {
+            if stream.read_exact(&mut buf).await.is_err() {
+                return anyhow::Ok(());
+            }
+            stream.write_all(&buf).await?;
+        }
+    });
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let out = vec![b'x'; size.max(1)];
+    let mut back = vec![0u8; size.max(1)];
+    let mut hist = histogram()?;
+    for _ in 0..count {
+        let sent = Instant::now();
+        stream.write_all(&out).await?;
+        stream.read_exact(&mut back).await?;
+        let ns = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        hist.saturating_record(ns.max(1));
+    }
+    drop(stream);
+    server.await??;
+    Ok(hist)
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -169,17 +208,37 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for client in &clients {
         let _ = client.close().await;
     }
-    report(&args, &total, errors.load(Ordering::Relaxed), elapsed);
+    let baseline = if args.baseline {
+        Some(raw_tcp_ping_pong(args.size, 20_000).await?)
+    } else {
+        None
+    };
+    report(
+        &args,
+        &total,
+        errors.load(Ordering::Relaxed),
+        elapsed,
+        baseline.as_ref(),
+    );
     Ok(())
 }
 
 #[allow(clippy::print_stdout)] // printing results is the CLI's job
-fn report(args: &BenchArgs, hist: &Histogram<u64>, errors: u64, elapsed: Duration) {
+fn report(
+    args: &BenchArgs,
+    hist: &Histogram<u64>,
+    errors: u64,
+    elapsed: Duration,
+    baseline: Option<&Histogram<u64>>,
+) {
     let ok = hist.len();
     let rate = ok as f64 / elapsed.as_secs_f64();
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
+    let base_p50 = baseline.map(|b| b.value_at_quantile(0.5) as f64 / 1e3);
     if args.json {
         let json = serde_json::json!({
+            "raw_tcp_ping_pong_p50_us": base_p50,
+            "p50_vs_raw_tcp": base_p50.map(|b| us(0.5) / b),
             "connections": args.connections,
             "in_flight_per_connection": args.in_flight,
             "payload_bytes": args.size,
@@ -211,4 +270,10 @@ fn report(args: &BenchArgs, hist: &Histogram<u64>, errors: u64, elapsed: Duratio
         us(0.999),
         hist.max() as f64 / 1e3
     );
+    if let Some(base) = base_p50 {
+        println!(
+            "raw tokio TCP ping-pong p50 {base:.1} us; netproto p50 is {:.2}x that",
+            us(0.5) / base
+        );
+    }
 }

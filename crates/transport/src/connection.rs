@@ -108,6 +108,15 @@ impl Shared {
         self.stop.send_replace(true);
     }
 
+    /// Records that the peer closed its sending side cleanly. Our writer
+    /// goes on (half-close) until the application closes or drops its senders.
+    fn peer_closed(&self) {
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(Error::PeerClosed);
+        }
+    }
+
     fn take_error(&self) -> Option<Error> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -162,8 +171,20 @@ impl Sender {
     ///
     /// # Errors
     ///
+    /// [`Error::Protocol`] when the frame is larger than the peer accepts
+    /// (control frames: [`MAX_CONTROL_BODY`](netproto_wire::MAX_CONTROL_BODY));
     /// [`Error::Closed`] when the connection is closed.
     pub async fn send_frame(&self, frame: Frame) -> Result<(), Error> {
+        let max = match &frame {
+            Frame::Data(_) => self.max_frame_len,
+            _ => netproto_wire::MAX_CONTROL_BODY,
+        };
+        if frame.body_len() > max as usize {
+            return Err(Error::Protocol(netproto_wire::Error::EncodeTooLarge {
+                len: frame.body_len() as u64,
+                max,
+            }));
+        }
         self.tx
             .send(Outbound::Frame(frame))
             .await
@@ -374,14 +395,17 @@ struct Reader {
 
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, io: R, leftover: BytesMut) {
-        let result = self.read_loop(io, leftover).await;
-        // The read half is dropped by now; report why the connection ended.
-        let error = result.err().unwrap_or(Error::PeerClosed);
-        self.shared.fail(error);
+        match self.read_loop(io, leftover).await {
+            // The peer finished sending; we may still answer it.
+            Err(Error::PeerClosed) => self.shared.peer_closed(),
+            // Stopped by the writer, which recorded why.
+            Ok(()) => {}
+            Err(error) => self.shared.fail(error),
+        }
     }
 
-    /// Reads until the peer closes or something fails. Returns `Err(PeerClosed)`
-    /// for a clean close too, so that the writer stops as well.
+    /// Reads until the peer closes (`Err(PeerClosed)`), the writer stops us
+    /// (`Ok`), or something fails.
     async fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
         mut io: R,

@@ -532,3 +532,55 @@ async fn oversized_message_is_refused_at_send() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn half_close_lets_the_other_side_still_answer() {
+    let (client, mut server) = plain_pair(ConnectionConfig::default()).await;
+    let (client_sender, mut client_receiver, _) = client.split();
+    for id in 1..=10 {
+        client_sender.send(echo(id, "q")).await.unwrap();
+    }
+    client_sender.close().await.unwrap();
+    // The server sees every request, then the end of the client's stream...
+    let mut requests = Vec::new();
+    while let Some(item) = server.recv().await.unwrap() {
+        let Incoming::Message(env) = item else {
+            panic!("unexpected {item:?}")
+        };
+        requests.push(env);
+    }
+    assert_eq!(requests.len(), 10);
+    // ...and can still answer all of them.
+    for env in requests {
+        server.send(env).await.unwrap();
+    }
+    server.sender().close().await.unwrap();
+    for id in 1..=10 {
+        match client_receiver.recv().await.unwrap() {
+            Some(Incoming::Message(env)) => assert_eq!(env.request_id, id),
+            other => panic!("expected reply {id}, got {other:?}"),
+        }
+    }
+    assert_eq!(client_receiver.recv().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn oversized_control_frames_are_refused_at_send() {
+    let (client, _server) = plain_pair(ConnectionConfig::default()).await;
+    let text = "x".repeat(5000);
+    let frame = Frame::Error(netproto_wire::ErrorFrame::new(
+        1,
+        netproto_wire::ErrorCode::INTERNAL,
+        text,
+    ));
+    let err = client.sender().send_frame(frame).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Protocol(netproto_wire::Error::EncodeTooLarge { .. })
+        ),
+        "{err:?}"
+    );
+    // The connection is still usable.
+    client.send(echo(1, "still here")).await.unwrap();
+}
