@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
 
 mod audit;
+mod examples;
 mod layering;
 
 const HELP: &str = "\
@@ -21,6 +22,7 @@ tasks:
   bench [FILTER]             run the criterion benchmarks, optionally filtered
   audit                      cargo-deny: advisories, bans, licenses, sources
   layering                   check that crates depend only on lower layers
+  examples                   run the facade's README examples against a live server
 ";
 
 /// Seconds each fuzz target runs in the CI smoke run.
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench(&sh, rest.first().map(String::as_str)),
         "audit" => audit::run(&sh),
         "layering" => layering::check(&sh),
+        "examples" => examples::run(&sh),
         "" | "help" | "-h" | "--help" => {
             eprint!("{HELP}");
             Ok(())

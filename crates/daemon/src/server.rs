@@ -257,7 +257,7 @@ impl Server {
                         continue;
                     }
                 },
-                _ = shutdown.changed() => break,
+                () = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             };
             conn_id += 1;

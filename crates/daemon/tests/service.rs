@@ -338,3 +338,19 @@ fn bad_configuration_is_a_clear_error() {
     let err = NetworkConfig::from_file("/nonexistent/netproto.toml").unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_asked_before_run_is_not_lost() {
+    let server = Server::bind(base_config("plain"), dispatcher())
+        .await
+        .unwrap();
+    let handle = server.handle();
+    let stopper = tokio::spawn(async move { handle.shutdown(Some(Duration::from_secs(1))).await });
+    // The shutdown is asked for before `run` is first polled.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(5), server.run())
+        .await
+        .expect("run must see the earlier shutdown")
+        .unwrap();
+    stopper.await.unwrap();
+}
