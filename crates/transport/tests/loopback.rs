@@ -401,4 +401,68 @@ mod tls {
             .unwrap_err();
         assert!(matches!(err, Error::Tls(_)), "{err:?}");
     }
+
+    /// A one-way flood through TLS, with the reader and the writer task
+    /// sharing the TLS stream, neither stalls nor loses a message.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_one_way_flood_does_not_stall() {
+        let ca = CertificateAuthority::new("netproto test ca").unwrap();
+        let server = ca.issue_server_cert(&names()).unwrap();
+        let acceptor = TlsAcceptor::from_pem(
+            server.cert_pem().as_bytes(),
+            server.key_pem().as_bytes(),
+            None,
+            false,
+        )
+        .unwrap();
+        let connector = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        const COUNT: u64 = 50_000;
+        let server_task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut conn = accept(
+                stream,
+                &ServerSecurity::Tls(acceptor),
+                &ConnectionConfig::default(),
+                HANDSHAKE,
+            )
+            .await
+            .unwrap();
+            let mut received = 0u64;
+            while let Some(item) = conn.recv().await.unwrap() {
+                if let Incoming::Message(_) = item {
+                    received += 1;
+                }
+            }
+            received
+        });
+        let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
+        let security = ClientSecurity::Tls {
+            connector,
+            server_name: "localhost".into(),
+        };
+        let conn = connect(stream, &security, &ConnectionConfig::default(), HANDSHAKE)
+            .await
+            .unwrap();
+        let flood = async {
+            for id in 1..=COUNT {
+                let env = Envelope::new(
+                    id,
+                    MessageType::new("X").unwrap(),
+                    Bytes::from_static(&[7; 64]),
+                );
+                conn.send(env).await.unwrap();
+            }
+            conn.sender().close().await.unwrap();
+            server_task.await.unwrap()
+        };
+        let received = tokio::time::timeout(LIMIT, flood)
+            .await
+            .expect("the flood stalled");
+        assert_eq!(received, COUNT);
+    }
 }
