@@ -21,6 +21,9 @@ use crate::{ConnectionConfig, Error, Io, TimeoutKind};
 /// Capacity of the queue of pongs from the reader to the writer.
 const CONTROL_QUEUE: usize = 64;
 
+/// Items the writer takes from its queue at once.
+const BATCH_ITEMS: usize = 256;
+
 /// What the application receives.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,8 +431,17 @@ impl Reader {
                     frames.extend_from_slice(&record);
                 }
             }
+            let mut data = false;
+            let mut decoded = false;
             while let Some(frame) = decoder.decode(&mut frames)? {
+                data |= matches!(frame, Frame::Data(_));
+                decoded = true;
                 self.handle(frame).await?;
+            }
+            if data {
+                self.shared.touch_data();
+            }
+            if decoded {
                 // Time spent waiting for the application is not the peer's silence.
                 last_rx = Instant::now();
             }
@@ -495,7 +507,6 @@ impl Reader {
     async fn handle(&mut self, frame: Frame) -> Result<(), Error> {
         let item = match frame {
             Frame::Data(data) => {
-                self.shared.touch_data();
                 let body = self.codec.decompress(data)?;
                 Incoming::Message(Envelope::decode(body)?)
             }
@@ -555,6 +566,7 @@ impl Writer {
     ) -> Result<Option<oneshot::Sender<()>>, Error> {
         let mut frames = BytesMut::with_capacity(64 * 1024);
         let mut sealed = BytesMut::new();
+        let mut items = Vec::with_capacity(BATCH_ITEMS);
         let heartbeat = self.config.heartbeat_interval;
         let tick = tokio::time::sleep(heartbeat.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(tick);
@@ -566,10 +578,11 @@ impl Writer {
                 Some(Control::Pong(token)) = control.recv() => {
                     self.encoder.encode(&Frame::Pong(token), &mut frames)?;
                 }
-                item = queue.recv() => match item {
-                    Some(item) => close = self.encode(item, &mut frames)?,
-                    None => return Ok(None),
-                },
+                received = queue.recv_many(&mut items, BATCH_ITEMS) => {
+                    if received == 0 {
+                        return Ok(None);
+                    }
+                }
                 () = &mut tick, if heartbeat.is_some() => {
                     ping_token = ping_token.wrapping_add(1);
                     self.encoder.encode(&Frame::Ping(ping_token), &mut frames)?;
@@ -577,13 +590,29 @@ impl Writer {
                 _ = self.stop.changed() => return Ok(None),
             }
             // Gather whatever else is queued into the same write.
-            while close.is_none() && frames.len() < self.config.write_batch_bytes {
-                if let Ok(Control::Pong(token)) = control.try_recv() {
+            loop {
+                while let Ok(Control::Pong(token)) = control.try_recv() {
                     self.encoder.encode(&Frame::Pong(token), &mut frames)?;
-                    continue;
+                }
+                let mut data = false;
+                for item in items.drain(..) {
+                    data |= matches!(item, Outbound::Message(_));
+                    if let Some(done) = self.encode(item, &mut frames)? {
+                        close = Some(done);
+                    }
+                }
+                if data {
+                    self.shared.touch_data();
+                }
+                if close.is_some() {
+                    // Everything sent before the close goes out before our
+                    // end of stream; later sends fail with `Closed`.
+                    queue.close();
+                } else if frames.len() >= self.config.write_batch_bytes {
+                    break;
                 }
                 match queue.try_recv() {
-                    Ok(item) => close = self.encode(item, &mut frames)?,
+                    Ok(item) => items.push(item),
                     Err(_) => break,
                 }
             }
@@ -595,7 +624,12 @@ impl Writer {
                 }
                 None => &frames,
             };
-            match tokio::time::timeout(self.config.write_timeout, io.write_all(bytes)).await {
+            // Flush too: a TLS stream may keep records back until flushed.
+            let write = async {
+                io.write_all(bytes).await?;
+                io.flush().await
+            };
+            match tokio::time::timeout(self.config.write_timeout, write).await {
                 Ok(result) => result?,
                 Err(_) => {
                     return Err(Error::Timeout {
@@ -626,7 +660,6 @@ impl Writer {
     ) -> Result<Option<oneshot::Sender<()>>, Error> {
         match item {
             Outbound::Message(envelope) => {
-                self.shared.touch_data();
                 if self.compression != Compression::None
                     && envelope.encoded_len() >= self.config.compression_threshold
                 {

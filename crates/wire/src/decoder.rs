@@ -105,28 +105,31 @@ impl Decoder {
             .transpose()
     }
 
-    /// Makes room in `src` for the next read and returns how many bytes to read.
+    /// Makes room in `src` for the next read and returns the room there is.
     ///
-    /// The room is [`read_hint`](Self::read_hint) bytes. When the buffer must
-    /// grow it grows by exactly that much, never by doubling, so the memory
-    /// held for a frame in progress is at most the bytes received so far plus
-    /// one [`READ_CHUNK`], whatever length the peer declared.
+    /// When less than half a [`READ_CHUNK`] is free, the buffer grows to
+    /// exactly one [`READ_CHUNK`] of free room, never by doubling: reads stay
+    /// large (many small frames per system call), and the memory held for a
+    /// frame in progress is at most the bytes received so far plus one
+    /// [`READ_CHUNK`], whatever length the peer declared.
     ///
-    /// Growing moves the unread bytes when decoded frames still share the
-    /// buffer; it never copies more than one unfinished frame.
+    /// Growing moves the unread bytes to a new allocation when decoded frames
+    /// still share the buffer; it never copies more than one unfinished frame.
     ///
     /// # Errors
     ///
     /// The header errors of [`Header::parse`].
     pub fn prepare_read(&self, src: &mut BytesMut) -> Result<usize, Error> {
-        let want = self.read_hint(src)?;
-        if src.capacity() - src.len() < want {
+        // Fail on a bad header before making room for its body.
+        self.peek_header(src)?;
+        let spare = src.capacity() - src.len();
+        if spare < READ_CHUNK / 2 {
             let mut vec = Vec::from(core::mem::take(src));
-            vec.reserve_exact(want);
+            vec.reserve_exact(READ_CHUNK);
             // Both conversions keep the allocation: no copy, no doubling.
             *src = BytesMut::from(bytes::Bytes::from(vec));
         }
-        Ok(want)
+        Ok(src.capacity() - src.len())
     }
 
     /// How many bytes a reader should make room for before its next read.
