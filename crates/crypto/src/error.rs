@@ -9,7 +9,8 @@ pub enum Error {
     /// A Noise pattern name or token list is not one this crate can run.
     #[error("invalid or unsupported noise pattern")]
     InvalidPattern,
-    /// The protocol name is not `Noise_<pattern>_25519_ChaChaPoly_SHA256`.
+    /// The protocol name is not `Noise_<pattern>_25519_ChaChaPoly_SHA256` or
+    /// `Noise_<pattern>_25519_AESGCM_SHA256`.
     #[error("unsupported noise protocol name")]
     UnsupportedProtocol,
     /// The crypto provider does not implement a primitive the suite needs.

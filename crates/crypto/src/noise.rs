@@ -1,7 +1,8 @@
 //! The raw Noise handshake engine, generic over handshake patterns.
 //!
-//! This is plain Noise (rev 34) with the `25519_ChaChaPoly_SHA256` suite, with
-//! no netproto framing or payload checks, so it interoperates with any Noise
+//! This is plain Noise (rev 34) with the `25519_ChaChaPoly_SHA256` suite, or
+//! `25519_AESGCM_SHA256` through [`HandshakeBuilder::cipher`], with no
+//! netproto framing or payload checks, so it interoperates with any Noise
 //! implementation (snow, cacophony, ...). The netproto session layer in
 //! [`session`](crate::session) is built on it.
 //!
@@ -44,6 +45,7 @@
 //! ```
 
 mod pattern;
+mod protocol;
 mod symmetric;
 
 use std::collections::VecDeque;
@@ -53,9 +55,10 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 pub use self::pattern::{Pattern, Token};
+pub use self::protocol::Protocol;
 use self::symmetric::SymmetricState;
 use crate::keys::{Keypair, PublicKey};
-use crate::provider::{self, KEY_LEN, Provider, TAG_LEN};
+use crate::provider::{self, CipherAlgorithm, KEY_LEN, Provider, TAG_LEN};
 use crate::record::{Opener, RecordConfig, Sealer};
 use crate::{Error, Result};
 
@@ -67,6 +70,7 @@ pub const MAX_MESSAGE_LEN: usize = 65535;
 #[derive(Debug)]
 pub struct HandshakeBuilder {
     pattern: Pattern,
+    cipher: CipherAlgorithm,
     provider: Arc<dyn Provider>,
     prologue: Vec<u8>,
     local_static: Option<Keypair>,
@@ -77,10 +81,12 @@ pub struct HandshakeBuilder {
 }
 
 impl HandshakeBuilder {
-    /// Starts a handshake of `pattern` with the default provider and an empty prologue.
+    /// Starts a handshake of `pattern` with ChaChaPoly, the default provider
+    /// and an empty prologue.
     pub fn new(pattern: Pattern) -> Self {
         Self {
             pattern,
+            cipher: CipherAlgorithm::default(),
             provider: provider::default_provider(),
             prologue: Vec::new(),
             local_static: None,
@@ -91,9 +97,22 @@ impl HandshakeBuilder {
         }
     }
 
+    /// Starts a handshake of `protocol`'s pattern and cipher.
+    pub fn from_protocol(protocol: Protocol) -> Self {
+        Self::new(protocol.pattern).cipher(protocol.cipher)
+    }
+
     /// Uses `provider` for the AEAD and hash.
     pub fn provider(mut self, provider: Arc<dyn Provider>) -> Self {
         self.provider = provider;
+        self
+    }
+
+    /// Uses the Noise cipher function `cipher` (ChaChaPoly by default), both
+    /// in the handshake and for the transport keys. It is part of the
+    /// protocol name, so both sides must choose the same.
+    pub fn cipher(mut self, cipher: CipherAlgorithm) -> Self {
+        self.cipher = cipher;
         self
     }
 
@@ -141,7 +160,8 @@ impl HandshakeBuilder {
     /// # Errors
     ///
     /// [`Error::MissingKey`] if the pattern needs a key or PSK that was not
-    /// given; [`Error::MissingPrimitive`] if the provider lacks the suite.
+    /// given; [`Error::MissingPrimitive`] if the provider lacks the hash or
+    /// the cipher.
     pub fn build_initiator<R: RngCore + CryptoRng + ?Sized>(
         self,
         rng: &mut R,
@@ -168,6 +188,7 @@ impl HandshakeBuilder {
     ) -> Result<HandshakeState> {
         let Self {
             pattern,
+            cipher,
             provider,
             prologue,
             local_static,
@@ -217,7 +238,10 @@ impl HandshakeBuilder {
             Some(keypair) => keypair,
             None => Keypair::generate(rng),
         };
-        let mut symmetric = SymmetricState::new(provider, &pattern.protocol_name())?;
+        // Refuse a missing cipher now rather than in the middle of the handshake.
+        provider::cipher(provider.as_ref(), cipher, &[0; KEY_LEN])?;
+        let name = protocol::protocol_name(&pattern, cipher);
+        let mut symmetric = SymmetricState::new(provider, cipher, &name)?;
         symmetric.mix_hash(&prologue);
         let mut state = HandshakeState {
             symmetric,
@@ -276,6 +300,7 @@ impl core::fmt::Debug for HandshakeState {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("HandshakeState")
             .field("initiator", &self.initiator)
+            .field("cipher", &self.symmetric.algorithm())
             .field("next_message", &self.next)
             .field("messages", &self.messages.len())
             .field("remote_static", &self.rs)
@@ -288,6 +313,11 @@ impl HandshakeState {
     /// Whether this side started the handshake.
     pub const fn is_initiator(&self) -> bool {
         self.initiator
+    }
+
+    /// The Noise cipher function of this handshake and its transport keys.
+    pub const fn cipher(&self) -> CipherAlgorithm {
+        self.symmetric.algorithm()
     }
 
     /// Whether every handshake message has been written or read.
@@ -504,9 +534,10 @@ impl HandshakeState {
             (responder_key, initiator_key)
         };
         let provider = self.symmetric.provider();
+        let cipher = self.symmetric.algorithm();
         Ok((
-            Sealer::from_key(Arc::clone(provider), send, config)?,
-            Opener::from_key(Arc::clone(provider), receive, config)?,
+            Sealer::from_key_with_cipher(Arc::clone(provider), cipher, send, config)?,
+            Opener::from_key_with_cipher(Arc::clone(provider), cipher, receive, config)?,
         ))
     }
 }
@@ -579,6 +610,44 @@ mod tests {
             r.read_message(&msg, &mut Vec::new()),
             Err(Error::HandshakeFailed)
         ));
+    }
+
+    /// The default provider without AES-256-GCM.
+    #[derive(Debug)]
+    struct NoAes;
+
+    impl Provider for NoAes {
+        fn cipher(
+            &self,
+            algorithm: CipherAlgorithm,
+            key: &[u8; KEY_LEN],
+        ) -> Option<Box<dyn provider::Cipher>> {
+            match algorithm {
+                CipherAlgorithm::Aes256Gcm => None,
+                other => provider::rust_crypto().cipher(other, key),
+            }
+        }
+
+        fn hash(&self, algorithm: provider::HashAlgorithm) -> Option<Box<dyn provider::Hash>> {
+            provider::rust_crypto().hash(algorithm)
+        }
+    }
+
+    #[test]
+    fn a_missing_cipher_is_refused_at_build() {
+        let mut rng = rand::rngs::OsRng;
+        let mut build = |cipher| {
+            HandshakeBuilder::new(Pattern::xx())
+                .provider(Arc::new(NoAes))
+                .cipher(cipher)
+                .local_static(Keypair::from_secret_bytes([1; 32]))
+                .build_initiator(&mut rng)
+        };
+        assert!(matches!(
+            build(CipherAlgorithm::Aes256Gcm),
+            Err(Error::MissingPrimitive("aes-256-gcm"))
+        ));
+        assert!(build(CipherAlgorithm::ChaCha20Poly1305).is_ok());
     }
 
     #[test]

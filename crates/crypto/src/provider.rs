@@ -1,10 +1,12 @@
 //! The pluggable crypto backend: AEAD and hash (DH is always x25519-dalek).
 //!
 //! A [`Provider`] hands out [`Cipher`] and [`Hash`] objects for the
-//! algorithms of the `25519_ChaChaPoly_SHA256` suite, returning `None` for
-//! anything it does not implement (in the manner of rustls's `CryptoProvider`
-//! and snow's `CryptoResolver`). [`rust_crypto()`] is the default;
-//! `ring()` is available with the `ring` cargo feature.
+//! algorithms of the `25519_ChaChaPoly_SHA256` and `25519_AESGCM_SHA256`
+//! suites, returning `None` for anything it does not implement (in the manner
+//! of rustls's `CryptoProvider` and snow's `CryptoResolver`). [`rust_crypto()`]
+//! is the default; `ring()` is available with the `ring` cargo feature. Both
+//! implement every [`CipherAlgorithm`]; for AES-256-GCM, ring's is the faster
+//! (hardware AES and carry-less multiply where the CPU has them).
 
 use std::sync::Arc;
 
@@ -16,16 +18,67 @@ mod rust_crypto;
 
 /// Length of an AEAD authentication tag.
 pub const TAG_LEN: usize = 16;
-/// Length of a ChaCha20-Poly1305 key, a SHA-256 digest and an X25519 key.
+/// Length of a ChaCha20-Poly1305 or AES-256-GCM key, a SHA-256 digest and an X25519 key.
 pub const KEY_LEN: usize = 32;
 
-/// AEAD algorithms a [`Provider`] may implement.
+/// AEAD algorithms a [`Provider`] may implement: the Noise cipher functions
+/// (Noise rev 34, section 12).
+///
+/// The default is [`ChaCha20Poly1305`](Self::ChaCha20Poly1305).
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum CipherAlgorithm {
-    /// ChaCha20-Poly1305 (RFC 8439) with Noise's nonce encoding:
-    /// four zero bytes, then the 64-bit counter little-endian.
+    /// Noise `ChaChaPoly` (section 12.3): ChaCha20-Poly1305 (RFC 8439) with
+    /// a 96-bit nonce of four zero bytes, then the 64-bit counter
+    /// little-endian.
+    #[default]
     ChaCha20Poly1305,
+    /// Noise `AESGCM` (section 12.4): AES-256-GCM (NIST SP 800-38D) with a
+    /// 128-bit tag and a 96-bit nonce of four zero bytes, then the 64-bit
+    /// counter **big-endian**. Fast where the CPU has AES instructions.
+    Aes256Gcm,
+}
+
+impl CipherAlgorithm {
+    /// The cipher's name in a Noise protocol name: `ChaChaPoly` or `AESGCM`.
+    pub const fn noise_name(self) -> &'static str {
+        match self {
+            Self::ChaCha20Poly1305 => "ChaChaPoly",
+            Self::Aes256Gcm => "AESGCM",
+        }
+    }
+
+    /// The algorithm whose [`noise_name`](Self::noise_name) is `name`, if any.
+    pub fn from_noise_name(name: &str) -> Option<Self> {
+        match name {
+            "ChaChaPoly" => Some(Self::ChaCha20Poly1305),
+            "AESGCM" => Some(Self::Aes256Gcm),
+            _ => None,
+        }
+    }
+
+    /// The 96-bit AEAD nonce for Noise counter `n`, laid out as this
+    /// cipher's Noise definition says.
+    pub const fn nonce(self, n: u64) -> [u8; 12] {
+        match self {
+            Self::ChaCha20Poly1305 => chacha_nonce(n),
+            Self::Aes256Gcm => aesgcm_nonce(n),
+        }
+    }
+
+    /// A lowercase name for errors and logs.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Self::ChaCha20Poly1305 => "chacha20-poly1305",
+            Self::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+}
+
+impl core::fmt::Display for CipherAlgorithm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.noise_name())
+    }
 }
 
 /// Hash algorithms a [`Provider`] may implement.
@@ -108,18 +161,26 @@ pub fn default_provider() -> Arc<dyn Provider> {
 }
 
 /// Noise's 96-bit ChaCha20-Poly1305 nonce: 32 zero bits, then `n` little-endian.
-pub(crate) fn chacha_nonce(n: u64) -> [u8; 12] {
-    let mut nonce = [0u8; 12];
-    let (_, counter) = nonce.split_at_mut(4);
-    counter.copy_from_slice(&n.to_le_bytes());
-    nonce
+pub(crate) const fn chacha_nonce(n: u64) -> [u8; 12] {
+    let c = n.to_le_bytes();
+    [0, 0, 0, 0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]
+}
+
+/// Noise's 96-bit AES-256-GCM nonce: 32 zero bits, then `n` big-endian.
+pub(crate) const fn aesgcm_nonce(n: u64) -> [u8; 12] {
+    let c = n.to_be_bytes();
+    [0, 0, 0, 0, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]
 }
 
 /// Gets a cipher or reports the missing primitive.
-pub(crate) fn cipher(provider: &dyn Provider, key: &[u8; KEY_LEN]) -> Result<Box<dyn Cipher>> {
+pub(crate) fn cipher(
+    provider: &dyn Provider,
+    algorithm: CipherAlgorithm,
+    key: &[u8; KEY_LEN],
+) -> Result<Box<dyn Cipher>> {
     provider
-        .cipher(CipherAlgorithm::ChaCha20Poly1305, key)
-        .ok_or(crate::Error::MissingPrimitive("chacha20-poly1305"))
+        .cipher(algorithm, key)
+        .ok_or_else(|| crate::Error::MissingPrimitive(algorithm.label()))
 }
 
 /// Gets a hash or reports the missing primitive.
@@ -127,4 +188,36 @@ pub(crate) fn hash(provider: &dyn Provider) -> Result<Box<dyn Hash>> {
     provider
         .hash(HashAlgorithm::Sha256)
         .ok_or(crate::Error::MissingPrimitive("sha-256"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_layouts() {
+        let n = 0x0102_0304_0506_0708;
+        assert_eq!(
+            CipherAlgorithm::ChaCha20Poly1305.nonce(n),
+            [0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1]
+        );
+        assert_eq!(
+            CipherAlgorithm::Aes256Gcm.nonce(n),
+            [0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        for algorithm in [
+            CipherAlgorithm::ChaCha20Poly1305,
+            CipherAlgorithm::Aes256Gcm,
+        ] {
+            assert_eq!(
+                CipherAlgorithm::from_noise_name(algorithm.noise_name()),
+                Some(algorithm)
+            );
+        }
+        assert_eq!(CipherAlgorithm::from_noise_name("AESGCM256"), None);
+        assert_eq!(
+            CipherAlgorithm::default(),
+            CipherAlgorithm::ChaCha20Poly1305
+        );
+    }
 }

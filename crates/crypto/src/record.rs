@@ -1,8 +1,9 @@
 //! Transport records: counter nonces, coalescing, spanning and automatic rekey.
 //!
 //! A record is a 2-byte big-endian length `L` (16 ≤ `L` ≤ 65535) followed by
-//! `L` bytes of ChaCha20-Poly1305 ciphertext and tag, which is exactly one
-//! Noise transport message. The plaintext of the records is the frame byte
+//! `L` bytes of AEAD ciphertext and tag, which is exactly one Noise transport
+//! message. The AEAD is the session's [`CipherAlgorithm`]: ChaCha20-Poly1305
+//! by default, or AES-256-GCM. The plaintext of the records is the frame byte
 //! stream: [`Sealer::seal`] packs everything it is given into as few records
 //! as possible (one AEAD call per record) and [`Opener::open`] decrypts in
 //! place and returns zero-copy [`Bytes`].
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::provider::{self, Cipher, KEY_LEN, Provider, TAG_LEN};
+use crate::provider::{self, Cipher, CipherAlgorithm, KEY_LEN, Provider, TAG_LEN};
 use crate::{Error, Result};
 
 /// Bytes of the length prefix.
@@ -40,7 +41,10 @@ pub struct RecordConfig {
     /// long-lived connection (and nothing sent before the previous rekey),
     /// while the cost (one 32-byte AEAD call and a key setup per 2^20
     /// records) is immeasurable. It is far below ChaCha20-Poly1305's own
-    /// limits, which a 64-bit counter nonce could not reach anyway.
+    /// limits, which a 64-bit counter nonce could not reach anyway. For
+    /// AES-256-GCM it also bounds the data under one key to 2^32 AES blocks,
+    /// keeping GCM's distinguishing advantage near 2^-64; with AES-256-GCM,
+    /// do not turn rekeying off on long-lived connections.
     pub rekey_interval: u64,
 }
 
@@ -55,6 +59,7 @@ impl Default for RecordConfig {
 /// The state shared by both directions: key, nonce counter, rekey schedule.
 struct Direction {
     provider: Arc<dyn Provider>,
+    algorithm: CipherAlgorithm,
     cipher: Box<dyn Cipher>,
     nonce: u64,
     rekey_interval: u64,
@@ -64,12 +69,14 @@ struct Direction {
 impl Direction {
     fn new(
         provider: Arc<dyn Provider>,
+        algorithm: CipherAlgorithm,
         key: &[u8; KEY_LEN],
         config: &RecordConfig,
     ) -> Result<Self> {
-        let cipher = provider::cipher(provider.as_ref(), key)?;
+        let cipher = provider::cipher(provider.as_ref(), algorithm, key)?;
         Ok(Self {
             provider,
+            algorithm,
             cipher,
             nonce: 0,
             rekey_interval: config.rekey_interval,
@@ -103,7 +110,7 @@ impl Direction {
     fn rekey(&mut self) -> Result<()> {
         let mut key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
         self.cipher.encrypt_in_place(u64::MAX, &[], key.as_mut())?;
-        self.cipher = provider::cipher(self.provider.as_ref(), &key)?;
+        self.cipher = provider::cipher(self.provider.as_ref(), self.algorithm, &key)?;
         Ok(())
     }
 
@@ -117,7 +124,7 @@ impl Direction {
 pub struct Sealer(Direction);
 
 impl Sealer {
-    /// A sealer with a raw 32-byte key, nonce 0.
+    /// A ChaCha20-Poly1305 sealer with a raw 32-byte key, nonce 0.
     ///
     /// Sessions get theirs from the handshake; this is for tests and custom
     /// key schedules. Never use one key in two sealers.
@@ -130,7 +137,22 @@ impl Sealer {
         key: &[u8; KEY_LEN],
         config: &RecordConfig,
     ) -> Result<Self> {
-        Direction::new(provider, key, config).map(Self)
+        Self::from_key_with_cipher(provider, CipherAlgorithm::ChaCha20Poly1305, key, config)
+    }
+
+    /// A sealer for `cipher` with a raw 32-byte key, nonce 0. See
+    /// [`from_key`](Self::from_key).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingPrimitive`] if `provider` lacks `cipher`.
+    pub fn from_key_with_cipher(
+        provider: Arc<dyn Provider>,
+        cipher: CipherAlgorithm,
+        key: &[u8; KEY_LEN],
+        config: &RecordConfig,
+    ) -> Result<Self> {
+        Direction::new(provider, cipher, key, config).map(Self)
     }
 
     /// Appends records carrying `plaintext` to `out`.
@@ -182,11 +204,17 @@ impl Sealer {
     pub const fn nonce(&self) -> u64 {
         self.0.nonce
     }
+
+    /// The AEAD protecting the records.
+    pub const fn cipher(&self) -> CipherAlgorithm {
+        self.0.algorithm
+    }
 }
 
 impl core::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Sealer")
+            .field("cipher", &self.0.algorithm)
             .field("nonce", &self.0.nonce)
             .finish_non_exhaustive()
     }
@@ -196,7 +224,8 @@ impl core::fmt::Debug for Sealer {
 pub struct Opener(Direction);
 
 impl Opener {
-    /// An opener with a raw 32-byte key, nonce 0. See [`Sealer::from_key`].
+    /// A ChaCha20-Poly1305 opener with a raw 32-byte key, nonce 0. See
+    /// [`Sealer::from_key`].
     ///
     /// # Errors
     ///
@@ -206,7 +235,22 @@ impl Opener {
         key: &[u8; KEY_LEN],
         config: &RecordConfig,
     ) -> Result<Self> {
-        Direction::new(provider, key, config).map(Self)
+        Self::from_key_with_cipher(provider, CipherAlgorithm::ChaCha20Poly1305, key, config)
+    }
+
+    /// An opener for `cipher` with a raw 32-byte key, nonce 0. See
+    /// [`Sealer::from_key`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingPrimitive`] if `provider` lacks `cipher`.
+    pub fn from_key_with_cipher(
+        provider: Arc<dyn Provider>,
+        cipher: CipherAlgorithm,
+        key: &[u8; KEY_LEN],
+        config: &RecordConfig,
+    ) -> Result<Self> {
+        Direction::new(provider, cipher, key, config).map(Self)
     }
 
     /// Takes one complete record from the front of `input`, decrypts it in
@@ -273,11 +317,17 @@ impl Opener {
     pub const fn is_poisoned(&self) -> bool {
         self.0.poisoned
     }
+
+    /// The AEAD protecting the records.
+    pub const fn cipher(&self) -> CipherAlgorithm {
+        self.0.algorithm
+    }
 }
 
 impl core::fmt::Debug for Opener {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Opener")
+            .field("cipher", &self.0.algorithm)
             .field("nonce", &self.0.nonce)
             .field("poisoned", &self.0.poisoned)
             .finish_non_exhaustive()

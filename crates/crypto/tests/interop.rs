@@ -1,8 +1,10 @@
 //! Plain-Noise interoperability with `snow`: handshakes in both roles for XX
-//! and IK, then transport messages in both directions across several rekeys.
+//! and IK, with the ChaChaPoly and AESGCM ciphers, then transport messages in
+//! both directions across several rekeys.
 
 use bytes::BytesMut;
 use netproto_crypto::noise::{HandshakeBuilder, HandshakeState, Pattern};
+use netproto_crypto::provider::CipherAlgorithm;
 use netproto_crypto::{Keypair, Opener, RecordConfig, Sealer, provider};
 
 const MESSAGES: usize = 1_050;
@@ -22,14 +24,32 @@ fn keys() -> Keys {
     }
 }
 
+/// Which cipher and which of our providers a test runs with.
+#[derive(Clone, Copy)]
+struct Suite {
+    cipher: CipherAlgorithm,
+    ring: bool,
+}
+
+const CHACHA: Suite = Suite {
+    cipher: CipherAlgorithm::ChaCha20Poly1305,
+    ring: false,
+};
+const AESGCM: Suite = Suite {
+    cipher: CipherAlgorithm::Aes256Gcm,
+    ring: false,
+};
+
 fn ours(
     pattern: &str,
     initiator: bool,
     keys: &Keys,
     know_remote: bool,
-    ring: bool,
+    suite: Suite,
 ) -> HandshakeState {
+    let ring = suite.ring;
     let mut builder = HandshakeBuilder::new(Pattern::from_name(pattern).unwrap())
+        .cipher(suite.cipher)
         .prologue(PROLOGUE)
         .local_static(keys.ours.clone());
     if ring {
@@ -52,8 +72,14 @@ fn ours(
     .unwrap()
 }
 
-fn snow(pattern: &str, initiator: bool, keys: &Keys, know_remote: bool) -> snow::HandshakeState {
-    let name = format!("Noise_{pattern}_25519_ChaChaPoly_SHA256");
+fn snow(
+    pattern: &str,
+    initiator: bool,
+    keys: &Keys,
+    know_remote: bool,
+    cipher: CipherAlgorithm,
+) -> snow::HandshakeState {
+    let name = format!("Noise_{pattern}_25519_{}_SHA256", cipher.noise_name());
     let secret = keys.theirs.secret_bytes();
     let mut builder = snow::Builder::new(name.parse().unwrap())
         .prologue(PROLOGUE)
@@ -74,13 +100,19 @@ fn snow(pattern: &str, initiator: bool, keys: &Keys, know_remote: bool) -> snow:
 fn handshake(
     pattern: &str,
     we_initiate: bool,
-    ring: bool,
+    suite: Suite,
 ) -> (Sealer, Opener, snow::TransportState) {
     let keys = keys();
     // In IK the initiator knows the responder's key in advance.
     let ik = pattern == "IK";
-    let mut us = ours(pattern, we_initiate, &keys, ik && we_initiate, ring);
-    let mut them = snow(pattern, !we_initiate, &keys, ik && !we_initiate);
+    let mut us = ours(pattern, we_initiate, &keys, ik && we_initiate, suite);
+    let mut them = snow(
+        pattern,
+        !we_initiate,
+        &keys,
+        ik && !we_initiate,
+        suite.cipher,
+    );
     let mut buf = vec![0u8; 65535];
     let mut index = 0;
     while !us.is_finished() {
@@ -108,6 +140,8 @@ fn handshake(
     let mut config = RecordConfig::default();
     config.rekey_interval = REKEY_INTERVAL;
     let (sealer, opener) = us.into_split(&config).unwrap();
+    assert_eq!(sealer.cipher(), suite.cipher);
+    assert_eq!(opener.cipher(), suite.cipher);
     (sealer, opener, them.into_transport_mode().unwrap())
 }
 
@@ -149,35 +183,99 @@ fn transport(mut sealer: Sealer, mut opener: Opener, mut them: snow::TransportSt
 
 #[test]
 fn xx_snow_initiator_our_responder() {
-    let (s, o, t) = handshake("XX", false, false);
+    let (s, o, t) = handshake("XX", false, CHACHA);
     transport(s, o, t);
 }
 
 #[test]
 fn xx_our_initiator_snow_responder() {
-    let (s, o, t) = handshake("XX", true, false);
+    let (s, o, t) = handshake("XX", true, CHACHA);
     transport(s, o, t);
 }
 
 #[test]
 fn ik_snow_initiator_our_responder() {
-    let (s, o, t) = handshake("IK", false, false);
+    let (s, o, t) = handshake("IK", false, CHACHA);
     transport(s, o, t);
 }
 
 #[test]
 fn ik_our_initiator_snow_responder() {
-    let (s, o, t) = handshake("IK", true, false);
+    let (s, o, t) = handshake("IK", true, CHACHA);
     transport(s, o, t);
+}
+
+#[test]
+fn xx_aesgcm_snow_initiator_our_responder() {
+    let (s, o, t) = handshake("XX", false, AESGCM);
+    transport(s, o, t);
+}
+
+#[test]
+fn xx_aesgcm_our_initiator_snow_responder() {
+    let (s, o, t) = handshake("XX", true, AESGCM);
+    transport(s, o, t);
+}
+
+#[test]
+fn ik_aesgcm_both_roles() {
+    for we_initiate in [true, false] {
+        let (s, o, t) = handshake("IK", we_initiate, AESGCM);
+        transport(s, o, t);
+    }
 }
 
 #[cfg(feature = "ring")]
 #[test]
 fn xx_and_ik_with_ring_provider() {
-    for pattern in ["XX", "IK"] {
+    for cipher in [
+        CipherAlgorithm::ChaCha20Poly1305,
+        CipherAlgorithm::Aes256Gcm,
+    ] {
+        for pattern in ["XX", "IK"] {
+            for we_initiate in [true, false] {
+                let suite = Suite { cipher, ring: true };
+                let (s, o, t) = handshake(pattern, we_initiate, suite);
+                transport(s, o, t);
+            }
+        }
+    }
+}
+
+/// A snow peer speaking the other cipher fails the handshake in either role.
+#[test]
+fn snow_with_the_other_cipher_fails_the_handshake() {
+    for (ours_cipher, theirs) in [
+        (
+            CipherAlgorithm::ChaCha20Poly1305,
+            CipherAlgorithm::Aes256Gcm,
+        ),
+        (
+            CipherAlgorithm::Aes256Gcm,
+            CipherAlgorithm::ChaCha20Poly1305,
+        ),
+    ] {
         for we_initiate in [true, false] {
-            let (s, o, t) = handshake(pattern, we_initiate, true);
-            transport(s, o, t);
+            let keys = keys();
+            let suite = Suite {
+                cipher: ours_cipher,
+                ring: false,
+            };
+            let mut us = ours("XX", we_initiate, &keys, false, suite);
+            let mut them = snow("XX", !we_initiate, &keys, false, theirs);
+            let mut buf = vec![0u8; 65535];
+            let mut failed = false;
+            while !us.is_finished() && !failed {
+                if us.is_my_turn() {
+                    let mut msg = Vec::new();
+                    us.write_message(b"", &mut msg).unwrap();
+                    failed = them.read_message(&msg, &mut buf).is_err();
+                } else {
+                    let n = them.write_message(b"", &mut buf).unwrap();
+                    failed = us.read_message(&buf[..n], &mut Vec::new()).is_err();
+                }
+            }
+            assert!(failed, "{ours_cipher} against snow {theirs}");
         }
     }
 }
@@ -185,7 +283,13 @@ fn xx_and_ik_with_ring_provider() {
 /// The rekey really changes keys: a snow peer that skips it cannot read on.
 #[test]
 fn skipping_the_rekey_breaks_the_stream() {
-    let (mut sealer, _, mut them) = handshake("XX", true, false);
+    for suite in [CHACHA, AESGCM] {
+        skip_rekey(suite);
+    }
+}
+
+fn skip_rekey(suite: Suite) {
+    let (mut sealer, _, mut them) = handshake("XX", true, suite);
     let mut buf = vec![0u8; 65535];
     for i in 0..REKEY_INTERVAL {
         let mut wire = BytesMut::new();

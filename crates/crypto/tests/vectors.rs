@@ -1,11 +1,14 @@
 //! Test vectors: cacophony's Noise vectors (Noise rev 34, sections 5 and 7-9)
-//! and netproto's own session vectors (docs/PROTOCOL.md Part II).
+//! for `25519_ChaChaPoly_SHA256` and `25519_AESGCM_SHA256`, known answers for
+//! Noise AESGCM (section 12.4) and Rekey (section 4.2), and netproto's own
+//! session vectors (docs/PROTOCOL.md Part II).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use netproto_crypto::noise::{HandshakeBuilder, HandshakeState, Pattern};
+use netproto_crypto::noise::{HandshakeBuilder, HandshakeState, Pattern, Protocol};
+use netproto_crypto::provider::CipherAlgorithm;
 use netproto_crypto::{
     Capabilities, CompressionSet, Error, HandshakePayload, Keypair, Opener, Provider, PublicKey,
     RecordConfig, ReplayCache, Sealer, SessionBuilder, provider,
@@ -61,12 +64,12 @@ struct Side<'a> {
 }
 
 fn build(
-    pattern: &Pattern,
+    protocol: &Protocol,
     side: Side<'_>,
     initiator: bool,
     provider: &Arc<dyn Provider>,
 ) -> HandshakeState {
-    let mut builder = HandshakeBuilder::new(pattern.clone())
+    let mut builder = HandshakeBuilder::from_protocol(protocol.clone())
         .provider(Arc::clone(provider))
         .prologue(&hex::decode(side.prologue).unwrap());
     if let Some(e) = side.ephemeral {
@@ -92,10 +95,17 @@ fn build(
 
 fn run_cacophony(v: &Cacophony, provider: &Arc<dyn Provider>) {
     let name = &v.protocol_name;
-    let pattern = Pattern::from_protocol_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(&pattern.protocol_name(), name);
+    let protocol = Protocol::from_name(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(&protocol.name(), name);
+    if protocol.cipher == CipherAlgorithm::ChaCha20Poly1305 {
+        let pattern = Pattern::from_protocol_name(name).unwrap();
+        assert_eq!(&pattern.protocol_name(), name);
+    } else {
+        assert!(Pattern::from_protocol_name(name).is_err(), "{name}");
+    }
+    let pattern = &protocol.pattern;
     let mut init = build(
-        &pattern,
+        &protocol,
         Side {
             prologue: &v.init_prologue,
             ephemeral: Some(&v.init_ephemeral),
@@ -107,7 +117,7 @@ fn run_cacophony(v: &Cacophony, provider: &Arc<dyn Provider>) {
         provider,
     );
     let mut resp = build(
-        &pattern,
+        &protocol,
         Side {
             prologue: &v.resp_prologue,
             ephemeral: v.resp_ephemeral.as_ref(),
@@ -149,6 +159,7 @@ fn run_cacophony(v: &Cacophony, provider: &Arc<dyn Provider>) {
         );
     }
     assert!(init.is_finished() && resp.is_finished());
+    assert_eq!(init.cipher(), protocol.cipher);
     assert_eq!(
         hex::encode(init.handshake_hash()),
         v.handshake_hash,
@@ -163,6 +174,8 @@ fn run_cacophony(v: &Cacophony, provider: &Arc<dyn Provider>) {
     let config = RecordConfig::default();
     let (mut init_sealer, mut init_opener) = init.into_split(&config).unwrap();
     let (mut resp_sealer, mut resp_opener) = resp.into_split(&config).unwrap();
+    assert_eq!(init_sealer.cipher(), protocol.cipher);
+    assert_eq!(resp_opener.cipher(), protocol.cipher);
     for (j, m) in transport.iter().enumerate() {
         let i = handshake_len + j;
         // One-way patterns send every transport message from the initiator.
@@ -195,23 +208,120 @@ fn run_cacophony(v: &Cacophony, provider: &Arc<dyn Provider>) {
     }
 }
 
-#[test]
-fn cacophony_vectors() {
-    let text = std::fs::read_to_string(vector_path("cacophony.json")).unwrap();
-    let file: CacophonyFile = serde_json::from_str(&text).unwrap();
-    assert_eq!(file.vectors.len(), 59);
-    let providers = [
+fn providers() -> Vec<Arc<dyn Provider>> {
+    vec![
         provider::rust_crypto(),
         #[cfg(feature = "ring")]
         provider::ring(),
-    ];
-    for provider in &providers {
+    ]
+}
+
+fn run_cacophony_file(file: &str, suffix: &str) {
+    let text = std::fs::read_to_string(vector_path(file)).unwrap();
+    let file: CacophonyFile = serde_json::from_str(&text).unwrap();
+    assert_eq!(file.vectors.len(), 59);
+    for provider in &providers() {
         let mut passed = 0;
         for v in &file.vectors {
+            assert!(v.protocol_name.ends_with(suffix), "{}", v.protocol_name);
             run_cacophony(v, provider);
             passed += 1;
         }
         assert_eq!(passed, 59, "{provider:?}");
+    }
+}
+
+#[test]
+fn cacophony_vectors() {
+    run_cacophony_file("cacophony.json", "_25519_ChaChaPoly_SHA256");
+}
+
+/// The same 59 protocols with the AESGCM cipher (cacophony, as shipped in snow's tests).
+#[test]
+fn cacophony_aesgcm_vectors() {
+    run_cacophony_file("cacophony_aesgcm.json", "_25519_AESGCM_SHA256");
+}
+
+#[derive(Deserialize)]
+struct AesGcmFile {
+    aead: Vec<AeadVector>,
+    record_stream: RecordStreamVector,
+}
+
+#[derive(Deserialize)]
+struct AeadVector {
+    name: String,
+    key: String,
+    nonce: u64,
+    ad: String,
+    plaintext: String,
+    ciphertext: String,
+}
+
+#[derive(Deserialize)]
+struct RecordStreamVector {
+    key: String,
+    rekey_interval: u64,
+    plaintexts: Vec<String>,
+    records: Vec<String>,
+}
+
+fn aesgcm_vectors() -> AesGcmFile {
+    let text = std::fs::read_to_string(vector_path("noise_aesgcm.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The raw AEAD of each provider with Noise's AESGCM nonce layout (section 12.4).
+#[test]
+fn aesgcm_known_answers() {
+    let file = aesgcm_vectors();
+    assert_eq!(file.aead.len(), 5);
+    for provider in &providers() {
+        for v in &file.aead {
+            let name = &v.name;
+            let cipher = provider
+                .cipher(CipherAlgorithm::Aes256Gcm, &hex32(&v.key))
+                .unwrap();
+            let ad = hex::decode(&v.ad).unwrap();
+            let mut buf = hex::decode(&v.plaintext).unwrap();
+            let tag = cipher.encrypt_in_place(v.nonce, &ad, &mut buf).unwrap();
+            buf.extend_from_slice(&tag);
+            assert_eq!(hex::encode(&buf), v.ciphertext, "{name} {provider:?}");
+            let body_len = buf.len() - 16;
+            let (body, tag) = buf.split_at_mut(body_len);
+            let tag: [u8; 16] = (&*tag).try_into().unwrap();
+            cipher.decrypt_in_place(v.nonce, &ad, body, &tag).unwrap();
+            assert_eq!(hex::encode(&*body), v.plaintext, "{name} {provider:?}");
+            if let Some(byte) = body.first_mut() {
+                *byte ^= 1;
+                assert!(cipher.decrypt_in_place(v.nonce, &ad, body, &tag).is_err());
+            }
+        }
+    }
+}
+
+/// An AESGCM record stream across two rekeys, sealed and opened by each provider.
+#[test]
+fn aesgcm_record_stream_vector() {
+    let v = aesgcm_vectors().record_stream;
+    let mut config = RecordConfig::default();
+    config.rekey_interval = v.rekey_interval;
+    for provider in &providers() {
+        let key = hex32(&v.key);
+        let (cipher, p) = (CipherAlgorithm::Aes256Gcm, Arc::clone(provider));
+        let mut sealer =
+            Sealer::from_key_with_cipher(Arc::clone(&p), cipher, &key, &config).unwrap();
+        let mut opener = Opener::from_key_with_cipher(p, cipher, &key, &config).unwrap();
+        for (plaintext, record) in v.plaintexts.iter().zip(&v.records) {
+            let mut wire = BytesMut::new();
+            sealer
+                .seal(&hex::decode(plaintext).unwrap(), &mut wire)
+                .unwrap();
+            assert_eq!(hex::encode(&wire), *record, "{provider:?}");
+            let opened = opener.open(&mut wire).unwrap().unwrap();
+            assert_eq!(hex::encode(&opened), *plaintext);
+        }
+        assert_eq!(sealer.nonce(), 6);
     }
 }
 

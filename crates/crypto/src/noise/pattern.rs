@@ -116,8 +116,8 @@ impl Pattern {
     /// A custom pattern from token lists.
     ///
     /// `name` is what appears in the protocol name
-    /// (`Noise_<name>_25519_ChaChaPoly_SHA256`), which is hashed into the
-    /// handshake, so both sides must agree on it.
+    /// (`Noise_<name>_25519_ChaChaPoly_SHA256` or `..._AESGCM_SHA256`), which
+    /// is hashed into the handshake, so both sides must agree on it.
     ///
     /// # Errors
     ///
@@ -187,12 +187,15 @@ impl Pattern {
         Self::new(name, parse_tokens(ipre)?, parse_tokens(rpre)?, messages)
     }
 
-    /// Parses a full protocol name, `Noise_<pattern>_25519_ChaChaPoly_SHA256`,
-    /// the only suite this crate implements.
+    /// Parses a full protocol name, `Noise_<pattern>_25519_ChaChaPoly_SHA256`.
+    ///
+    /// For the AESGCM suite as well, use
+    /// [`Protocol::from_name`](super::Protocol::from_name), which keeps the cipher.
     ///
     /// # Errors
     ///
-    /// [`Error::UnsupportedProtocol`] for another suite, else as [`from_name`](Self::from_name).
+    /// [`Error::UnsupportedProtocol`] for another suite (AESGCM included),
+    /// else as [`from_name`](Self::from_name).
     pub fn from_protocol_name(protocol: &str) -> Result<Self> {
         let name = protocol
             .strip_prefix("Noise_")
@@ -230,7 +233,9 @@ impl Pattern {
         &self.name
     }
 
-    /// The full protocol name hashed into the handshake.
+    /// The full protocol name hashed into the handshake with the default
+    /// cipher, ChaChaPoly. See [`Protocol::name`](super::Protocol::name) for
+    /// AESGCM.
     pub fn protocol_name(&self) -> String {
         format!("Noise_{}_25519_ChaChaPoly_SHA256", self.name)
     }

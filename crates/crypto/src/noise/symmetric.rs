@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::provider::{self, Cipher, Hash, KEY_LEN, Provider, TAG_LEN};
+use crate::provider::{self, Cipher, CipherAlgorithm, Hash, KEY_LEN, Provider, TAG_LEN};
 use crate::{Error, Result};
 
 pub(crate) struct SymmetricState {
     provider: Arc<dyn Provider>,
+    algorithm: CipherAlgorithm,
     hash: Box<dyn Hash>,
     ck: Zeroizing<[u8; KEY_LEN]>,
     h: [u8; KEY_LEN],
@@ -17,8 +18,13 @@ pub(crate) struct SymmetricState {
 }
 
 impl SymmetricState {
-    /// `InitializeSymmetric(protocol_name)`.
-    pub(crate) fn new(provider: Arc<dyn Provider>, protocol_name: &str) -> Result<Self> {
+    /// `InitializeSymmetric(protocol_name)`; `algorithm` must be the cipher
+    /// the protocol name names.
+    pub(crate) fn new(
+        provider: Arc<dyn Provider>,
+        algorithm: CipherAlgorithm,
+        protocol_name: &str,
+    ) -> Result<Self> {
         let hash = provider::hash(provider.as_ref())?;
         let name = protocol_name.as_bytes();
         let h = if name.len() <= KEY_LEN {
@@ -31,6 +37,7 @@ impl SymmetricState {
         };
         Ok(Self {
             provider,
+            algorithm,
             hash,
             ck: Zeroizing::new(h),
             h,
@@ -69,7 +76,11 @@ impl SymmetricState {
     }
 
     fn set_key(&mut self, key: &[u8; KEY_LEN]) -> Result<()> {
-        self.cipher = Some(provider::cipher(self.provider.as_ref(), key)?);
+        self.cipher = Some(provider::cipher(
+            self.provider.as_ref(),
+            self.algorithm,
+            key,
+        )?);
         self.n = 0;
         Ok(())
     }
@@ -135,5 +146,9 @@ impl SymmetricState {
 
     pub(crate) fn provider(&self) -> &Arc<dyn Provider> {
         &self.provider
+    }
+
+    pub(crate) const fn algorithm(&self) -> CipherAlgorithm {
+        self.algorithm
     }
 }

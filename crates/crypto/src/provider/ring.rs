@@ -1,10 +1,11 @@
 //! `ring` 0.17 backend.
 
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use ring::{digest, hmac};
 
 use super::{
-    Cipher, CipherAlgorithm, Hash, HashAlgorithm, KEY_LEN, Provider, TAG_LEN, chacha_nonce,
+    Cipher, CipherAlgorithm, Hash, HashAlgorithm, KEY_LEN, Provider, TAG_LEN, aesgcm_nonce,
+    chacha_nonce,
 };
 use crate::{Error, Result};
 
@@ -17,7 +18,11 @@ impl Provider for Ring {
         match algorithm {
             CipherAlgorithm::ChaCha20Poly1305 => {
                 let key = UnboundKey::new(&CHACHA20_POLY1305, key).ok()?;
-                Some(Box::new(RingChaCha(LessSafeKey::new(key))))
+                Some(Box::new(RingAead::<CHACHA>(LessSafeKey::new(key))))
+            }
+            CipherAlgorithm::Aes256Gcm => {
+                let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
+                Some(Box::new(RingAead::<AESGCM>(LessSafeKey::new(key))))
             }
         }
     }
@@ -29,11 +34,28 @@ impl Provider for Ring {
     }
 }
 
-struct RingChaCha(LessSafeKey);
+/// The `BIG_ENDIAN` parameter of [`RingAead`] for ChaCha20-Poly1305 (little-endian counter).
+const CHACHA: bool = false;
+/// The `BIG_ENDIAN` parameter of [`RingAead`] for AES-256-GCM (big-endian counter).
+const AESGCM: bool = true;
 
-impl Cipher for RingChaCha {
+/// A ring AEAD with Noise's nonce layout for its algorithm, chosen at
+/// compile time so that sealing costs no extra branch.
+struct RingAead<const BIG_ENDIAN: bool>(LessSafeKey);
+
+impl<const BIG_ENDIAN: bool> RingAead<BIG_ENDIAN> {
+    fn nonce(n: u64) -> Nonce {
+        Nonce::assume_unique_for_key(if BIG_ENDIAN {
+            aesgcm_nonce(n)
+        } else {
+            chacha_nonce(n)
+        })
+    }
+}
+
+impl<const BIG_ENDIAN: bool> Cipher for RingAead<BIG_ENDIAN> {
     fn encrypt_in_place(&self, nonce: u64, ad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
-        let nonce = Nonce::assume_unique_for_key(chacha_nonce(nonce));
+        let nonce = Self::nonce(nonce);
         let tag = self
             .0
             .seal_in_place_separate_tag(nonce, Aad::from(ad), in_out)
@@ -50,7 +72,7 @@ impl Cipher for RingChaCha {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<()> {
-        let nonce = Nonce::assume_unique_for_key(chacha_nonce(nonce));
+        let nonce = Self::nonce(nonce);
         let tag = Tag::from(*tag);
         self.0
             .open_in_place_separate_tag(nonce, Aad::from(ad), tag, in_out, 0..)

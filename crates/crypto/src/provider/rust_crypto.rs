@@ -1,16 +1,18 @@
 //! RustCrypto backend.
 
+use aes_gcm::Aes256Gcm;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Tag};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Cipher, CipherAlgorithm, Hash, HashAlgorithm, KEY_LEN, Provider, TAG_LEN, chacha_nonce,
+    Cipher, CipherAlgorithm, Hash, HashAlgorithm, KEY_LEN, Provider, TAG_LEN, aesgcm_nonce,
+    chacha_nonce,
 };
 use crate::{Error, Result};
 
-/// RustCrypto provider (`chacha20poly1305`, `sha2`, `hkdf`).
+/// RustCrypto provider (`chacha20poly1305`, `aes-gcm`, `sha2`, `hkdf`).
 #[derive(Debug)]
 pub(super) struct RustCrypto;
 
@@ -20,6 +22,7 @@ impl Provider for RustCrypto {
             CipherAlgorithm::ChaCha20Poly1305 => {
                 Some(Box::new(ChaChaPoly(ChaCha20Poly1305::new(key.into()))))
             }
+            CipherAlgorithm::Aes256Gcm => Some(Box::new(AesGcm(Aes256Gcm::new(key.into())))),
         }
     }
 
@@ -55,6 +58,37 @@ impl Cipher for ChaChaPoly {
                 ad,
                 in_out,
                 Tag::from_slice(tag),
+            )
+            .map_err(|_| Error::Decrypt)
+    }
+}
+
+/// `aes-gcm` picks AES-NI and CLMUL at run time where the CPU has them.
+/// (Its AES key schedule is not zeroized on drop, as with ring.)
+struct AesGcm(Aes256Gcm);
+
+impl Cipher for AesGcm {
+    fn encrypt_in_place(&self, nonce: u64, ad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+        let tag = self
+            .0
+            .encrypt_in_place_detached(&aesgcm_nonce(nonce).into(), ad, in_out)
+            .map_err(|_| Error::Encrypt)?;
+        Ok(tag.into())
+    }
+
+    fn decrypt_in_place(
+        &self,
+        nonce: u64,
+        ad: &[u8],
+        in_out: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<()> {
+        self.0
+            .decrypt_in_place_detached(
+                &aesgcm_nonce(nonce).into(),
+                ad,
+                in_out,
+                aes_gcm::Tag::from_slice(tag),
             )
             .map_err(|_| Error::Decrypt)
     }
