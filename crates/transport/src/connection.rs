@@ -12,17 +12,11 @@ use netproto_wire::{
     Compression, Decoder, Encoder, Envelope, ErrorFrame, Frame, GoAway, READ_CHUNK, SecurityMode,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{ConnectionConfig, Error, Io, TimeoutKind};
-
-/// Capacity of the queue of pongs from the reader to the writer.
-const CONTROL_QUEUE: usize = 64;
-
-/// Items the writer takes from its queue at once.
-const BATCH_ITEMS: usize = 256;
 
 /// What the application receives.
 #[non_exhaustive]
@@ -69,14 +63,164 @@ pub(crate) enum Protection {
     },
 }
 
-enum Outbound {
-    Message(Envelope),
-    Frame(Frame),
-    Close(oneshot::Sender<()>),
+/// The send queue: frames already encoded by the senders, waiting for the
+/// writer. Senders append under a short lock (no channel hop per message);
+/// the writer swaps the whole buffer out at once.
+struct Outgoing {
+    state: Mutex<OutState>,
+    /// Wakes the writer when the queue becomes non-empty or closes.
+    writer: Notify,
+    /// Wakes senders waiting for room.
+    space: Notify,
+    /// The queue bound, in frames.
+    limit: usize,
+    encoder: Encoder,
+    compression: Compression,
+    compression_threshold: usize,
+    /// Compression contexts, used outside the queue lock.
+    codec: Mutex<Codec>,
 }
 
-enum Control {
-    Pong(u64),
+#[derive(Default)]
+struct OutState {
+    /// Encoded frames, in order.
+    frames: BytesMut,
+    /// How many frames `frames` holds.
+    queued: usize,
+    /// Frames the writer has taken and not yet written; they count against
+    /// the bound too, so the queue and the write in progress together hold
+    /// at most `limit` frames.
+    writing: usize,
+    /// Whether a data frame was queued since the writer last took the queue.
+    data: bool,
+    /// No more frames are accepted: closed, or the writer has stopped.
+    closed: bool,
+    /// The writer stopped: nothing queued will be sent any more.
+    writer_gone: bool,
+    /// Notified once everything queued before the close has been written.
+    close_done: Vec<oneshot::Sender<()>>,
+}
+
+impl Outgoing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one frame (encoded by `write`), waiting while the queue is full.
+    async fn push(
+        &self,
+        data: bool,
+        write: impl Fn(&mut BytesMut) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_push(data, &write) {
+                Err(Error::Backpressure) => notified.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Appends one frame if the queue has room.
+    fn try_push(
+        &self,
+        data: bool,
+        write: impl Fn(&mut BytesMut) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        if state.queued + state.writing >= self.limit {
+            return Err(Error::Backpressure);
+        }
+        write(&mut state.frames)?;
+        state.queued += 1;
+        state.data |= data;
+        let first = state.queued == 1;
+        drop(state);
+        if first {
+            self.writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Closes the queue to new frames (the writer still sends what is queued).
+    fn close(&self, done: Option<oneshot::Sender<()>>) -> bool {
+        let mut state = self.lock();
+        if state.writer_gone {
+            return false;
+        }
+        state.closed = true;
+        state.close_done.extend(done);
+        drop(state);
+        self.writer.notify_one();
+        self.space.notify_waiters();
+        true
+    }
+
+    /// Encodes a message, compressing it when configured and worthwhile.
+    async fn push_message(&self, envelope: &Envelope, wait: bool) -> Result<(), Error> {
+        if self.compression != Compression::None
+            && envelope.encoded_len() >= self.compression_threshold
+        {
+            let mut body = BytesMut::with_capacity(envelope.encoded_len());
+            envelope.encode(&mut body);
+            let frame = {
+                let mut codec = self.codec.lock().unwrap_or_else(|e| e.into_inner());
+                Frame::Data(codec.compress(self.compression, body.freeze())?)
+            };
+            let write = |buf: &mut BytesMut| Ok(self.encoder.encode(&frame, buf)?);
+            return if wait {
+                self.push(true, write).await
+            } else {
+                self.try_push(true, write)
+            };
+        }
+        let write = |buf: &mut BytesMut| Ok(envelope.encode_frame(&self.encoder, buf)?);
+        if wait {
+            self.push(true, write).await
+        } else {
+            self.try_push(true, write)
+        }
+    }
+}
+
+/// The inbound queue: what the reader decoded, waiting for the application.
+/// The reader appends everything from one read under one lock.
+struct Inbound {
+    state: Mutex<InState>,
+    /// Wakes the receiver when items arrive or the reader ends.
+    ready: Notify,
+    /// Wakes the reader when the queue has room again.
+    space: Notify,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct InState {
+    items: std::collections::VecDeque<Incoming>,
+    /// The reader has ended: no more items will come.
+    ended: bool,
+    /// The receiver was dropped: nobody listens.
+    receiver_gone: bool,
+}
+
+impl Inbound {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Marks the send queue closed when the last [`Sender`] is dropped.
+struct SenderToken(Arc<Outgoing>);
+
+impl Drop for SenderToken {
+    fn drop(&mut self) {
+        self.0.close(None);
+    }
 }
 
 struct Shared {
@@ -126,33 +270,39 @@ impl Shared {
 }
 
 /// Sends messages and control frames on a connection; cheap to clone.
+///
+/// Messages are encoded into the connection's send queue by the calling
+/// task; the writer task takes the whole queue at once and writes it (sealed
+/// into Noise records in Noise mode) with one system call.
 #[derive(Clone)]
 pub struct Sender {
-    tx: mpsc::Sender<Outbound>,
+    token: Arc<SenderToken>,
     max_frame_len: u32,
 }
 
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sender")
-            .field("queued", &(self.tx.max_capacity() - self.tx.capacity()))
+            .field("queued", &self.out().lock().queued)
             .finish_non_exhaustive()
     }
 }
 
 impl Sender {
+    fn out(&self) -> &Outgoing {
+        &self.token.0
+    }
+
     /// Queues `envelope`, waiting while the send queue is full.
     ///
     /// # Errors
     ///
     /// [`Error::Protocol`] when the message is larger than the peer accepts;
-    /// [`Error::Closed`] when the connection is closed.
+    /// [`Error::Compression`] if compressing it fails; [`Error::Closed`] when
+    /// the connection is closed.
     pub async fn send(&self, envelope: Envelope) -> Result<(), Error> {
         self.check_len(&envelope)?;
-        self.tx
-            .send(Outbound::Message(envelope))
-            .await
-            .map_err(|_| Error::Closed)
+        self.out().push_message(&envelope, true).await
     }
 
     /// Queues `envelope` if the send queue has room.
@@ -162,12 +312,20 @@ impl Sender {
     /// [`Error::Backpressure`] when the queue is full, and as [`send`](Self::send).
     pub fn try_send(&self, envelope: Envelope) -> Result<(), Error> {
         self.check_len(&envelope)?;
-        self.tx
-            .try_send(Outbound::Message(envelope))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::Backpressure,
-                mpsc::error::TrySendError::Closed(_) => Error::Closed,
-            })
+        // Without compression nothing in push_message awaits.
+        let out = self.out();
+        if out.compression != Compression::None
+            && envelope.encoded_len() >= out.compression_threshold
+        {
+            let mut body = BytesMut::with_capacity(envelope.encoded_len());
+            envelope.encode(&mut body);
+            let frame = {
+                let mut codec = out.codec.lock().unwrap_or_else(|e| e.into_inner());
+                Frame::Data(codec.compress(out.compression, body.freeze())?)
+            };
+            return out.try_push(true, |buf| Ok(out.encoder.encode(&frame, buf)?));
+        }
+        out.try_push(true, |buf| Ok(envelope.encode_frame(&out.encoder, buf)?))
     }
 
     /// Queues a control frame (goaway, error), waiting while the queue is full.
@@ -188,37 +346,39 @@ impl Sender {
                 max,
             }));
         }
-        self.tx
-            .send(Outbound::Frame(frame))
+        let data = matches!(frame, Frame::Data(_));
+        let out = self.out();
+        out.push(data, |buf| Ok(out.encoder.encode(&frame, buf)?))
             .await
-            .map_err(|_| Error::Closed)
     }
 
     /// Sends everything queued so far, then closes the sending direction.
     ///
     /// The peer sees the end of the stream after the last frame; this side
-    /// keeps receiving until the peer closes too.
+    /// keeps receiving until the peer closes too. Sends after the close fail
+    /// with [`Error::Closed`].
     ///
     /// # Errors
     ///
     /// [`Error::Closed`] when the connection was already closed.
     pub async fn close(&self) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Outbound::Close(done))
-            .await
-            .map_err(|_| Error::Closed)?;
+        if !self.out().close(Some(done)) {
+            return Err(Error::Closed);
+        }
         wait.await.map_err(|_| Error::Closed)
     }
 
-    /// Whether the connection's writer has stopped.
+    /// Whether the connection no longer takes frames.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.out().lock().closed
     }
 
     /// Frames the send queue can still take without waiting.
     pub fn capacity(&self) -> usize {
-        self.tx.capacity()
+        let out = self.out();
+        let state = out.lock();
+        out.limit.saturating_sub(state.queued + state.writing)
     }
 
     fn check_len(&self, envelope: &Envelope) -> Result<(), Error> {
@@ -235,9 +395,16 @@ impl Sender {
 
 /// Receives what the peer sends.
 pub struct Receiver {
-    rx: mpsc::Receiver<Incoming>,
+    inbound: Arc<Inbound>,
     shared: Arc<Shared>,
     done: bool,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.inbound.lock().receiver_gone = true;
+        self.inbound.space.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Receiver {
@@ -262,15 +429,31 @@ impl Receiver {
         if self.done {
             return Ok(None);
         }
-        match self.rx.recv().await {
-            Some(item) => Ok(Some(item)),
-            None => {
+        loop {
+            let notified = self.inbound.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (item, ended, wake_reader) = {
+                let mut state = self.inbound.lock();
+                let item = state.items.pop_front();
+                // Wake the reader once the queue is half empty again.
+                let wake = item.is_some() && state.items.len() == self.inbound.limit / 2;
+                (item, state.ended, wake)
+            };
+            if wake_reader {
+                self.inbound.space.notify_one();
+            }
+            if let Some(item) = item {
+                return Ok(Some(item));
+            }
+            if ended {
                 self.done = true;
-                match self.shared.take_error() {
+                return match self.shared.take_error() {
                     Some(Error::PeerClosed) | None => Ok(None),
                     Some(error) => Err(error),
-                }
+                };
             }
+            notified.await;
         }
     }
 }
@@ -296,9 +479,22 @@ impl Connection {
         config: &ConnectionConfig,
     ) -> Self {
         let (read_half, write_half) = tokio::io::split(io);
-        let (out_tx, out_rx) = mpsc::channel(config.backpressure_limit);
-        let (in_tx, in_rx) = mpsc::channel(config.inbound_limit);
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let outgoing = Arc::new(Outgoing {
+            state: Mutex::new(OutState::default()),
+            writer: Notify::new(),
+            space: Notify::new(),
+            limit: config.backpressure_limit,
+            encoder: Encoder::new(info.peer_max_frame_len),
+            compression: info.compression,
+            compression_threshold: config.compression_threshold,
+            codec: Mutex::new(Codec::new(decompress_config(config))),
+        });
+        let inbound = Arc::new(Inbound {
+            state: Mutex::new(InState::default()),
+            ready: Notify::new(),
+            space: Notify::new(),
+            limit: config.inbound_limit,
+        });
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             start: Instant::now(),
@@ -313,8 +509,9 @@ impl Connection {
         let span = tracing::Span::current();
         let reader = Reader {
             shared: shared.clone(),
-            inbound: in_tx,
-            control: control_tx,
+            inbound: inbound.clone(),
+            batch: Vec::new(),
+            outgoing: outgoing.clone(),
             stop: stop_rx.clone(),
             config: config.clone(),
             opener,
@@ -326,18 +523,16 @@ impl Connection {
             stop: stop_rx,
             config: config.clone(),
             sealer,
-            encoder: Encoder::new(info.peer_max_frame_len),
-            compression: info.compression,
-            codec: Codec::new(decompress_config(config)),
+            outgoing: outgoing.clone(),
         };
-        tokio::spawn(writer.run(write_half, out_rx, control_rx).instrument(span));
+        tokio::spawn(writer.run(write_half).instrument(span));
         Self {
             sender: Sender {
-                tx: out_tx,
+                token: Arc::new(SenderToken(outgoing)),
                 max_frame_len: info.peer_max_frame_len,
             },
             receiver: Receiver {
-                rx: in_rx,
+                inbound,
                 shared,
                 done: false,
             },
@@ -388,8 +583,10 @@ fn decompress_config(config: &ConnectionConfig) -> netproto_compress::Config {
 
 struct Reader {
     shared: Arc<Shared>,
-    inbound: mpsc::Sender<Incoming>,
-    control: mpsc::Sender<Control>,
+    inbound: Arc<Inbound>,
+    /// Items decoded from the current read, handed over together.
+    batch: Vec<Incoming>,
+    outgoing: Arc<Outgoing>,
     stop: watch::Receiver<bool>,
     config: ConnectionConfig,
     opener: Option<Box<Opener>>,
@@ -398,7 +595,15 @@ struct Reader {
 
 impl Reader {
     async fn run<R: AsyncRead + Unpin>(mut self, io: R, leftover: BytesMut) {
-        match self.read_loop(io, leftover).await {
+        let result = self.read_loop(io, leftover).await;
+        // Hand over what was decoded before the end, then mark the end.
+        {
+            let mut state = self.inbound.lock();
+            state.items.extend(self.batch.drain(..));
+            state.ended = true;
+        }
+        self.inbound.ready.notify_one();
+        match result {
             // The peer finished sending; we may still answer it.
             Err(Error::PeerClosed) => self.shared.peer_closed(),
             // Stopped by the writer, which recorded why.
@@ -437,6 +642,9 @@ impl Reader {
                 data |= matches!(frame, Frame::Data(_));
                 decoded = true;
                 self.handle(frame).await?;
+            }
+            if !self.batch.is_empty() {
+                self.hand_over().await?;
             }
             if data {
                 self.shared.touch_data();
@@ -513,7 +721,12 @@ impl Reader {
             Frame::Ping(token) => {
                 // Once our sending side is closed no pong can go out; the
                 // peer sees our end of stream instead.
-                let _ = self.control.send(Control::Pong(token)).await;
+                let out = &self.outgoing;
+                let _ = out
+                    .push(false, |buf| {
+                        Ok(out.encoder.encode(&Frame::Pong(token), buf)?)
+                    })
+                    .await;
                 return Ok(());
             }
             Frame::Pong(_) => return Ok(()),
@@ -522,8 +735,42 @@ impl Reader {
             // Kinds added to the wire crate later are not understood here.
             _ => return Ok(()),
         };
-        // A dropped receiver means nobody listens: stop reading.
-        self.inbound.send(item).await.map_err(|_| Error::Closed)
+        self.batch.push(item);
+        Ok(())
+    }
+
+    /// Appends the decoded items to the inbound queue; while the queue is at
+    /// its limit, waits (not reading the socket, so TCP pushes back).
+    async fn hand_over(&mut self) -> Result<(), Error> {
+        let inbound = self.inbound.clone();
+        {
+            let mut state = inbound.lock();
+            if state.receiver_gone {
+                // A dropped receiver means nobody listens: stop reading.
+                return Err(Error::Closed);
+            }
+            state.items.extend(self.batch.drain(..));
+        }
+        inbound.ready.notify_one();
+        loop {
+            let notified = inbound.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = inbound.lock();
+                if state.receiver_gone {
+                    return Err(Error::Closed);
+                }
+                if state.items.len() < inbound.limit {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                // Stopped by the writer, which recorded why.
+                _ = self.stop.changed() => return Err(Error::Closed),
+            }
+        }
     }
 }
 
@@ -532,23 +779,24 @@ struct Writer {
     stop: watch::Receiver<bool>,
     config: ConnectionConfig,
     sealer: Option<Box<Sealer>>,
-    encoder: Encoder,
-    compression: Compression,
-    codec: Codec,
+    outgoing: Arc<Outgoing>,
 }
 
 impl Writer {
-    async fn run<W: AsyncWrite + Unpin>(
-        mut self,
-        mut io: W,
-        mut queue: mpsc::Receiver<Outbound>,
-        mut control: mpsc::Receiver<Control>,
-    ) {
-        match self.write_loop(&mut io, &mut queue, &mut control).await {
-            Ok(close) => {
+    async fn run<W: AsyncWrite + Unpin>(mut self, mut io: W) {
+        let result = self.write_loop(&mut io).await;
+        let done = {
+            let mut state = self.outgoing.lock();
+            state.closed = true;
+            state.writer_gone = true;
+            std::mem::take(&mut state.close_done)
+        };
+        self.outgoing.space.notify_waiters();
+        match result {
+            Ok(()) => {
                 // Everything queued before the close is written: send FIN.
                 let _ = tokio::time::timeout(self.config.write_timeout, io.shutdown()).await;
-                if let Some(done) = close {
+                for done in done {
                     let _ = done.send(());
                 }
             }
@@ -556,65 +804,44 @@ impl Writer {
         }
     }
 
-    /// Writes until a close is asked for (returning its notifier), every
-    /// sender is gone, or something fails.
-    async fn write_loop<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-        queue: &mut mpsc::Receiver<Outbound>,
-        control: &mut mpsc::Receiver<Control>,
-    ) -> Result<Option<oneshot::Sender<()>>, Error> {
+    /// Writes until the queue is closed and empty, or something fails.
+    async fn write_loop<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<(), Error> {
         let mut frames = BytesMut::with_capacity(64 * 1024);
         let mut sealed = BytesMut::new();
-        let mut items = Vec::with_capacity(BATCH_ITEMS);
         let heartbeat = self.config.heartbeat_interval;
         let tick = tokio::time::sleep(heartbeat.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(tick);
         let mut ping_token = 0u64;
+        let outgoing = self.outgoing.clone();
         loop {
-            let mut close = None;
-            tokio::select! {
-                biased;
-                Some(Control::Pong(token)) = control.recv() => {
-                    self.encoder.encode(&Frame::Pong(token), &mut frames)?;
+            let notified = outgoing.writer.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (took, closed, data) = {
+                let mut state = outgoing.lock();
+                let took = state.queued;
+                if took > 0 {
+                    // Swap buffers: senders keep appending to the spare one.
+                    std::mem::swap(&mut state.frames, &mut frames);
+                    state.queued = 0;
+                    state.writing = took;
                 }
-                received = queue.recv_many(&mut items, BATCH_ITEMS) => {
-                    if received == 0 {
-                        return Ok(None);
+                (took, state.closed, std::mem::take(&mut state.data))
+            };
+            if took == 0 && closed {
+                return Ok(());
+            } else if took == 0 {
+                tokio::select! {
+                    () = &mut notified => continue,
+                    () = &mut tick, if heartbeat.is_some() => {
+                        ping_token = ping_token.wrapping_add(1);
+                        outgoing.encoder.encode(&Frame::Ping(ping_token), &mut frames)?;
                     }
+                    _ = self.stop.changed() => return Ok(()),
                 }
-                () = &mut tick, if heartbeat.is_some() => {
-                    ping_token = ping_token.wrapping_add(1);
-                    self.encoder.encode(&Frame::Ping(ping_token), &mut frames)?;
-                }
-                _ = self.stop.changed() => return Ok(None),
             }
-            // Gather whatever else is queued into the same write.
-            loop {
-                while let Ok(Control::Pong(token)) = control.try_recv() {
-                    self.encoder.encode(&Frame::Pong(token), &mut frames)?;
-                }
-                let mut data = false;
-                for item in items.drain(..) {
-                    data |= matches!(item, Outbound::Message(_));
-                    if let Some(done) = self.encode(item, &mut frames)? {
-                        close = Some(done);
-                    }
-                }
-                if data {
-                    self.shared.touch_data();
-                }
-                if close.is_some() {
-                    // Everything sent before the close goes out before our
-                    // end of stream; later sends fail with `Closed`.
-                    queue.close();
-                } else if frames.len() >= self.config.write_batch_bytes {
-                    break;
-                }
-                match queue.try_recv() {
-                    Ok(item) => items.push(item),
-                    Err(_) => break,
-                }
+            if data {
+                self.shared.touch_data();
             }
             let bytes: &[u8] = match self.sealer.as_mut() {
                 Some(sealer) => {
@@ -639,6 +866,10 @@ impl Writer {
                 }
             }
             frames.clear();
+            if took > 0 {
+                outgoing.lock().writing = 0;
+                outgoing.space.notify_waiters();
+            }
             if frames.capacity() > 4 * self.config.write_batch_bytes {
                 // One huge message should not pin its buffer for the connection's life.
                 frames = BytesMut::with_capacity(64 * 1024);
@@ -647,33 +878,6 @@ impl Writer {
             if let Some(interval) = heartbeat {
                 tick.as_mut().reset(Instant::now() + interval);
             }
-            if close.is_some() {
-                return Ok(close);
-            }
         }
-    }
-
-    fn encode(
-        &mut self,
-        item: Outbound,
-        frames: &mut BytesMut,
-    ) -> Result<Option<oneshot::Sender<()>>, Error> {
-        match item {
-            Outbound::Message(envelope) => {
-                if self.compression != Compression::None
-                    && envelope.encoded_len() >= self.config.compression_threshold
-                {
-                    let mut body = BytesMut::with_capacity(envelope.encoded_len());
-                    envelope.encode(&mut body);
-                    let data = self.codec.compress(self.compression, body.freeze())?;
-                    self.encoder.encode(&Frame::Data(data), frames)?;
-                } else {
-                    envelope.encode_frame(&self.encoder, frames)?;
-                }
-            }
-            Outbound::Frame(frame) => self.encoder.encode(&frame, frames)?,
-            Outbound::Close(done) => return Ok(Some(done)),
-        }
-        Ok(None)
     }
 }
