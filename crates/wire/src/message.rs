@@ -3,7 +3,7 @@
 use alloc::string::String;
 use core::fmt;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::{Compression, Data, Encoder, Error, Frame};
@@ -15,8 +15,44 @@ pub const MAX_TYPE_LEN: usize = 255;
 ///
 /// Handlers are registered by this name. Decoding slices it out of the
 /// received frame, so it costs no allocation.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageType(Bytes);
+#[derive(Clone)]
+pub struct MessageType(Repr);
+
+/// Longest name kept inline (no allocation, no shared reference count).
+const INLINE: usize = 30;
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Bytes),
+}
+
+impl PartialEq for MessageType {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for MessageType {}
+
+impl core::hash::Hash for MessageType {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for MessageType {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for MessageType {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
 
 impl MessageType {
     /// The type of [`Message::Ping`].
@@ -42,7 +78,7 @@ impl MessageType {
             !name.is_empty() && name.len() <= MAX_TYPE_LEN,
             "message type names have 1 to 255 bytes"
         );
-        Self(Bytes::from_static(name.as_bytes()))
+        Self(Repr::Static(name))
     }
 
     /// A type name from any string.
@@ -53,13 +89,29 @@ impl MessageType {
     pub fn new(name: impl Into<String>) -> Result<Self, Error> {
         let name: String = name.into();
         check_type_len(name.len())?;
-        Ok(Self(Bytes::from(name.into_bytes())))
+        Ok(Self::from_checked(&name)
+            .unwrap_or_else(|| Self(Repr::Shared(Bytes::from(name.into_bytes())))))
+    }
+
+    /// A short name copied inline; `None` when it is too long for that.
+    fn from_checked(name: &str) -> Option<Self> {
+        let len = u8::try_from(name.len()).ok()?;
+        let mut bytes = [0; INLINE];
+        bytes
+            .get_mut(..name.len())?
+            .copy_from_slice(name.as_bytes());
+        Some(Self(Repr::Inline { len, bytes }))
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
+        let bytes: &[u8] = match &self.0 {
+            Repr::Static(name) => return name,
+            Repr::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Repr::Shared(bytes) => bytes,
+        };
         // Every constructor checks UTF-8, so the fallback is never taken.
-        core::str::from_utf8(&self.0).unwrap_or_default()
+        core::str::from_utf8(bytes).unwrap_or_default()
     }
 
     /// Whether this is one of the [`RESERVED`](Self::RESERVED) names.
@@ -143,16 +195,25 @@ impl Envelope {
             _ => Error::BadEnvelope,
         })?;
         check_type_len(head.msg_type.len())?;
+        // Short names are copied inline, longer ones sliced out of the body;
+        // the payload is the body itself, advanced past the head: no copy,
+        // and no extra reference-count traffic per message.
+        let msg_type = MessageType::from_checked(head.msg_type)
+            .unwrap_or_else(|| MessageType(Repr::Shared(body.slice_ref(head.msg_type.as_bytes()))));
+        let request_id = head.request_id;
+        let consumed = body.len() - rest.len();
+        let mut payload = body;
+        payload.advance(consumed);
         Ok(Self {
-            request_id: head.request_id,
-            msg_type: MessageType(body.slice_ref(head.msg_type.as_bytes())),
-            payload: body.slice_ref(rest),
+            request_id,
+            msg_type,
+            payload,
         })
     }
 
     /// Length of the encoded envelope, which is the data frame's body length.
     pub fn encoded_len(&self) -> usize {
-        let type_len = self.msg_type.0.len();
+        let type_len = self.msg_type.as_str().len();
         varint_len(self.request_id) + varint_len(type_len as u64) + type_len + self.payload.len()
     }
 
