@@ -8,7 +8,9 @@
 //!   (for information) our netproto session layer with payload checks.
 //! - `crypto_seal_open_64KiB`: seal + open of 64 KiB through our record layer
 //!   versus one in-place encrypt + decrypt of the same size with the raw
-//!   ChaCha20-Poly1305 of the same backend (RustCrypto, ring).
+//!   ChaCha20-Poly1305 of the same backend (RustCrypto, ring), and the same
+//!   for the AESGCM cipher (`Noise_*_25519_AESGCM_SHA256`) against ring's raw
+//!   AES-256-GCM (`ring_aesgcm`; `rustcrypto_aesgcm` for information).
 //! - `crypto_1000_frames_64B`: 1,000 frames of 64 bytes coalesced into one
 //!   seal + open, versus 1,000 separate snow transport messages.
 
@@ -22,7 +24,9 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use netproto_crypto::noise::{HandshakeBuilder, Pattern};
-use netproto_crypto::{Keypair, Provider, RecordConfig, ReplayCache, SessionBuilder, provider};
+use netproto_crypto::{
+    CipherAlgorithm, Keypair, Provider, RecordConfig, ReplayCache, SessionBuilder, provider,
+};
 
 const BULK: usize = 64 * 1024;
 const FRAMES: usize = 1_000;
@@ -128,12 +132,15 @@ fn handshake(c: &mut Criterion) {
 fn ours_seal_open(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     provider: Arc<dyn Provider>,
+    cipher: CipherAlgorithm,
 ) {
     let key = [7u8; 32];
     let config = RecordConfig::default();
     let mut sealer =
-        netproto_crypto::Sealer::from_key(Arc::clone(&provider), &key, &config).unwrap();
-    let mut opener = netproto_crypto::Opener::from_key(provider, &key, &config).unwrap();
+        netproto_crypto::Sealer::from_key_with_cipher(Arc::clone(&provider), cipher, &key, &config)
+            .unwrap();
+    let mut opener =
+        netproto_crypto::Opener::from_key_with_cipher(provider, cipher, &key, &config).unwrap();
     let plaintext = vec![0x5au8; BULK];
     let mut wire = BytesMut::with_capacity(2 * BULK);
     c.bench_function("netproto", |b| {
@@ -152,7 +159,11 @@ fn seal_open(c: &mut Criterion) {
     {
         let mut group = c.benchmark_group("crypto_seal_open_64KiB/rustcrypto");
         group.throughput(Throughput::Bytes(BULK as u64));
-        ours_seal_open(&mut group, provider::rust_crypto());
+        ours_seal_open(
+            &mut group,
+            provider::rust_crypto(),
+            CipherAlgorithm::ChaCha20Poly1305,
+        );
         let cipher = ChaCha20Poly1305::new(&[7u8; 32].into());
         let mut buf = vec![0x5au8; BULK];
         let mut n = 0u64;
@@ -176,7 +187,11 @@ fn seal_open(c: &mut Criterion) {
         use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce as RingNonce, UnboundKey};
         let mut group = c.benchmark_group("crypto_seal_open_64KiB/ring");
         group.throughput(Throughput::Bytes(BULK as u64));
-        ours_seal_open(&mut group, provider::ring());
+        ours_seal_open(
+            &mut group,
+            provider::ring(),
+            CipherAlgorithm::ChaCha20Poly1305,
+        );
         let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[7u8; 32]).unwrap());
         let mut buf = vec![0x5au8; BULK];
         let mut n = 0u64;
@@ -202,6 +217,49 @@ fn seal_open(c: &mut Criterion) {
                 .unwrap();
             });
         });
+        group.finish();
+    }
+    {
+        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as RingNonce, UnboundKey};
+        let mut group = c.benchmark_group("crypto_seal_open_64KiB/ring_aesgcm");
+        group.throughput(Throughput::Bytes(BULK as u64));
+        ours_seal_open(&mut group, provider::ring(), CipherAlgorithm::Aes256Gcm);
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+        let mut buf = vec![0x5au8; BULK];
+        let mut n = 0u64;
+        group.bench_function("raw_aead", |b| {
+            b.iter(|| {
+                n += 1;
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&n.to_be_bytes());
+                let tag = key
+                    .seal_in_place_separate_tag(
+                        RingNonce::assume_unique_for_key(nonce),
+                        Aad::empty(),
+                        &mut buf,
+                    )
+                    .unwrap();
+                key.open_in_place_separate_tag(
+                    RingNonce::assume_unique_for_key(nonce),
+                    Aad::empty(),
+                    tag,
+                    &mut buf,
+                    0..,
+                )
+                .unwrap();
+            });
+        });
+        group.finish();
+    }
+    {
+        // For information: the RustCrypto provider's AESGCM (aes-gcm crate).
+        let mut group = c.benchmark_group("crypto_seal_open_64KiB/rustcrypto_aesgcm");
+        group.throughput(Throughput::Bytes(BULK as u64));
+        ours_seal_open(
+            &mut group,
+            provider::rust_crypto(),
+            CipherAlgorithm::Aes256Gcm,
+        );
         group.finish();
     }
 }
