@@ -93,6 +93,7 @@ enum Stack {
     NetprotoPlain,
     NetprotoNoise,
     NetprotoNoiseRing,
+    NetprotoNoiseAesGcm,
     NetprotoTls,
     RawLdc,
     RawRustlsLdc,
@@ -106,6 +107,7 @@ impl Stack {
             Self::NetprotoPlain => "netproto_plain",
             Self::NetprotoNoise => "netproto_noise",
             Self::NetprotoNoiseRing => "netproto_noise_ring",
+            Self::NetprotoNoiseAesGcm => "netproto_noise_aesgcm",
             Self::NetprotoTls => "netproto_tls",
             Self::RawLdc => "raw_ldc",
             Self::RawRustlsLdc => "raw_rustls_ldc",
@@ -287,6 +289,22 @@ async fn netproto_pair(stack: Stack) -> (Connection, Connection) {
                 s,
                 ClientSecurity::noise(noise(ring)),
                 ServerSecurity::noise(noise(ring)),
+            )
+            .await
+        }
+        Stack::NetprotoNoiseAesGcm => {
+            // Noise_XX_25519_AESGCM_SHA256 on ring: the cipher TLS negotiates here.
+            let aes = || {
+                let mut config = noise(true);
+                config.session.cipher = netproto_crypto::CipherAlgorithm::Aes256Gcm;
+                config
+            };
+            let (c, s) = tcp_pair().await;
+            netproto_over(
+                c,
+                s,
+                ClientSecurity::noise(aes()),
+                ServerSecurity::noise(aes()),
             )
             .await
         }
@@ -518,6 +536,7 @@ async fn rig(stack: Stack, pattern: Pattern, size: usize, batch: u64) -> Rig {
         Stack::NetprotoPlain
         | Stack::NetprotoNoise
         | Stack::NetprotoNoiseRing
+        | Stack::NetprotoNoiseAesGcm
         | Stack::NetprotoTls => netproto_rig(stack, pattern, size, batch).await,
         Stack::RawLdc => {
             let (client, server) = tcp_pair().await;
@@ -622,6 +641,7 @@ fn bulk(c: &mut Criterion) {
         Stack::RawRustlsChacha,
         Stack::NetprotoNoise,
         Stack::NetprotoNoiseRing,
+        Stack::NetprotoNoiseAesGcm,
         Stack::NetprotoTls,
     ] {
         row(&mut group, &rt, stack, Pattern::OneWay, BULK, BULK_BATCH);

@@ -49,8 +49,9 @@ pub struct ConnectionConfig {
     pub compression: Compression,
     /// Smallest body that is compressed. Default 512 bytes.
     pub compression_threshold: usize,
-    /// The writer gathers queued frames into one write of up to this many
-    /// bytes. Default 256 KiB.
+    /// Bytes the send queue holds before senders wait (a single larger
+    /// message is still accepted into an empty queue); the writer sends the
+    /// whole queue in one write. Default 256 KiB.
     pub write_batch_bytes: usize,
 }
 

@@ -74,6 +74,9 @@ struct Outgoing {
     space: Notify,
     /// The queue bound, in frames.
     limit: usize,
+    /// The queue bound, in bytes: past it senders wait too (one frame is
+    /// always accepted into an empty queue, whatever its size).
+    max_bytes: usize,
     encoder: Encoder,
     compression: Compression,
     compression_threshold: usize,
@@ -133,7 +136,9 @@ impl Outgoing {
         if state.closed {
             return Err(Error::Closed);
         }
-        if state.queued + state.writing >= self.limit {
+        if state.queued + state.writing >= self.limit
+            || (state.queued > 0 && state.frames.len() >= self.max_bytes)
+        {
             return Err(Error::Backpressure);
         }
         write(&mut state.frames)?;
@@ -484,6 +489,7 @@ impl Connection {
             writer: Notify::new(),
             space: Notify::new(),
             limit: config.backpressure_limit,
+            max_bytes: config.write_batch_bytes,
             encoder: Encoder::new(info.peer_max_frame_len),
             compression: info.compression,
             compression_threshold: config.compression_threshold,
