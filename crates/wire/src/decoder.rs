@@ -120,12 +120,22 @@ impl Decoder {
     ///
     /// The header errors of [`Header::parse`].
     pub fn prepare_read(&self, src: &mut BytesMut) -> Result<usize, Error> {
-        // Fail on a bad header before making room for its body.
-        self.peek_header(src)?;
+        let missing = match self.peek_header(src)? {
+            Some(header) => frame_len(header).saturating_sub(src.len()),
+            None => 0,
+        };
         let spare = src.capacity() - src.len();
-        if spare < READ_CHUNK / 2 {
+        // A large frame in progress gets exactly the room it still needs (up
+        // to one chunk), so that it ends at the end of the allocation and is
+        // handed on without copying; otherwise keep one chunk of room.
+        let want = if missing >= READ_CHUNK / 2 {
+            missing.min(READ_CHUNK)
+        } else {
+            READ_CHUNK
+        };
+        if spare < want.min(READ_CHUNK / 2) || (missing >= READ_CHUNK / 2 && spare < want) {
             let mut vec = Vec::from(core::mem::take(src));
-            vec.reserve_exact(READ_CHUNK);
+            vec.reserve_exact(want);
             // Both conversions keep the allocation: no copy, no doubling.
             *src = BytesMut::from(bytes::Bytes::from(vec));
         }
