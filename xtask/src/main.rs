@@ -88,6 +88,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     step("tests", || {
         Ok(cmd!(sh, "cargo test --workspace --locked").run()?)
     })?;
+    step("examples against a live server", || examples::run(sh))?;
     step("benches compile", || {
         Ok(cmd!(sh, "cargo bench -p netproto-benches --no-run --locked").run()?)
     })?;
