@@ -166,31 +166,35 @@ impl Outgoing {
         true
     }
 
-    /// Encodes a message, compressing it when configured and worthwhile.
-    async fn push_message(&self, envelope: &Envelope, wait: bool) -> Result<(), Error> {
-        if self.compression != Compression::None
-            && envelope.encoded_len() >= self.compression_threshold
+    /// Compresses `envelope` into a frame when configured and worthwhile;
+    /// otherwise it is encoded straight from the envelope.
+    fn prepare<'a>(&self, envelope: &'a Envelope) -> Result<Ready<'a>, Error> {
+        if self.compression == Compression::None
+            || envelope.encoded_len() < self.compression_threshold
         {
-            let mut body = BytesMut::with_capacity(envelope.encoded_len());
-            envelope.encode(&mut body);
-            let frame = {
-                let mut codec = self.codec.lock().unwrap_or_else(|e| e.into_inner());
-                Frame::Data(codec.compress(self.compression, body.freeze())?)
-            };
-            let write = |buf: &mut BytesMut| Ok(self.encoder.encode(&frame, buf)?);
-            return if wait {
-                self.push(true, write).await
-            } else {
-                self.try_push(true, write)
-            };
+            return Ok(Ready::Plain(envelope));
         }
-        let write = |buf: &mut BytesMut| Ok(envelope.encode_frame(&self.encoder, buf)?);
-        if wait {
-            self.push(true, write).await
-        } else {
-            self.try_push(true, write)
-        }
+        let mut body = BytesMut::with_capacity(envelope.encoded_len());
+        envelope.encode(&mut body);
+        let mut codec = self.codec.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Ready::Compressed(Frame::Data(
+            codec.compress(self.compression, body.freeze())?,
+        )))
     }
+
+    fn write_ready(&self, ready: &Ready<'_>, buf: &mut BytesMut) -> Result<(), Error> {
+        match ready {
+            Ready::Plain(envelope) => envelope.encode_frame(&self.encoder, buf)?,
+            Ready::Compressed(frame) => self.encoder.encode(frame, buf)?,
+        }
+        Ok(())
+    }
+}
+
+/// A message ready to be queued.
+enum Ready<'a> {
+    Plain(&'a Envelope),
+    Compressed(Frame),
 }
 
 /// The inbound queue: what the reader decoded, waiting for the application.
@@ -307,7 +311,9 @@ impl Sender {
     /// the connection is closed.
     pub async fn send(&self, envelope: Envelope) -> Result<(), Error> {
         self.check_len(&envelope)?;
-        self.out().push_message(&envelope, true).await
+        let out = self.out();
+        let ready = out.prepare(&envelope)?;
+        out.push(true, |buf| out.write_ready(&ready, buf)).await
     }
 
     /// Queues `envelope` if the send queue has room.
@@ -317,20 +323,9 @@ impl Sender {
     /// [`Error::Backpressure`] when the queue is full, and as [`send`](Self::send).
     pub fn try_send(&self, envelope: Envelope) -> Result<(), Error> {
         self.check_len(&envelope)?;
-        // Without compression nothing in push_message awaits.
         let out = self.out();
-        if out.compression != Compression::None
-            && envelope.encoded_len() >= out.compression_threshold
-        {
-            let mut body = BytesMut::with_capacity(envelope.encoded_len());
-            envelope.encode(&mut body);
-            let frame = {
-                let mut codec = out.codec.lock().unwrap_or_else(|e| e.into_inner());
-                Frame::Data(codec.compress(out.compression, body.freeze())?)
-            };
-            return out.try_push(true, |buf| Ok(out.encoder.encode(&frame, buf)?));
-        }
-        out.try_push(true, |buf| Ok(envelope.encode_frame(&out.encoder, buf)?))
+        let ready = out.prepare(&envelope)?;
+        out.try_push(true, |buf| out.write_ready(&ready, buf))
     }
 
     /// Queues a control frame (goaway, error), waiting while the queue is full.

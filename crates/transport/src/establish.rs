@@ -138,16 +138,7 @@ pub async fn connect<I: Io>(
             ClientSecurity::Noise(noise_config) => {
                 let (session, leftover) =
                     noise::client(&mut io, &prologue, noise_config, offered(config)).await?;
-                let info = noise_info(&session, config);
-                let (sealer, opener) = session.into_split();
-                Ok((
-                    Protection::Noise {
-                        sealer: Box::new(sealer),
-                        opener: Box::new(opener),
-                    },
-                    leftover,
-                    info,
-                ))
+                Ok(noise_parts(session, leftover, config))
             }
         }
     };
@@ -201,16 +192,7 @@ pub async fn accept<I: Io>(
                 let (session, leftover) =
                     noise::server(&mut io, &prologue, noise_config, offered(config), replay)
                         .await?;
-                let info = noise_info(&session, config);
-                let (sealer, opener) = session.into_split();
-                Ok((
-                    Protection::Noise {
-                        sealer: Box::new(sealer),
-                        opener: Box::new(opener),
-                    },
-                    leftover,
-                    info,
-                ))
+                Ok(noise_parts(session, leftover, config))
             }
         }
     };
@@ -300,6 +282,21 @@ fn plain_info(config: &ConnectionConfig) -> ConnectionInfo {
         peer_max_frame_len: config.max_frame_len,
         compression: config.compression,
     }
+}
+
+/// The protection, leftover bytes and description of an established Noise session.
+fn noise_parts(
+    session: netproto_crypto::Session,
+    leftover: BytesMut,
+    config: &ConnectionConfig,
+) -> (Protection, BytesMut, ConnectionInfo) {
+    let info = noise_info(&session, config);
+    let (sealer, opener) = session.into_split();
+    let protection = Protection::Noise {
+        sealer: Box::new(sealer),
+        opener: Box::new(opener),
+    };
+    (protection, leftover, info)
 }
 
 fn noise_info(session: &netproto_crypto::Session, config: &ConnectionConfig) -> ConnectionInfo {
