@@ -42,7 +42,21 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     let date = sh
         .read_file(snapshot.join("SNAPSHOT.txt"))
         .ok()
-        .and_then(|text| text.split(['(', ')']).nth(1).map(str::to_owned))
+        .and_then(|text| {
+            // The snapshot's date is the parenthesised YYYY-MM-DD in the text.
+            text.split(['(', ')'])
+                .find(|part| {
+                    part.len() == 10
+                        && part.bytes().enumerate().all(|(i, b)| {
+                            if i == 4 || i == 7 {
+                                b == b'-'
+                            } else {
+                                b.is_ascii_digit()
+                            }
+                        })
+                })
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "unknown date".into());
     eprintln!(
         "audit: checking advisories against the OFFLINE snapshot of {date}; newer advisories are not seen"
@@ -56,7 +70,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     sh.write_file(&config, text)?;
     cmd!(
         sh,
-        "cargo deny --offline --all-features check --config {config} advisories"
+        "cargo deny --offline --all-features --config {config} check advisories"
     )
     .run()?;
     Ok(())
