@@ -120,14 +120,7 @@ pub async fn connect<I: Io>(
         })
         .await?;
         let certificate = tls::server_certificate(&stream).cloned();
-        let info = tls_info(config, certificate);
-        return Ok(Connection::spawn(
-            stream,
-            Protection::Plain,
-            BytesMut::new(),
-            info,
-            config,
-        ));
+        return Ok(tls_connection(stream, certificate, config));
     }
     let handshake = async {
         let prologue = preface::client(&mut io, security.mode()).await?;
@@ -170,14 +163,7 @@ pub async fn accept<I: Io>(
         })
         .await?;
         let certificate = tls::client_certificate(&stream).cloned();
-        let info = tls_info(config, certificate);
-        return Ok(Connection::spawn(
-            stream,
-            Protection::Plain,
-            BytesMut::new(),
-            info,
-            config,
-        ));
+        return Ok(tls_connection(stream, certificate, config));
     }
     let handshake = async {
         let prologue = preface::server(&mut io, security.mode()).await?;
@@ -319,6 +305,16 @@ fn noise_info(session: &netproto_crypto::Session, config: &ConnectionConfig) -> 
         peer_max_frame_len: agreed.max_frame_len,
         compression,
     }
+}
+
+/// A connection over an established TLS stream: frames go straight into TLS.
+fn tls_connection<S: Io>(
+    stream: S,
+    peer_certificate: Option<CertificateDer<'static>>,
+    config: &ConnectionConfig,
+) -> Connection {
+    let info = tls_info(config, peer_certificate);
+    Connection::spawn(stream, Protection::Plain, BytesMut::new(), info, config)
 }
 
 fn tls_info(
