@@ -1,8 +1,9 @@
 //! RustCrypto backend.
 
 use aes_gcm::Aes256Gcm;
+use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::consts::{U12, U16};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Tag};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 
@@ -19,10 +20,14 @@ pub(super) struct RustCrypto;
 impl Provider for RustCrypto {
     fn cipher(&self, algorithm: CipherAlgorithm, key: &[u8; KEY_LEN]) -> Option<Box<dyn Cipher>> {
         match algorithm {
-            CipherAlgorithm::ChaCha20Poly1305 => {
-                Some(Box::new(ChaChaPoly(ChaCha20Poly1305::new(key.into()))))
-            }
-            CipherAlgorithm::Aes256Gcm => Some(Box::new(AesGcm(Aes256Gcm::new(key.into())))),
+            CipherAlgorithm::ChaCha20Poly1305 => Some(Box::new(Aead {
+                aead: ChaCha20Poly1305::new(key.into()),
+                nonce: chacha_nonce,
+            })),
+            CipherAlgorithm::Aes256Gcm => Some(Box::new(Aead {
+                aead: Aes256Gcm::new(key.into()),
+                nonce: aesgcm_nonce,
+            })),
         }
     }
 
@@ -33,45 +38,23 @@ impl Provider for RustCrypto {
     }
 }
 
-/// The key is zeroized on drop by `chacha20poly1305` itself.
-struct ChaChaPoly(ChaCha20Poly1305);
-
-impl Cipher for ChaChaPoly {
-    fn encrypt_in_place(&self, nonce: u64, ad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
-        let tag = self
-            .0
-            .encrypt_in_place_detached(&chacha_nonce(nonce).into(), ad, in_out)
-            .map_err(|_| Error::Encrypt)?;
-        Ok(tag.into())
-    }
-
-    fn decrypt_in_place(
-        &self,
-        nonce: u64,
-        ad: &[u8],
-        in_out: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<()> {
-        self.0
-            .decrypt_in_place_detached(
-                &chacha_nonce(nonce).into(),
-                ad,
-                in_out,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| Error::Decrypt)
-    }
+/// A RustCrypto AEAD with the nonce layout of its Noise cipher.
+///
+/// `chacha20poly1305` zeroizes its key on drop; `aes-gcm` (which picks
+/// AES-NI and CLMUL at run time) does not zeroize its key schedule, as with ring.
+struct Aead<A> {
+    aead: A,
+    nonce: fn(u64) -> [u8; 12],
 }
 
-/// `aes-gcm` picks AES-NI and CLMUL at run time where the CPU has them.
-/// (Its AES key schedule is not zeroized on drop, as with ring.)
-struct AesGcm(Aes256Gcm);
-
-impl Cipher for AesGcm {
+impl<A> Cipher for Aead<A>
+where
+    A: AeadInPlace<NonceSize = U12, TagSize = U16> + Send + Sync,
+{
     fn encrypt_in_place(&self, nonce: u64, ad: &[u8], in_out: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let tag = self
-            .0
-            .encrypt_in_place_detached(&aesgcm_nonce(nonce).into(), ad, in_out)
+            .aead
+            .encrypt_in_place_detached(&(self.nonce)(nonce).into(), ad, in_out)
             .map_err(|_| Error::Encrypt)?;
         Ok(tag.into())
     }
@@ -83,13 +66,8 @@ impl Cipher for AesGcm {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<()> {
-        self.0
-            .decrypt_in_place_detached(
-                &aesgcm_nonce(nonce).into(),
-                ad,
-                in_out,
-                aes_gcm::Tag::from_slice(tag),
-            )
+        self.aead
+            .decrypt_in_place_detached(&(self.nonce)(nonce).into(), ad, in_out, tag.into())
             .map_err(|_| Error::Decrypt)
     }
 }
