@@ -16,7 +16,8 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::{ConnectionConfig, Error, Io, TimeoutKind};
+use crate::stats::Counters;
+use crate::{ConnectionConfig, ConnectionStats, Error, Io, TimeoutKind};
 
 /// What the application receives.
 #[non_exhaustive]
@@ -82,6 +83,7 @@ struct Outgoing {
     compression_threshold: usize,
     /// Compression contexts, used outside the queue lock.
     codec: Mutex<Codec>,
+    stats: ConnectionStats,
 }
 
 #[derive(Default)]
@@ -115,19 +117,39 @@ impl Outgoing {
         data: bool,
         write: impl Fn(&mut BytesMut) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let mut waited = false;
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_push(data, &write) {
-                Err(Error::Backpressure) => notified.await,
+            match self.push_now(data, &write) {
+                Err(Error::Backpressure) => {
+                    if !waited {
+                        waited = true;
+                        Counters::add(&self.stats.counters().backpressure_waits, 1);
+                    }
+                    notified.await;
+                }
                 other => return other,
             }
         }
     }
 
-    /// Appends one frame if the queue has room.
+    /// Appends one frame if the queue has room; counts a refusal.
     fn try_push(
+        &self,
+        data: bool,
+        write: impl Fn(&mut BytesMut) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let result = self.push_now(data, write);
+        if matches!(result, Err(Error::Backpressure)) {
+            Counters::add(&self.stats.counters().backpressure_refusals, 1);
+        }
+        result
+    }
+
+    /// Appends one frame if the queue has room.
+    fn push_now(
         &self,
         data: bool,
         write: impl Fn(&mut BytesMut) -> Result<(), Error>,
@@ -176,10 +198,14 @@ impl Outgoing {
         }
         let mut body = BytesMut::with_capacity(envelope.encoded_len());
         envelope.encode(&mut body);
+        let input = body.len();
         let mut codec = self.codec.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(Ready::Compressed(Frame::Data(
-            codec.compress(self.compression, body.freeze())?,
-        )))
+        let compressed = codec.compress(self.compression, body.freeze())?;
+        drop(codec);
+        let counters = self.stats.counters();
+        Counters::add(&counters.compress_in, input as u64);
+        Counters::add(&counters.compress_out, compressed.body.len() as u64);
+        Ok(Ready::Compressed(Frame::Data(compressed)))
     }
 
     fn write_ready(&self, ready: &Ready<'_>, buf: &mut BytesMut) -> Result<(), Error> {
@@ -300,6 +326,11 @@ impl std::fmt::Debug for Sender {
 impl Sender {
     fn out(&self) -> &Outgoing {
         &self.token.0
+    }
+
+    /// The connection's traffic counters.
+    pub fn stats(&self) -> ConnectionStats {
+        self.out().stats.clone()
     }
 
     /// Queues `envelope`, waiting while the send queue is full.
@@ -463,6 +494,7 @@ impl Receiver {
 /// Dropping both the [`Sender`]s and the [`Receiver`] closes it.
 #[derive(Debug)]
 pub struct Connection {
+    stats: ConnectionStats,
     sender: Sender,
     receiver: Receiver,
     info: ConnectionInfo,
@@ -489,6 +521,7 @@ impl Connection {
             compression: info.compression,
             compression_threshold: config.compression_threshold,
             codec: Mutex::new(Codec::new(decompress_config(config))),
+            stats: ConnectionStats::default(),
         });
         let inbound = Arc::new(Inbound {
             state: Mutex::new(InState::default()),
@@ -528,6 +561,7 @@ impl Connection {
         };
         tokio::spawn(writer.run(write_half).instrument(span));
         Self {
+            stats: outgoing.stats.clone(),
             sender: Sender {
                 token: Arc::new(SenderToken(outgoing)),
                 max_frame_len: info.peer_max_frame_len,
@@ -544,6 +578,12 @@ impl Connection {
     /// What the handshake established.
     pub fn info(&self) -> &ConnectionInfo {
         &self.info
+    }
+
+    /// The connection's traffic counters, which stay readable after it
+    /// closes.
+    pub fn stats(&self) -> ConnectionStats {
+        self.stats.clone()
     }
 
     /// A sender for this connection.
@@ -638,10 +678,10 @@ impl Reader {
                 }
             }
             let mut data = false;
-            let mut decoded = false;
+            let mut decoded = 0u64;
             while let Some(frame) = decoder.decode(&mut frames)? {
                 data |= matches!(frame, Frame::Data(_));
-                decoded = true;
+                decoded += 1;
                 self.handle(frame).await?;
             }
             if !self.batch.is_empty() {
@@ -650,7 +690,8 @@ impl Reader {
             if data {
                 self.shared.touch_data();
             }
-            if decoded {
+            if decoded > 0 {
+                Counters::add(&self.outgoing.stats.counters().frames_in, decoded);
                 // Time spent waiting for the application is not the peer's silence.
                 last_rx = Instant::now();
             }
@@ -663,9 +704,11 @@ impl Reader {
             };
             tokio::select! {
                 read = io.read_buf(buf) => {
-                    if read? == 0 {
+                    let n = read?;
+                    if n == 0 {
                         return Err(Error::PeerClosed);
                     }
+                    Counters::add(&self.outgoing.stats.counters().bytes_in, n as u64);
                     last_rx = Instant::now();
                 }
                 () = &mut tick, if tick_every.is_some() => {
@@ -866,7 +909,11 @@ impl Writer {
                     });
                 }
             }
+            let counters = outgoing.stats.counters();
+            Counters::add(&counters.bytes_out, bytes.len() as u64);
             frames.clear();
+            // A heartbeat ping is one frame the queue did not hold.
+            Counters::add(&counters.frames_out, took.max(1) as u64);
             if took > 0 {
                 outgoing.lock().writing = 0;
                 outgoing.space.notify_waiters();

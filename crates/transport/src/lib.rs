@@ -55,6 +55,7 @@ mod error;
 mod establish;
 mod noise;
 pub mod preface;
+mod stats;
 pub mod tls;
 
 pub use config::{ConnectionConfig, MAX_DURATION, MAX_QUEUE};
@@ -69,6 +70,7 @@ pub use establish::{
     connect, connect_tcp,
 };
 pub use noise::NoiseConfig;
+pub use stats::{ConnectionStats, StatsSnapshot};
 
 /// A byte stream a connection can run over: TCP, Unix socket, TLS, or any
 /// in-memory pipe.

@@ -142,6 +142,41 @@ async fn compression_is_used_when_both_sides_support_it() {
     let msg = Envelope::new(7, MessageType::new("BIG").unwrap(), big.clone());
     client.send(msg).await.unwrap();
     assert_eq!(next_message(&mut server).await.payload, big);
+    let stats = client.stats().snapshot();
+    assert!(stats.compress_input_bytes > 100_000, "{stats:?}");
+    let ratio = stats.compression_ratio().unwrap();
+    assert!(ratio > 0.0 && ratio < 0.01, "{ratio}");
+}
+
+#[tokio::test]
+async fn stats_count_frames_and_bytes_both_ways() {
+    for noise in [false, true] {
+        let mut config = ConnectionConfig::default();
+        config.heartbeat_interval = None;
+        let (client, mut server) = if noise {
+            noise_pair(config).await
+        } else {
+            plain_pair(config).await
+        };
+        let sender = client.sender().clone();
+        for id in 1..=25 {
+            sender.send(echo(id, "counted")).await.unwrap();
+        }
+        for _ in 0..25 {
+            next_message(&mut server).await;
+        }
+        let sent = client.stats().snapshot();
+        let received = server.stats().snapshot();
+        assert_eq!(sent.frames_out, 25, "noise={noise} {sent:?}");
+        assert_eq!(received.frames_in, 25, "noise={noise} {received:?}");
+        assert_eq!(sent.bytes_out, received.bytes_in, "noise={noise}");
+        // Frames are at least header + envelope; records add their tags.
+        assert!(sent.bytes_out >= 25 * 6, "{sent:?}");
+        assert_eq!((received.frames_out, sent.frames_in), (0, 0));
+        // The counters outlive the connection.
+        drop(client);
+        assert_eq!(sender.stats().snapshot(), sent);
+    }
 }
 
 #[tokio::test]
@@ -415,9 +450,14 @@ async fn a_peer_that_never_reads_meets_backpressure_not_growth() {
     );
     assert!(refused >= 10_000 - accepted);
     assert_eq!(conn.sender().capacity(), 0);
+    assert_eq!(
+        conn.stats().snapshot().backpressure_refusals,
+        refused as u64
+    );
     // An async send waits instead of failing.
     let waiting = tokio::time::timeout(Duration::from_millis(100), conn.send(msg)).await;
     assert!(waiting.is_err(), "send must wait while the queue is full");
+    assert_eq!(conn.stats().snapshot().backpressure_waits, 1);
     peer.abort();
 }
 
