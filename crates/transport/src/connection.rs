@@ -1,5 +1,6 @@
 //! A framed connection: a reader task and a writer task over one stream.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,6 +118,11 @@ impl Outgoing {
         data: bool,
         write: impl Fn(&mut BytesMut) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        // Fast path: room in the queue, no waiter registration.
+        match self.push_now(data, &write) {
+            Err(Error::Backpressure) => {}
+            other => return other,
+        }
         let mut waited = false;
         loop {
             let notified = self.space.notified();
@@ -236,7 +242,12 @@ struct Inbound {
 
 #[derive(Default)]
 struct InState {
-    items: std::collections::VecDeque<Incoming>,
+    items: VecDeque<Incoming>,
+    /// Items the receiver has taken into its own batch and may not have
+    /// consumed yet; they count against the limit until it comes back.
+    taken: usize,
+    /// The reader waits for room.
+    reader_waiting: bool,
     /// The reader has ended: no more items will come.
     ended: bool,
     /// The receiver was dropped: nobody listens.
@@ -246,6 +257,13 @@ struct InState {
 impl Inbound {
     fn lock(&self) -> std::sync::MutexGuard<'_, InState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl InState {
+    /// Items the application has not consumed yet, as far as the reader knows.
+    fn held(&self) -> usize {
+        self.items.len() + self.taken
     }
 }
 
@@ -428,6 +446,8 @@ impl Sender {
 pub struct Receiver {
     inbound: Arc<Inbound>,
     shared: Arc<Shared>,
+    /// Items taken from the inbound queue in one go, handed out one by one.
+    local: VecDeque<Incoming>,
     done: bool,
 }
 
@@ -457,35 +477,57 @@ impl Receiver {
     /// The reason the connection failed (a timeout, a protocol violation, a
     /// failed record...), once; then `Ok(None)`.
     pub async fn recv(&mut self) -> Result<Option<Incoming>, Error> {
+        if let Some(item) = self.local.pop_front() {
+            return Ok(Some(item));
+        }
         if self.done {
             return Ok(None);
         }
+        // Fast path: something is queued; no waiter registration needed.
+        if let Some(item) = self.refill() {
+            return item;
+        }
+        let inbound = self.inbound.clone();
         loop {
-            let notified = self.inbound.ready.notified();
+            let notified = inbound.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (item, ended, wake_reader) = {
-                let mut state = self.inbound.lock();
-                let item = state.items.pop_front();
-                // Wake the reader once the queue is half empty again.
-                let wake = item.is_some() && state.items.len() == self.inbound.limit / 2;
-                (item, state.ended, wake)
-            };
-            if wake_reader {
-                self.inbound.space.notify_one();
-            }
-            if let Some(item) = item {
-                return Ok(Some(item));
-            }
-            if ended {
-                self.done = true;
-                return match self.shared.take_error() {
-                    Some(Error::PeerClosed) | None => Ok(None),
-                    Some(error) => Err(error),
-                };
+            if let Some(item) = self.refill() {
+                return item;
             }
             notified.await;
         }
+    }
+
+    /// Takes everything queued into the local batch (one lock for many
+    /// items) and returns the first, or the end of the stream; `None` when
+    /// nothing is queued yet.
+    fn refill(&mut self) -> Option<Result<Option<Incoming>, Error>> {
+        let (ended, wake_reader) = {
+            let mut state = self.inbound.lock();
+            // The previous batch is consumed: what we take now is what we hold.
+            std::mem::swap(&mut state.items, &mut self.local);
+            state.taken = self.local.len();
+            let wake = state.reader_waiting && state.held() < self.inbound.limit;
+            if wake {
+                state.reader_waiting = false;
+            }
+            (state.ended, wake)
+        };
+        if wake_reader {
+            self.inbound.space.notify_one();
+        }
+        if let Some(item) = self.local.pop_front() {
+            return Some(Ok(Some(item)));
+        }
+        if ended {
+            self.done = true;
+            return Some(match self.shared.take_error() {
+                Some(Error::PeerClosed) | None => Ok(None),
+                Some(error) => Err(error),
+            });
+        }
+        None
     }
 }
 
@@ -544,7 +586,7 @@ impl Connection {
         let reader = Reader {
             shared: shared.clone(),
             inbound: inbound.clone(),
-            batch: Vec::new(),
+            batch: VecDeque::new(),
             outgoing: outgoing.clone(),
             stop: stop_rx.clone(),
             config: config.clone(),
@@ -569,6 +611,7 @@ impl Connection {
             receiver: Receiver {
                 inbound,
                 shared,
+                local: VecDeque::new(),
                 done: false,
             },
             info,
@@ -615,6 +658,16 @@ impl Connection {
     }
 }
 
+/// Moves everything from `batch` to the end of `queue`; swaps the two when
+/// `queue` is empty, so a receiver that keeps up costs no copying.
+fn append(queue: &mut VecDeque<Incoming>, batch: &mut VecDeque<Incoming>) {
+    if queue.is_empty() {
+        std::mem::swap(queue, batch);
+    } else {
+        queue.append(batch);
+    }
+}
+
 fn decompress_config(config: &ConnectionConfig) -> netproto_compress::Config {
     let mut c = netproto_compress::Config::default();
     c.max_decompressed_len = config.max_frame_len;
@@ -626,7 +679,7 @@ struct Reader {
     shared: Arc<Shared>,
     inbound: Arc<Inbound>,
     /// Items decoded from the current read, handed over together.
-    batch: Vec<Incoming>,
+    batch: VecDeque<Incoming>,
     outgoing: Arc<Outgoing>,
     stop: watch::Receiver<bool>,
     config: ConnectionConfig,
@@ -640,7 +693,7 @@ impl Reader {
         // Hand over what was decoded before the end, then mark the end.
         {
             let mut state = self.inbound.lock();
-            state.items.extend(self.batch.drain(..));
+            append(&mut state.items, &mut self.batch);
             state.ended = true;
         }
         self.inbound.ready.notify_one();
@@ -680,9 +733,16 @@ impl Reader {
             let mut data = false;
             let mut decoded = 0u64;
             while let Some(frame) = decoder.decode(&mut frames)? {
-                data |= matches!(frame, Frame::Data(_));
                 decoded += 1;
-                self.handle(frame).await?;
+                match frame {
+                    Frame::Data(body) => {
+                        data = true;
+                        let body = self.codec.decompress(body)?;
+                        self.batch
+                            .push_back(Incoming::Message(Envelope::decode(body)?));
+                    }
+                    other => self.handle_control(other).await,
+                }
             }
             if !self.batch.is_empty() {
                 self.hand_over().await?;
@@ -756,12 +816,9 @@ impl Reader {
         Ok(())
     }
 
-    async fn handle(&mut self, frame: Frame) -> Result<(), Error> {
+    /// Answers pings and queues goaway and error frames for the application.
+    async fn handle_control(&mut self, frame: Frame) {
         let item = match frame {
-            Frame::Data(data) => {
-                let body = self.codec.decompress(data)?;
-                Incoming::Message(Envelope::decode(body)?)
-            }
             Frame::Ping(token) => {
                 // Once our sending side is closed no pong can go out; the
                 // peer sees our end of stream instead.
@@ -771,43 +828,48 @@ impl Reader {
                         Ok(out.encoder.encode(&Frame::Pong(token), buf)?)
                     })
                     .await;
-                return Ok(());
+                return;
             }
-            Frame::Pong(_) => return Ok(()),
             Frame::GoAway(goaway) => Incoming::GoAway(goaway),
             Frame::Error(error) => Incoming::Error(error),
-            // Kinds added to the wire crate later are not understood here.
-            _ => return Ok(()),
+            // Pongs only prove the peer alive, which any read does; data
+            // frames are handled by the caller; kinds added to the wire crate
+            // later are not understood here.
+            _ => return,
         };
-        self.batch.push(item);
-        Ok(())
+        self.batch.push_back(item);
     }
 
     /// Appends the decoded items to the inbound queue; while the queue is at
     /// its limit, waits (not reading the socket, so TCP pushes back).
     async fn hand_over(&mut self) -> Result<(), Error> {
         let inbound = self.inbound.clone();
-        {
+        let room = {
             let mut state = inbound.lock();
             if state.receiver_gone {
                 // A dropped receiver means nobody listens: stop reading.
                 return Err(Error::Closed);
             }
-            state.items.extend(self.batch.drain(..));
-        }
+            append(&mut state.items, &mut self.batch);
+            state.held() < inbound.limit
+        };
         inbound.ready.notify_one();
+        if room {
+            return Ok(());
+        }
         loop {
             let notified = inbound.space.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let state = inbound.lock();
+                let mut state = inbound.lock();
                 if state.receiver_gone {
                     return Err(Error::Closed);
                 }
-                if state.items.len() < inbound.limit {
+                if state.held() < inbound.limit {
                     return Ok(());
                 }
+                state.reader_waiting = true;
             }
             tokio::select! {
                 () = &mut notified => {}

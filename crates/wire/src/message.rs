@@ -220,12 +220,13 @@ impl Envelope {
     /// Appends the encoded envelope to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
-        let head = Head {
-            request_id: self.request_id,
-            msg_type: self.msg_type.as_str(),
-        };
-        // Writing a u64 and a str into a growable buffer cannot fail.
-        let _ = postcard::serialize_with_flavor(&head, Extend(dst));
+        // The head is postcard's encoding of `Head`, written directly: a
+        // varint request id, then the type name as a varint length and its
+        // bytes (checked against postcard in the tests).
+        let msg_type = self.msg_type.as_str().as_bytes();
+        put_varint(dst, self.request_id);
+        put_varint(dst, msg_type.len() as u64);
+        dst.put_slice(msg_type);
         dst.put_slice(&self.payload);
     }
 
@@ -255,25 +256,13 @@ impl Envelope {
     }
 }
 
-/// A postcard output that appends to a `BytesMut`.
-struct Extend<'a>(&'a mut BytesMut);
-
-impl postcard::ser_flavors::Flavor for Extend<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.put_u8(data);
-        Ok(())
+/// Appends `value` as an unsigned LEB128 varint, as postcard writes it.
+fn put_varint(dst: &mut BytesMut, mut value: u64) {
+    while value >= 0x80 {
+        dst.put_u8((value as u8) | 0x80);
+        value >>= 7;
     }
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.put_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
+    dst.put_u8(value as u8);
 }
 
 /// Bytes of postcard's varint (LEB128) encoding of `value`.
@@ -381,6 +370,30 @@ impl TryFrom<Envelope> for Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_is_written_as_postcard_writes_it() {
+        let long = "T".repeat(MAX_TYPE_LEN);
+        for request_id in [0, 1, 127, 128, 16_384, u64::from(u32::MAX), u64::MAX] {
+            for msg_type in ["X", "ECHO", long.as_str()] {
+                let head = Head {
+                    request_id,
+                    msg_type,
+                };
+                let mut expected = postcard::to_allocvec(&head).unwrap();
+                expected.extend_from_slice(b"payload");
+                let envelope = Envelope::new(
+                    request_id,
+                    MessageType::new(msg_type).unwrap(),
+                    Bytes::from_static(b"payload"),
+                );
+                let mut written = BytesMut::new();
+                envelope.encode(&mut written);
+                assert_eq!(&written[..], &expected[..], "{request_id} {msg_type:?}");
+                assert_eq!(envelope.encoded_len(), expected.len());
+            }
+        }
+    }
 
     #[test]
     fn varint_len_matches_postcard() {
