@@ -9,6 +9,7 @@ use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 use netproto_daemon::Client;
+use netproto_daemon::metrics::Samples;
 use netproto_wire::MessageType;
 
 use crate::ConfigArgs;
@@ -46,6 +47,50 @@ pub(crate) struct BenchArgs {
     /// for the round-trip latency, in the same run.
     #[arg(long)]
     baseline: bool,
+    /// The server's metrics address (`serve --metrics`): scrape it before and
+    /// after the run and print the server's view (counter deltas and its
+    /// handler-time quantiles).
+    #[arg(long, value_name = "ADDRESS")]
+    server_metrics: Option<String>,
+}
+
+/// Scrapes the server's metrics, if asked to.
+async fn scrape(args: &BenchArgs) -> anyhow::Result<Option<Samples>> {
+    let Some(address) = &args.server_metrics else {
+        return Ok(None);
+    };
+    let text = netproto_daemon::metrics::scrape(address)
+        .await
+        .with_context(|| format!("scraping http://{address}/metrics"))?;
+    Ok(Some(Samples::parse(&text)))
+}
+
+/// What the server counted during the run, from two scrapes.
+fn server_view(before: &Samples, after: &Samples) -> serde_json::Value {
+    use netproto_daemon::metrics as m;
+    let delta = after.since(before);
+    let n = |name: &str| delta.sum(name);
+    let reqs = |outcome: &str| {
+        delta
+            .get(&format!("{}{{outcome=\"{outcome}\"}}", m::REQUESTS))
+            .unwrap_or(0.0)
+    };
+    let quantile = |q| delta.quantile(m::REQUEST_DURATION, q).map(|s| s * 1e6);
+    serde_json::json!({
+        "requests_replied": reqs("reply"),
+        "requests_errors": reqs("error"),
+        "requests_refused": reqs("refused"),
+        "handshakes_completed": n(m::HANDSHAKES_COMPLETED),
+        "handshakes_failed": n(m::HANDSHAKES_FAILED),
+        "connections_refused": n(m::CONNECTIONS_REFUSED),
+        "connection_errors": n(m::CONNECTION_ERRORS),
+        "frames_in": n(m::FRAMES_RECEIVED),
+        "frames_out": n(m::FRAMES_SENT),
+        "bytes_in": n(m::BYTES_RECEIVED),
+        "bytes_out": n(m::BYTES_SENT),
+        "backpressure_waits": n(m::BACKPRESSURE_WAITS),
+        "handler_us": { "p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99) },
+    })
 }
 
 /// Round trips of a raw tokio TCP ping-pong: `size` bytes each way, one in
@@ -120,6 +165,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
     config.transport.inbound_limit = config.transport.inbound_limit.max(args.in_flight);
     let payload = Bytes::from(vec![b'x'; args.size]);
+    let before = scrape(&args).await?;
 
     let mut clients = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
@@ -208,6 +254,23 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for client in &clients {
         let _ = client.close().await;
     }
+    let server = match before {
+        Some(before) => {
+            // The server folds a connection's traffic in when it ends: wait
+            // (briefly) until the bench's connections are gone.
+            let open = |s: &Samples| s.sum(netproto_daemon::metrics::CONNECTIONS_OPEN);
+            let mut after = scrape(&args).await?.unwrap_or_default();
+            for _ in 0..20 {
+                if open(&after) <= open(&before) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                after = scrape(&args).await?.unwrap_or_default();
+            }
+            Some(server_view(&before, &after))
+        }
+        None => None,
+    };
     let baseline = if args.baseline {
         Some(raw_tcp_ping_pong(args.size, 20_000).await?)
     } else {
@@ -219,6 +282,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         errors.load(Ordering::Relaxed),
         elapsed,
         baseline.as_ref(),
+        server.as_ref(),
     );
     Ok(())
 }
@@ -230,6 +294,7 @@ fn report(
     errors: u64,
     elapsed: Duration,
     baseline: Option<&Histogram<u64>>,
+    server: Option<&serde_json::Value>,
 ) {
     let ok = hist.len();
     let rate = ok as f64 / elapsed.as_secs_f64();
@@ -250,6 +315,7 @@ fn report(
                 "p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "p99_9": us(0.999),
                 "max": hist.max() as f64 / 1e3, "mean": hist.mean() / 1e3,
             },
+            "server": server,
         });
         println!("{json}");
         return;
@@ -276,4 +342,45 @@ fn report(
             us(0.5) / base
         );
     }
+    if let Some(server) = server {
+        print_server_view(server);
+    }
+}
+
+#[allow(clippy::print_stdout)] // printing results is the CLI's job
+fn print_server_view(v: &serde_json::Value) {
+    let n = |key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "server: {} replied, {} errors, {} refused; {} handshakes ({} failed, {} refused); {} connection errors",
+        n("requests_replied"),
+        n("requests_errors"),
+        n("requests_refused"),
+        n("handshakes_completed"),
+        n("handshakes_failed"),
+        n("connections_refused"),
+        n("connection_errors"),
+    );
+    println!(
+        "server: {} frames in, {} out; {} bytes in, {} out; {} backpressure waits",
+        n("frames_in"),
+        n("frames_out"),
+        n("bytes_in"),
+        n("bytes_out"),
+        n("backpressure_waits"),
+    );
+    let q = |key: &str| {
+        v.pointer(&format!("/handler_us/{key}"))
+            .and_then(serde_json::Value::as_f64)
+            .map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"))
+    };
+    println!(
+        "server handler time (us, from histogram buckets): p50 {}  p90 {}  p99 {}",
+        q("p50"),
+        q("p90"),
+        q("p99")
+    );
 }

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// Time a handler has to answer one request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Serve Prometheus metrics at `GET /metrics` over HTTP on this
+    /// `host:port` (see [`metrics`](crate::metrics)). Off by default.
+    pub metrics_address: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             max_handshakes: 256,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
+            metrics_address: None,
         }
     }
 }

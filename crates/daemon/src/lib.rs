@@ -7,12 +7,14 @@
 //!   connection, reconnection with exponential backoff and jitter.
 //! - [`NetworkConfig`]: TOML files and `NETPROTO__*` environment variables.
 //! - [`init_logging`]: human or JSON logs, `RUST_LOG` filters.
+//! - [`metrics`]: what the server records, and its Prometheus exporter.
 #![forbid(unsafe_code)]
 
 mod client;
 mod config;
 mod error;
 mod logging;
+pub mod metrics;
 mod security;
 mod server;
 

@@ -84,6 +84,10 @@ struct ServeArgs {
     /// default key file.
     #[arg(long)]
     ephemeral_key: bool,
+    /// Serve Prometheus metrics at `http://ADDRESS/metrics`, e.g.
+    /// `127.0.0.1:9100` (instead of `server.metrics_address`).
+    #[arg(long, value_name = "ADDRESS")]
+    metrics: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -208,6 +212,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = args.address {
         config.server.address = address;
     }
+    if let Some(address) = args.metrics {
+        config.server.metrics_address = Some(address);
+    }
     if config.security.mode == "noise" && config.security.key_file.is_none() && !args.ephemeral_key
     {
         config.security.key_file = Some(default_server_key()?);
@@ -217,6 +224,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     dispatcher.register("PING", |_| Ok(Message::Pong));
     let server = Server::bind(config.clone(), dispatcher).await?;
     let handle = server.handle();
+    if let Some(address) = server.metrics_addr() {
+        tracing::info!("metrics: http://{address}/metrics");
+    }
     if let Some(key) = server.public_key() {
         tracing::info!(
             public_key = %key,

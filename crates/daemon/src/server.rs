@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::metrics::{Registry, ServerMetrics};
 use crate::security::server_security;
 use crate::{NetworkConfig, Result, compression};
 
@@ -28,6 +29,7 @@ pub struct ServerStats {
     handshake_failures: AtomicU64,
     active: AtomicUsize,
     handshaking: AtomicUsize,
+    metrics: ServerMetrics,
 }
 
 impl ServerStats {
@@ -118,6 +120,7 @@ pub struct Server {
     limit: Arc<Mutex<Option<Duration>>>,
     done: watch::Sender<bool>,
     stats: Arc<ServerStats>,
+    exporter: Option<(tokio::net::TcpListener, Registry)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -136,6 +139,7 @@ pub struct ServerHandle {
     done: watch::Receiver<bool>,
     stats: Arc<ServerStats>,
     shutdown_timeout: Duration,
+    registry: Option<Registry>,
 }
 
 impl ServerHandle {
@@ -164,6 +168,12 @@ impl ServerHandle {
     pub fn stats(&self) -> &ServerStats {
         &self.stats
     }
+
+    /// The server's metrics in the Prometheus text format, when it has a
+    /// metrics address (`server.metrics_address`).
+    pub fn metrics(&self) -> Option<String> {
+        self.registry.as_ref().map(Registry::render)
+    }
 }
 
 impl Server {
@@ -177,6 +187,8 @@ impl Server {
         config.validate()?;
         let (security, public_key) = server_security(&config)?;
         let listener = Listener::bind(&config.server.address).await?;
+        let (metrics, exporter) =
+            ServerMetrics::bind(config.server.metrics_address.as_deref()).await?;
         Ok(Self {
             config,
             dispatcher,
@@ -186,13 +198,24 @@ impl Server {
             shutdown: watch::channel(false).0,
             limit: Arc::default(),
             done: watch::channel(false).0,
-            stats: Arc::new(ServerStats::default()),
+            stats: Arc::new(ServerStats {
+                metrics,
+                ..ServerStats::default()
+            }),
+            exporter,
         })
     }
 
     /// The address the server listens on (`host:port` or `unix:path`).
     pub fn local_addr(&self) -> String {
         self.listener.local_addr()
+    }
+
+    /// The address metrics are served on (`GET /metrics`), when
+    /// `server.metrics_address` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let (listener, _) = self.exporter.as_ref()?;
+        listener.local_addr().ok()
     }
 
     /// The server's Noise public key, for clients to pin (Noise mode only).
@@ -208,6 +231,7 @@ impl Server {
             done: self.done.subscribe(),
             stats: self.stats.clone(),
             shutdown_timeout: self.config.server.shutdown_timeout,
+            registry: self.exporter.as_ref().map(|(_, registry)| registry.clone()),
         }
     }
 
@@ -233,11 +257,16 @@ impl Server {
     ///
     /// A configuration error before anything starts. Errors of single
     /// connections are logged, never returned.
-    pub async fn run(self) -> Result<()> {
+    pub async fn run(mut self) -> Result<()> {
         let connection_config = Arc::new(self.connection_config()?);
         let mut serve_config = ServeConfig::default();
         serve_config.max_in_flight = self.config.server.max_in_flight;
         serve_config.request_timeout = self.config.server.request_timeout;
+        serve_config.metrics = self.stats.metrics.serve.clone();
+        let exporter = self.exporter.take().map(|(listener, registry)| {
+            tracing::info!(address = ?listener.local_addr().ok(), "serving metrics at /metrics");
+            tokio::spawn(crate::metrics::serve_http(listener, registry))
+        });
         let serve_config = Arc::new(serve_config);
         let security = Arc::new(self.security.clone());
         let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
@@ -265,6 +294,7 @@ impl Server {
             let refusal = self.check_limits(ip, &per_ip);
             if let Some(reason) = refusal {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.metrics.refused(reason);
                 tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
                 let mode = security.mode();
                 tasks.spawn(async move {
@@ -300,15 +330,22 @@ impl Server {
                         Ok(conn) => conn,
                         Err(error) => {
                             stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            stats.metrics.handshake_failed(&error);
                             tracing::debug!(%error, "handshake failed");
                             return;
                         }
                     };
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    stats.metrics.handshake_completed();
                     tracing::debug!("connection established");
-                    match dispatcher.serve(conn, &serve_config, shutdown).await {
+                    let traffic = conn.stats();
+                    let serving = dispatcher.serve(conn, &serve_config, shutdown);
+                    match stats.metrics.track(traffic, serving).await {
                         Ok(_) => tracing::debug!("connection closed"),
-                        Err(error) => tracing::debug!(%error, "connection ended"),
+                        Err(error) => {
+                            stats.metrics.connection_ended(&error);
+                            tracing::debug!(%error, "connection ended");
+                        }
                     }
                     drop(guard);
                 }
@@ -330,6 +367,10 @@ impl Server {
                 "shutdown timeout: closing remaining connections"
             );
             tasks.shutdown().await;
+        }
+        if let Some(exporter) = exporter {
+            exporter.abort();
+            let _ = exporter.await;
         }
         self.done.send_replace(true);
         Ok(())
@@ -372,6 +413,7 @@ impl ConnectionGuard {
         ip: Option<IpAddr>,
     ) -> Self {
         stats.active.fetch_add(1, Ordering::Relaxed);
+        stats.metrics.connection_opened();
         stats.handshaking.fetch_add(1, Ordering::Relaxed);
         if let Some(ip) = ip {
             *per_ip
@@ -399,6 +441,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.handshake_done();
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.stats.metrics.connection_closed();
         if let Some(ip) = self.ip {
             let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(count) = map.get_mut(&ip) {

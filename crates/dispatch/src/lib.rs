@@ -86,10 +86,12 @@ mod correlator;
 mod dispatcher;
 mod error;
 mod handler;
+mod metrics;
 mod serve;
 
 pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, Unsolicited};
 pub use dispatcher::{Dispatcher, Outcome};
 pub use error::Error;
 pub use handler::HandlerError;
+pub use metrics::{REQUEST_DURATION, REQUESTS, ServeMetrics};
 pub use serve::{MAX_IN_FLIGHT, ServeConfig, ServeReport};

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netproto_transport::{Connection, Incoming, Receiver, Sender};
 use netproto_wire::{ErrorCode, ErrorFrame, Frame, GoAway};
@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::dispatcher::{Outcome, Started};
-use crate::{Dispatcher, Error};
+use crate::{Dispatcher, Error, ServeMetrics};
 
 /// Largest accepted [`ServeConfig::max_in_flight`].
 pub const MAX_IN_FLIGHT: usize = 1 << 20;
@@ -23,7 +23,7 @@ const MAX_DURATION: Duration = netproto_transport::MAX_DURATION;
 ///
 /// Mutate a default; [`serve`](Dispatcher::serve) validates it.
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// Async handlers run concurrently on one connection, at most. When this
     /// many are running the loop stops reading requests until one finishes,
@@ -42,6 +42,8 @@ pub struct ServeConfig {
     /// not reset the connection before the peer has read the last replies.
     /// Zero skips it. Default 1 s.
     pub linger: Duration,
+    /// Where request counts and handler times are recorded. Default: nowhere.
+    pub metrics: ServeMetrics,
 }
 
 impl Default for ServeConfig {
@@ -50,6 +52,7 @@ impl Default for ServeConfig {
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(1),
+            metrics: ServeMetrics::default(),
         }
     }
 }
@@ -108,6 +111,7 @@ pub struct ServeReport {
 struct Counters {
     replies: AtomicU64,
     errors: AtomicU64,
+    metrics: ServeMetrics,
 }
 
 impl Counters {
@@ -168,7 +172,10 @@ impl Dispatcher {
         let mut tasks = JoinSet::new();
         let mut state = Serving {
             sender,
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(Counters {
+                metrics: config.metrics.clone(),
+                ..Counters::default()
+            }),
             report: ServeReport::default(),
             last_taken: 0,
             going_away: false,
@@ -233,9 +240,13 @@ impl Dispatcher {
                         request_id = id,
                         msg_type = %envelope.msg_type,
                     );
+                    let started = Instant::now();
                     match span.in_scope(|| self.start(envelope)) {
                         Started::Done(outcome) => {
                             drop(permit);
+                            if id != 0 {
+                                config.metrics.request_duration.record(started.elapsed());
+                            }
                             send_outcome(&state.sender, outcome, &state.counters)
                                 .instrument(span)
                                 .await;
@@ -327,7 +338,10 @@ impl Serving {
         }
         let frame = ErrorFrame::new(request_id, ErrorCode::SHUTTING_DOWN, "shutting down");
         match self.sender.send_frame(Frame::Error(frame)).await {
-            Ok(()) => self.report.refused += 1,
+            Ok(()) => {
+                self.report.refused += 1;
+                self.counters.metrics.refused.increment(1);
+            }
             Err(error) => {
                 tracing::debug!(request_id, %error, "cannot refuse request");
                 self.report.dropped += 1;
@@ -362,6 +376,7 @@ async fn run_handler(
     counters: Arc<Counters>,
     permit: Option<OwnedSemaphorePermit>,
 ) {
+    let started = Instant::now();
     let outcome = match tokio::time::timeout(timeout, future).await {
         Ok(outcome) => outcome,
         Err(_) => {
@@ -373,6 +388,9 @@ async fn run_handler(
             )
         }
     };
+    if request_id != 0 {
+        counters.metrics.request_duration.record(started.elapsed());
+    }
     send_outcome(&sender, outcome, &counters).await;
     drop(permit);
 }
@@ -385,6 +403,7 @@ async fn send_outcome(sender: &Sender, outcome: Outcome, counters: &Counters) {
             match sender.send(reply).await {
                 Ok(()) => {
                     Counters::add(&counters.replies);
+                    counters.metrics.replies.increment(1);
                     return;
                 }
                 Err(netproto_transport::Error::Protocol(error)) => {
@@ -405,7 +424,10 @@ async fn send_outcome(sender: &Sender, outcome: Outcome, counters: &Counters) {
         Outcome::NoReply => return,
     };
     match sender.send_frame(Frame::Error(error)).await {
-        Ok(()) => Counters::add(&counters.errors),
+        Ok(()) => {
+            Counters::add(&counters.errors);
+            counters.metrics.errors.increment(1);
+        }
         Err(error) => tracing::debug!(%error, "error frame not sent"),
     }
 }

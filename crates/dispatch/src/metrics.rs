@@ -1,0 +1,78 @@
+//! What the serve loop records through the `metrics` facade.
+
+use metrics::{Counter, Histogram, Key, Label, Metadata, Recorder, Unit};
+
+/// Name of the histogram of handler times, in seconds.
+pub const REQUEST_DURATION: &str = "netproto_request_duration_seconds";
+
+/// Name of the counter of requests answered, labelled by `outcome`.
+pub const REQUESTS: &str = "netproto_requests_total";
+
+/// Handles the serve loop records into: obtained once (per server, say), so
+/// that recording a request costs an atomic add or two and never a lookup by
+/// name.
+///
+/// | Name | Type | Labels | Meaning |
+/// |------|------|--------|---------|
+/// | `netproto_request_duration_seconds` | histogram | none | Server-side time of each request (id ≠ 0): from taking it off the connection until its handler's answer is ready (a timed-out handler counts its timeout); excludes sending. |
+/// | `netproto_requests_total` | counter | `outcome`: `reply`, `error`, `refused` | Requests answered with a reply, answered with an error frame (no handler, bad message, handler error or panic, timeout, reply too large), or refused during a graceful shutdown. Requests whose answer could not be sent are not counted. |
+///
+/// The default handles record nothing.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct ServeMetrics {
+    /// [`REQUEST_DURATION`].
+    pub request_duration: Histogram,
+    /// [`REQUESTS`] with `outcome="reply"`.
+    pub replies: Counter,
+    /// [`REQUESTS`] with `outcome="error"`.
+    pub errors: Counter,
+    /// [`REQUESTS`] with `outcome="refused"`.
+    pub refused: Counter,
+}
+
+impl Default for ServeMetrics {
+    fn default() -> Self {
+        Self {
+            request_duration: Histogram::noop(),
+            replies: Counter::noop(),
+            errors: Counter::noop(),
+            refused: Counter::noop(),
+        }
+    }
+}
+
+impl ServeMetrics {
+    /// Describes and registers the metrics in `recorder`.
+    pub fn register(recorder: &dyn Recorder) -> Self {
+        let metadata = Metadata::new(module_path!(), metrics::Level::INFO, None);
+        recorder.describe_histogram(
+            REQUEST_DURATION.into(),
+            Some(Unit::Seconds),
+            "Server-side time of each request until its answer is ready".into(),
+        );
+        recorder.describe_counter(
+            REQUESTS.into(),
+            Some(Unit::Count),
+            "Requests answered, by outcome: reply, error (error frame) or refused (shutting down)"
+                .into(),
+        );
+        let requests = |outcome: &'static str| {
+            let key = Key::from_parts(REQUESTS, vec![Label::from_static_parts("outcome", outcome)]);
+            recorder.register_counter(&key, &metadata)
+        };
+        Self {
+            request_duration: recorder
+                .register_histogram(&Key::from_static_name(REQUEST_DURATION), &metadata),
+            replies: requests("reply"),
+            errors: requests("error"),
+            refused: requests("refused"),
+        }
+    }
+
+    /// Registers the metrics in the global recorder (which records nothing
+    /// unless the application installed one).
+    pub fn global() -> Self {
+        metrics::with_recorder(Self::register)
+    }
+}
