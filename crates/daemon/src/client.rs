@@ -228,47 +228,66 @@ impl Client {
     }
 
     async fn connect_once(&self) -> Result<Live> {
-        let c = &self.config.client;
-        let t = &self.config.transport;
-        let mut config = ConnectionConfig::default();
-        config.max_frame_len = t.max_frame_len;
-        config.inbound_limit = t.inbound_limit;
-        config.idle_timeout = Some(t.idle_timeout);
-        config.write_timeout = t.write_timeout;
-        config.heartbeat_interval = Some(c.heartbeat_interval);
-        config.heartbeat_misses = t.heartbeat_misses;
-        config.compression = compression(&t.compression)?;
-        config.compression_threshold = t.compression_threshold;
-        let address = c.address.as_str();
-        let conn = if let Some(path) = address.strip_prefix("unix:") {
-            #[cfg(unix)]
-            {
-                let stream = netproto_transport::connect_unix(path, c.connection_timeout).await?;
-                netproto_transport::connect(stream, &self.security, &config, c.connection_timeout)
-                    .await?
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = path;
-                return Err(Error::Invalid("unix sockets need a unix system".into()));
-            }
-        } else {
-            let stream = netproto_transport::connect_tcp(address, c.connection_timeout).await?;
-            netproto_transport::connect(stream, &self.security, &config, c.connection_timeout)
-                .await?
-        };
-        if let Some(key) = conn.info().peer_static {
-            if let ServerTrust::KnownHosts(hosts) = &self.trust {
-                hosts.check(address, &key)?;
-            }
+        let (correlator, key) = dial(
+            &self.config,
+            &self.security,
+            &self.trust,
+            &self.config.client.address,
+        )
+        .await?;
+        if let Some(key) = key {
             *self.server_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
         }
-        let mut correlator_config = CorrelatorConfig::default();
-        correlator_config.request_timeout = c.response_timeout;
-        let (correlator, unsolicited) = Correlator::new(conn, &correlator_config)?;
-        tokio::spawn(drain_unsolicited(unsolicited));
         Ok(Live {
             correlator: Arc::new(correlator),
         })
     }
+}
+
+/// One connection attempt to `address` (no retry): transport settings from
+/// `config`, the handshake, the known-hosts check, and a correlator whose
+/// unsolicited messages are logged and dropped. Returns the server's Noise
+/// key when the mode has one. Host names are resolved on every call.
+pub(crate) async fn dial(
+    config: &NetworkConfig,
+    security: &ClientSecurity,
+    trust: &ServerTrust,
+    address: &str,
+) -> Result<(Correlator, Option<PublicKey>)> {
+    let c = &config.client;
+    let t = &config.transport;
+    let mut connection_config = ConnectionConfig::default();
+    connection_config.max_frame_len = t.max_frame_len;
+    connection_config.inbound_limit = t.inbound_limit;
+    connection_config.idle_timeout = Some(t.idle_timeout);
+    connection_config.write_timeout = t.write_timeout;
+    connection_config.heartbeat_interval = Some(c.heartbeat_interval);
+    connection_config.heartbeat_misses = t.heartbeat_misses;
+    connection_config.compression = compression(&t.compression)?;
+    connection_config.compression_threshold = t.compression_threshold;
+    let config = &connection_config;
+    let conn = if let Some(path) = address.strip_prefix("unix:") {
+        #[cfg(unix)]
+        {
+            let stream = netproto_transport::connect_unix(path, c.connection_timeout).await?;
+            netproto_transport::connect(stream, security, config, c.connection_timeout).await?
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            return Err(Error::Invalid("unix sockets need a unix system".into()));
+        }
+    } else {
+        let stream = netproto_transport::connect_tcp(address, c.connection_timeout).await?;
+        netproto_transport::connect(stream, security, config, c.connection_timeout).await?
+    };
+    let key = conn.info().peer_static;
+    if let (Some(key), ServerTrust::KnownHosts(hosts)) = (&key, trust) {
+        hosts.check(address, key)?;
+    }
+    let mut correlator_config = CorrelatorConfig::default();
+    correlator_config.request_timeout = c.response_timeout;
+    let (correlator, unsolicited) = Correlator::new(conn, &correlator_config)?;
+    tokio::spawn(drain_unsolicited(unsolicited));
+    Ok((correlator, key))
 }

@@ -34,6 +34,8 @@ pub struct NetworkConfig {
     pub security: SecurityConfig,
     /// Log level and format.
     pub logging: LoggingConfig,
+    /// Peers of this node, their heartbeat and failure detection.
+    pub cluster: ClusterConfig,
 }
 
 /// Server settings.
@@ -218,6 +220,51 @@ impl Default for SecurityConfig {
     }
 }
 
+/// The `[cluster]` section: the peers of a [`Cluster`](crate::Cluster)
+/// (or the endpoints of a [`Balancer`](crate::Balancer)) and how their
+/// failures are detected.
+///
+/// A peer is *suspect* after `suspect_after` heartbeats in a row went
+/// unanswered (or at once when its connection drops), and *dead* after
+/// `dead_after`: a dead peer is detected within about
+/// `dead_after × heartbeat_interval`. Dead peers are probed again with
+/// exponential backoff from `heartbeat_interval` up to `max_probe_delay`.
+/// Connections to peers use the `[client]` and `[security]` settings.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The peers: `host:port` (host names are resolved again on every
+    /// reconnection) or `unix:/path`, optionally prefixed by the peer's
+    /// Noise public key and `@` (`<64 hex digits>@host:port`) to pin it.
+    pub peers: Vec<String>,
+    /// A ping request goes to every peer this often; an answer later than
+    /// one interval counts as a missed heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats in a row before a peer is suspect (no new
+    /// requests are balanced to it).
+    pub suspect_after: u32,
+    /// Missed heartbeats in a row before a peer is dead (its connection is
+    /// dropped and requests in flight on it fail).
+    pub dead_after: u32,
+    /// Longest wait between two probes of a dead peer.
+    #[serde(with = "humantime_serde")]
+    pub max_probe_delay: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            peers: Vec::new(),
+            heartbeat_interval: Duration::from_secs(1),
+            suspect_after: 2,
+            dead_after: 4,
+            max_probe_delay: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Log level and format.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,7 +333,8 @@ impl NetworkConfig {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("security.allowed_peers")
-            .with_list_parse_key("security.tls_pins");
+            .with_list_parse_key("security.tls_pins")
+            .with_list_parse_key("cluster.peers");
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
@@ -371,6 +419,7 @@ impl NetworkConfig {
                 }
             }
         }
+        self.cluster.validate()?;
         if let Some(path) = &self.security.key_file
             && !path.is_file()
         {
@@ -399,7 +448,7 @@ fn nonzero(value: usize, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn duration(value: Duration, name: &str) -> Result<()> {
+pub(crate) fn duration(value: Duration, name: &str) -> Result<()> {
     if value.is_zero() {
         return Err(Error::Invalid(format!("{name} must not be 0")));
     }

@@ -63,6 +63,35 @@ pub enum Error {
     /// The operation did not complete in time.
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// A cluster peer or balancer endpoint has no connection now, so the
+    /// request was not sent (it is safe to send it elsewhere).
+    #[error("{endpoint} is {state}: not connected, the request was not sent")]
+    Unavailable {
+        /// The peer's or endpoint's configured address.
+        endpoint: String,
+        /// Its state when the request was made.
+        state: crate::PeerState,
+    },
+    /// The connection to a cluster peer or balancer endpoint was lost, or
+    /// the peer was declared dead, while the request was in flight: it may
+    /// or may not have been processed.
+    #[error(
+        "{endpoint} went down with the request in flight (it may or may not have been processed)"
+    )]
+    EndpointDown {
+        /// The peer's or endpoint's configured address.
+        endpoint: String,
+        /// The connection error, if the connection failed (none when the
+        /// peer was declared dead after missed heartbeats).
+        #[source]
+        cause: Option<netproto_dispatch::Error>,
+    },
+    /// No endpoint of the balancer is alive.
+    #[error("none of the {endpoints} endpoints is alive")]
+    NoHealthyEndpoint {
+        /// How many endpoints are configured.
+        endpoints: usize,
+    },
 }
 
 /// This crate's result type.

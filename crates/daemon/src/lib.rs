@@ -8,9 +8,13 @@
 //! - [`NetworkConfig`]: TOML files and `NETPROTO__*` environment variables.
 //! - [`init_logging`]: human or JSON logs, `RUST_LOG` filters.
 //! - [`metrics`]: what the server records, and its Prometheus exporter.
+//! - [`Cluster`]: a peer set with heartbeats, states and membership events.
+//! - [`Balancer`]: requests spread over several servers, with failover.
 #![forbid(unsafe_code)]
 
+mod balancer;
 mod client;
+mod cluster;
 mod config;
 mod error;
 mod logging;
@@ -18,10 +22,12 @@ pub mod metrics;
 mod security;
 mod server;
 
+pub use balancer::{Balancer, RequestOptions};
 pub use client::Client;
+pub use cluster::{Cluster, MembershipEvent, PeerId, PeerState, PeerView};
 pub use config::{
-    ClientConfig, ENV_PREFIX, ENV_SEPARATOR, LoggingConfig, NetworkConfig, SecurityConfig,
-    ServerConfig, TransportConfig,
+    ClientConfig, ClusterConfig, ENV_PREFIX, ENV_SEPARATOR, LoggingConfig, NetworkConfig,
+    SecurityConfig, ServerConfig, TransportConfig,
 };
 pub use error::{Error, Result};
 pub use logging::{LogFormat, init_logging};
