@@ -201,6 +201,13 @@ pub struct SecurityConfig {
     /// Client: the name the server's certificate must carry; defaults to the
     /// address's host.
     pub server_name: Option<String>,
+    /// Noise cipher: `chachapoly` (default, `Noise_XX_25519_ChaChaPoly_SHA256`)
+    /// or `aesgcm` (`Noise_XX_25519_AESGCM_SHA256`, faster on CPUs with AES
+    /// instructions). It is part of the protocol name: both sides must agree.
+    pub noise_cipher: String,
+    /// Implementation of the Noise primitives: `ring` (default, fastest here)
+    /// or `rustcrypto`. Both speak the same protocol; peers may differ.
+    pub noise_backend: String,
 }
 
 impl Default for SecurityConfig {
@@ -216,6 +223,8 @@ impl Default for SecurityConfig {
             tls_ca: None,
             tls_pins: Vec::new(),
             server_name: None,
+            noise_cipher: "chachapoly".into(),
+            noise_backend: "ring".into(),
         }
     }
 }
@@ -386,6 +395,8 @@ impl NetworkConfig {
         }
         crate::compression(&self.transport.compression)?;
         crate::security_mode(&self.security.mode)?;
+        crate::security::noise_cipher(&self.security.noise_cipher)?;
+        crate::security::noise_backend(&self.security.noise_backend)?;
         if !matches!(self.logging.format.as_str(), "human" | "json") {
             return Err(Error::Invalid(format!(
                 "logging.format must be human or json, not {:?}",

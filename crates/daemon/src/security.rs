@@ -5,10 +5,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use netproto_crypto::{Keypair, PublicKey};
+use std::sync::Arc;
+
+use netproto_crypto::provider::{self, Provider};
+use netproto_crypto::{CipherAlgorithm, Keypair, PublicKey};
 use netproto_transport::tls::{TlsAcceptor, TlsConnector, TlsServerConfig};
 use netproto_transport::{ClientSecurity, NoiseConfig, ServerSecurity};
 
+use crate::config::SecurityConfig;
 use crate::{Error, NetworkConfig, Result, parse_pin, parse_public_key, security_mode};
 
 /// The key pair in `key_file`, or a fresh one (which lives as long as the
@@ -27,6 +31,35 @@ pub fn load_or_generate_identity(key_file: Option<&Path>) -> Result<Keypair> {
     }
 }
 
+/// Parses `security.noise_cipher`.
+pub(crate) fn noise_cipher(name: &str) -> Result<CipherAlgorithm> {
+    match name {
+        "chachapoly" => Ok(CipherAlgorithm::ChaCha20Poly1305),
+        "aesgcm" => Ok(CipherAlgorithm::Aes256Gcm),
+        other => Err(Error::Invalid(format!(
+            "security.noise_cipher must be chachapoly or aesgcm, not {other:?}"
+        ))),
+    }
+}
+
+/// Parses `security.noise_backend`.
+pub(crate) fn noise_backend(name: &str) -> Result<Arc<dyn Provider>> {
+    match name {
+        "ring" => Ok(provider::ring()),
+        "rustcrypto" => Ok(provider::rust_crypto()),
+        other => Err(Error::Invalid(format!(
+            "security.noise_backend must be ring or rustcrypto, not {other:?}"
+        ))),
+    }
+}
+
+/// The configured cipher and backend, on a Noise configuration.
+fn apply_noise_settings(noise: &mut NoiseConfig, security: &SecurityConfig) -> Result<()> {
+    noise.session.cipher = noise_cipher(&security.noise_cipher)?;
+    noise.provider = Some(noise_backend(&security.noise_backend)?);
+    Ok(())
+}
+
 /// The server side of the configured security mode, and the Noise public
 /// key clients should pin (in Noise mode).
 pub(crate) fn server_security(
@@ -38,6 +71,7 @@ pub(crate) fn server_security(
             let identity = load_or_generate_identity(security.key_file.as_deref())?;
             let public = *identity.public();
             let mut noise = NoiseConfig::new(identity);
+            apply_noise_settings(&mut noise, security)?;
             if !security.allowed_peers.is_empty() {
                 let keys = security
                     .allowed_peers
@@ -86,6 +120,7 @@ pub(crate) fn client_security(
         netproto_wire::SecurityMode::Noise => {
             let identity = load_or_generate_identity(security.key_file.as_deref())?;
             let mut noise = NoiseConfig::new(identity);
+            apply_noise_settings(&mut noise, security)?;
             let trust = if let Some(key) = &security.server_key {
                 noise.remote_static = Some(parse_public_key(key)?);
                 ServerTrust::Pinned

@@ -75,6 +75,39 @@ async fn end_to_end_noise_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_backends_interoperate_and_the_cipher_must_match() {
+    tokio::time::timeout(LIMIT, async {
+        let mut server_config = base_config("noise");
+        server_config.security.noise_backend = "rustcrypto".into();
+        let (handle, mut client_config, task) = start(server_config).await;
+        // Another implementation of the same protocol: works.
+        client_config.security.noise_backend = "ring".into();
+        let client = Client::connect(client_config.clone()).await.unwrap();
+        let reply = client.request(&Message::Echo("hi".into())).await.unwrap();
+        assert_eq!(reply, Message::Echo("hi".into()));
+        client.close().await.unwrap();
+        // Another protocol (the cipher is in the Noise protocol name): refused.
+        client_config.security.noise_cipher = "aesgcm".into();
+        client_config.client.auto_reconnect = false;
+        let err = Client::connect(client_config).await.unwrap_err();
+        assert!(!err.to_string().is_empty());
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_noise_aesgcm() {
+    let mut config = base_config("noise");
+    config.security.noise_cipher = "aesgcm".into();
+    tokio::time::timeout(LIMIT, echo_round_trip(config))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_plain_tcp() {
     tokio::time::timeout(LIMIT, echo_round_trip(base_config("plain")))
         .await
@@ -328,6 +361,16 @@ fn bad_configuration_is_a_clear_error() {
             "NETPROTO__TRANSPORT__COMPRESSION",
             "gzip",
             "compression must be",
+        ),
+        (
+            "NETPROTO__SECURITY__NOISE_CIPHER",
+            "rc4",
+            "noise_cipher must be chachapoly or aesgcm",
+        ),
+        (
+            "NETPROTO__SECURITY__NOISE_BACKEND",
+            "openssl",
+            "noise_backend must be ring or rustcrypto",
         ),
     ];
     for (key, value, expected) in cases {
