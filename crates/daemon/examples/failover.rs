@@ -50,13 +50,15 @@ struct Counters {
 
 impl Counters {
     fn count(&self, idempotent: bool, result: &Result<Message, Error>) {
-        let phase = self.phase.load(Ordering::Relaxed).min(PHASES.len() - 1);
-        let counter = match (result, idempotent) {
-            (Ok(_), _) => &self.ok[phase],
-            (Err(_), true) => &self.failed_idempotent[phase],
-            (Err(_), false) => &self.failed_not_idempotent[phase],
+        let phase = self.phase.load(Ordering::Relaxed);
+        let counters = match (result, idempotent) {
+            (Ok(_), _) => &self.ok,
+            (Err(_), true) => &self.failed_idempotent,
+            (Err(_), false) => &self.failed_not_idempotent,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = counters.get(phase) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -2,6 +2,14 @@
 //! them killed (its task aborted, so its sockets close without a goaway)
 //! and restarted on the same port with the same key.
 
+// Test code: unwrap and indexing fail the test, which is what they should do.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +21,10 @@ use netproto_daemon::{
 };
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
-use tokio::sync::broadcast;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 /// Whole-test limit.
@@ -423,6 +434,156 @@ async fn balancer_moves_load_off_a_killed_daemon_loses_nothing_and_takes_it_back
         assert_eq!(served_by("d1", (DETECTED, DETECTED)), 0);
         assert!(served_by("d0", (DETECTED, DETECTED)) > 0);
         assert!(served_by("d2", (DETECTED, DETECTED)) > 0);
+    })
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A loopback TCP proxy that can go silent: frozen, it holds its
+/// connections open but forwards nothing, like a hung host or a broken
+/// network path.
+struct Proxy {
+    address: String,
+    frozen: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let frozen = watch::channel(false).0;
+        let state = frozen.subscribe();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (target, state) = (target.clone(), state.clone());
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
+                    tokio::spawn(pipe(from_client, to_server, state.clone()));
+                    pipe(from_server, to_client, state).await;
+                });
+            }
+        });
+        Self {
+            address,
+            frozen,
+            task,
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.send_replace(frozen);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies bytes one way, holding them while frozen.
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_daemon_is_suspected_then_declared_dead_by_missed_heartbeats() {
+    let dir = temp_dir();
+    tokio::time::timeout(LIMIT, async {
+        let daemons = daemons(&dir, 2).await;
+        let proxy = Proxy::start(daemons[1].address.clone()).await;
+        let mut config = cluster_config(&daemons);
+        config.cluster.peers[1] = format!("{}@{}", daemons[1].public_key, proxy.address);
+        let balancer = Arc::new(Balancer::connect(config).await.unwrap());
+        all_alive(balancer.cluster()).await;
+        let victim = balancer.cluster().peer(&proxy.address).unwrap();
+        // One idempotent and one non-idempotent slow request per daemon.
+        let mut requests = Vec::new();
+        for idempotent in [true, true, false, false] {
+            let sender = balancer.clone();
+            requests.push((
+                idempotent,
+                tokio::spawn(async move {
+                    let message = who(2_000);
+                    if idempotent {
+                        sender.request_idempotent(&message).await
+                    } else {
+                        sender.request(&message).await
+                    }
+                }),
+            ));
+            let started = requests.len();
+            let in_flight = || balancer.view().iter().map(|p| p.in_flight).sum::<usize>();
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while in_flight() < started {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap();
+        }
+        let loads: Vec<usize> = balancer.view().iter().map(|p| p.in_flight).collect();
+        assert_eq!(loads, [2, 2]);
+
+        let mut events = balancer.subscribe();
+        let frozen_at = Instant::now();
+        proxy.freeze(true);
+        let is_suspect = |e: &MembershipEvent| matches!(e, MembershipEvent::Suspect { .. });
+        let suspect_bound = HEARTBEAT * (SUSPECT_AFTER + 1) + MARGIN;
+        wait_event(&mut events, victim, is_suspect, suspect_bound).await;
+        let suspected = frozen_at.elapsed();
+        // Each miss takes a whole interval; the first may have begun
+        // before the freeze.
+        assert!(
+            suspected >= HEARTBEAT * (SUSPECT_AFTER - 1),
+            "{suspected:?}"
+        );
+        assert!(suspected <= suspect_bound, "{suspected:?}");
+        // Suspect: no new requests go to it.
+        let answer = balancer.request(&who(0)).await.unwrap();
+        assert_eq!(name_of(&answer), "d0");
+        wait_event(&mut events, victim, is_down, detection_bound()).await;
+        let detected = frozen_at.elapsed();
+        eprintln!("silent daemon suspected after {suspected:?}, dead after {detected:?}");
+        assert!(detected <= detection_bound(), "{detected:?}");
+
+        let (mut retried, mut failed) = (0, 0);
+        for (idempotent, request) in requests {
+            match request.await.unwrap() {
+                Ok(answer) => {
+                    assert_eq!(name_of(&answer), "d0");
+                    retried += usize::from(idempotent);
+                }
+                Err(Error::EndpointDown { endpoint, .. }) if !idempotent => {
+                    assert_eq!(endpoint, proxy.address);
+                    failed += 1;
+                }
+                Err(error) => panic!("idempotent {idempotent}: {error}"),
+            }
+        }
+        assert_eq!((retried, failed), (2, 1));
+
+        // The path heals: probed with backoff, the daemon comes back.
+        proxy.freeze(false);
+        let limit = Duration::from_secs(1) + MAX_PROBE_DELAY * 2 + MARGIN;
+        wait_event(&mut events, victim, is_up, limit).await;
+        let answer = balancer.cluster().send_to(victim, &who(0)).await.unwrap();
+        assert_eq!(name_of(&answer), "d1");
     })
     .await
     .unwrap();
