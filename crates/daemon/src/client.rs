@@ -38,6 +38,9 @@ pub struct Client {
     security: ClientSecurity,
     trust: ServerTrust,
     live: Mutex<Option<Live>>,
+    /// The live correlator, for requests to reach without waiting on `live`
+    /// (which is held while reconnecting); always `live`'s, or `None`.
+    current: std::sync::Mutex<Option<Arc<Correlator>>>,
     replies: std::sync::Mutex<VecDeque<JoinHandle<Result<Message>>>>,
     server_key: std::sync::Mutex<Option<PublicKey>>,
 }
@@ -66,6 +69,7 @@ impl Client {
             security,
             trust,
             live: Mutex::new(None),
+            current: std::sync::Mutex::new(None),
             replies: std::sync::Mutex::new(VecDeque::new()),
             server_key: std::sync::Mutex::new(None),
         };
@@ -171,10 +175,16 @@ impl Client {
     ///
     /// None in practice: closing an already closed connection succeeds.
     pub async fn close(&self) -> Result<()> {
-        if let Some(live) = self.live.lock().await.take() {
+        let mut live = self.live.lock().await;
+        self.set_current(None);
+        if let Some(live) = live.take() {
             let _ = live.correlator.close().await;
         }
         Ok(())
+    }
+
+    fn set_current(&self, correlator: Option<Arc<Correlator>>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = correlator;
     }
 
     async fn forget(&self, dead: &Arc<Correlator>) {
@@ -183,12 +193,21 @@ impl Client {
             .as_ref()
             .is_some_and(|l| Arc::ptr_eq(&l.correlator, dead))
         {
+            self.set_current(None);
             *live = None;
         }
     }
 
     /// The live connection, connecting (with retries) if there is none.
     async fn correlator(&self) -> Result<Arc<Correlator>> {
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(correlator) = current {
+            return Ok(correlator);
+        }
         let mut live = self.live.lock().await;
         if let Some(l) = live.as_ref() {
             return Ok(l.correlator.clone());
@@ -206,6 +225,7 @@ impl Client {
             match self.connect_once().await {
                 Ok(fresh) => {
                     let correlator = fresh.correlator.clone();
+                    self.set_current(Some(correlator.clone()));
                     *live = Some(fresh);
                     return Ok(correlator);
                 }

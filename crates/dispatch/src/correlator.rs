@@ -2,6 +2,7 @@
 //! their responses by request id.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use netproto_transport::{Connection, ConnectionInfo, Incoming, Receiver, Sender}
 use netproto_wire::{Envelope, ErrorCode, GoAway, Message, MessageType};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::Error;
@@ -69,6 +71,36 @@ impl CorrelatorConfig {
 
 type Waiter = oneshot::Sender<Result<Envelope, Error>>;
 
+/// A request waiting for its answer.
+struct Pending {
+    waiter: Waiter,
+    /// When it times out.
+    deadline: Instant,
+    /// Its timeout, for the error.
+    timeout: Duration,
+}
+
+/// Hashes request ids, which this side chooses (sequentially): a
+/// multiplicative hash spreads them well, at a fraction of SipHash's cost.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// Why new requests cannot be sent.
 enum Closed {
     /// [`Correlator::close`] was called.
@@ -80,7 +112,10 @@ enum Closed {
 #[derive(Default)]
 struct State {
     /// Requests sent and not yet answered, by id.
-    pending: HashMap<u64, Waiter>,
+    pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
+    /// When the timeout sweeper wakes next: at the latest, the earliest
+    /// deadline pending when it last looked (`None`: it waits for a request).
+    armed: Option<Instant>,
     /// The peer's goaway, once received.
     goaway: Option<(u64, ErrorCode)>,
     /// Set once no new request may be sent.
@@ -91,6 +126,9 @@ struct Shared {
     state: Mutex<State>,
     /// Notified when the last pending request is answered or forgotten.
     idle: Notify,
+    /// Wakes the timeout sweeper when a request's deadline comes before
+    /// the one it sleeps until.
+    sweep: Notify,
 }
 
 impl Shared {
@@ -106,7 +144,7 @@ impl Shared {
         if waiter.is_some() && state.pending.is_empty() {
             self.idle.notify_waiters();
         }
-        waiter
+        waiter.map(|pending| pending.waiter)
     }
 
     /// Removes every pending request whose id matches `abandon`.
@@ -121,11 +159,60 @@ impl Shared {
         let waiters = ids
             .iter()
             .filter_map(|id| state.pending.remove(id))
+            .map(|pending| pending.waiter)
             .collect();
         if state.pending.is_empty() {
             self.idle.notify_waiters();
         }
         waiters
+    }
+
+    /// Fails every request whose deadline has passed, and re-arms the
+    /// sweeper for the earliest deadline left.
+    fn expire(&self, now: Instant) {
+        let expired: Vec<Pending> = {
+            let mut state = self.lock();
+            let ids: Vec<u64> = state
+                .pending
+                .iter()
+                .filter(|(_, pending)| pending.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired = ids
+                .iter()
+                .filter_map(|id| state.pending.remove(id))
+                .collect();
+            state.armed = state.pending.values().map(|p| p.deadline).min();
+            if state.pending.is_empty() {
+                self.idle.notify_waiters();
+            }
+            expired
+        };
+        for pending in expired {
+            tracing::debug!("request timed out");
+            let _ = pending.waiter.send(Err(Error::Timeout(pending.timeout)));
+        }
+    }
+
+    /// The timeout sweeper: one sleeping task per connection instead of a
+    /// timer per request. It sleeps until the earliest deadline it knows of;
+    /// a request answered in time costs it nothing.
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            let notified = self.sweep.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            let armed = self.lock().armed;
+            match armed {
+                None => notified.await,
+                Some(at) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep_until(at) => self.expire(Instant::now()),
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until no request is pending.
@@ -226,6 +313,7 @@ pub struct Correlator {
     next_id: AtomicU64,
     request_timeout: Duration,
     reader: AbortHandle,
+    sweeper: AbortHandle,
     info: ConnectionInfo,
 }
 
@@ -254,6 +342,7 @@ impl Correlator {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             idle: Notify::new(),
+            sweep: Notify::new(),
         });
         let (unsolicited_tx, unsolicited_rx) = mpsc::channel(config.unsolicited_limit);
         let reader = Reader {
@@ -263,12 +352,14 @@ impl Correlator {
         };
         let span = tracing::debug_span!("dispatch");
         let reader = tokio::spawn(reader.run(receiver).instrument(span)).abort_handle();
+        let sweeper = tokio::spawn(shared.clone().sweep()).abort_handle();
         let correlator = Self {
             sender,
             shared,
             next_id: AtomicU64::new(1),
             request_timeout: config.request_timeout,
             reader,
+            sweeper,
             info,
         };
         Ok((correlator, Unsolicited { rx: unsolicited_rx }))
@@ -422,12 +513,28 @@ impl Correlator {
     ) -> Result<Envelope, Error> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
-        {
+        let deadline = Instant::now() + timeout;
+        let wake_sweeper = {
             let mut state = self.shared.lock();
             if let Some(error) = refuse(&state) {
                 return Err(error);
             }
-            state.pending.insert(id, tx);
+            let pending = Pending {
+                waiter: tx,
+                deadline,
+                timeout,
+            };
+            state.pending.insert(id, pending);
+            // With one timeout for all requests, deadlines only grow: the
+            // sweeper needs waking only when it sleeps without a deadline.
+            let earlier = state.armed.is_none_or(|armed| deadline < armed);
+            if earlier {
+                state.armed = Some(deadline);
+            }
+            earlier
+        };
+        if wake_sweeper {
+            self.shared.sweep.notify_one();
         }
         // From here on, leaving early (an error, or the caller dropping this
         // future) must forget the request.
@@ -440,21 +547,18 @@ impl Correlator {
         if let Err(error) = self.sender.send(envelope).await {
             return Err(self.send_error(error));
         }
-        let result = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => {
-                // The reader has removed the request already.
+        // The reader answers, or the sweeper fails it at its deadline.
+        let result = match rx.await {
+            Ok(result) => {
+                // Whoever answered has removed the request already.
                 guard.armed = false;
                 result
             }
             // The reader answers every waiter before it goes; a closed
             // channel can only mean it was aborted.
-            Ok(Err(_)) => Err(Error::Disconnected(Arc::new(
+            Err(_) => Err(Error::Disconnected(Arc::new(
                 netproto_transport::Error::Closed,
             ))),
-            Err(_) => {
-                tracing::debug!(request_id = id, "request timed out");
-                Err(Error::Timeout(timeout))
-            }
         };
         drop(guard);
         result
@@ -464,6 +568,7 @@ impl Correlator {
 impl Drop for Correlator {
     fn drop(&mut self) {
         self.reader.abort();
+        self.sweeper.abort();
     }
 }
 

@@ -1,6 +1,14 @@
 //! `Dispatcher::serve` and `Correlator` over real framed connections on
 //! in-memory pipes. Time is paused where timeouts are measured.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -542,6 +550,49 @@ async fn requests_time_out_on_the_client_and_late_replies_are_discarded() {
         s.client.request(&Message::Ping).await.unwrap(),
         Message::Pong
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_timeout_fires_on_time_behind_a_long_one() {
+    let dispatcher = standard_dispatcher();
+    dispatcher.register_async("LATE", |msg: Message| async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(msg)
+    });
+    let (client, server) = plain_pair().await;
+    let s = serve_on(
+        client,
+        server,
+        &dispatcher,
+        ServeConfig::default(),
+        CorrelatorConfig::default(),
+    );
+    let client = Arc::new(s.client);
+    let start = Instant::now();
+    // A request with a long timeout arms the sweeper for its deadline...
+    let patient = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let msg = custom("LATE", &b"patient"[..]);
+            client
+                .request_with_timeout(&msg, Duration::from_secs(60))
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    // ...and a later one with a shorter timeout must still fail on time.
+    let hasty = client
+        .request_with_timeout(&custom("LATE", Bytes::new()), Duration::from_secs(2))
+        .await;
+    assert!(
+        matches!(hasty, Err(Error::Timeout(d)) if d == Duration::from_secs(2)),
+        "{hasty:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    let patient = patient.await.unwrap().unwrap();
+    assert_eq!(patient, custom("LATE", &b"patient"[..]));
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(client.pending(), 0);
 }
 
 #[tokio::test(start_paused = true)]
