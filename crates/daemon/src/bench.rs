@@ -76,6 +76,11 @@ fn server_view(before: &Samples, after: &Samples) -> serde_json::Value {
             .unwrap_or(0.0)
     };
     let quantile = |q| delta.quantile(m::REQUEST_DURATION, q).map(|s| s * 1e6);
+    let series = |suffix: &str| delta.get(&format!("{}{suffix}", m::REQUEST_DURATION));
+    let mean = match (series("_sum"), series("_count")) {
+        (Some(sum), Some(count)) if count > 0.0 => Some(sum / count * 1e6),
+        _ => None,
+    };
     serde_json::json!({
         "requests_replied": reqs("reply"),
         "requests_errors": reqs("error"),
@@ -89,7 +94,9 @@ fn server_view(before: &Samples, after: &Samples) -> serde_json::Value {
         "bytes_in": n(m::BYTES_RECEIVED),
         "bytes_out": n(m::BYTES_SENT),
         "backpressure_waits": n(m::BACKPRESSURE_WAITS),
-        "handler_us": { "p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99) },
+        "handler_us": {
+            "mean": mean, "p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99),
+        },
     })
 }
 
@@ -378,7 +385,8 @@ fn print_server_view(v: &serde_json::Value) {
             .map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"))
     };
     println!(
-        "server handler time (us, from histogram buckets): p50 {}  p90 {}  p99 {}",
+        "server handler time (us; quantiles interpolated in histogram buckets): mean {}  p50 {}  p90 {}  p99 {}",
+        q("mean"),
         q("p50"),
         q("p90"),
         q("p99")

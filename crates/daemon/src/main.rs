@@ -224,9 +224,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     dispatcher.register("PING", |_| Ok(Message::Pong));
     let server = Server::bind(config.clone(), dispatcher).await?;
     let handle = server.handle();
-    if let Some(address) = server.metrics_addr() {
-        tracing::info!("metrics: http://{address}/metrics");
-    }
     if let Some(key) = server.public_key() {
         tracing::info!(
             public_key = %key,

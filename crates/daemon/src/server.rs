@@ -264,7 +264,9 @@ impl Server {
         serve_config.request_timeout = self.config.server.request_timeout;
         serve_config.metrics = self.stats.metrics.serve.clone();
         let exporter = self.exporter.take().map(|(listener, registry)| {
-            tracing::info!(address = ?listener.local_addr().ok(), "serving metrics at /metrics");
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!("metrics at http://{address}/metrics");
+            }
             tokio::spawn(crate::metrics::serve_http(listener, registry))
         });
         let serve_config = Arc::new(serve_config);

@@ -1,6 +1,14 @@
 //! The Prometheus endpoint on loopback: known traffic in, the scraped
 //! counters must match it.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{
@@ -11,20 +11,62 @@ use metrics::{
 };
 
 /// Upper bounds of the histogram buckets, in seconds (the unit of every
-/// histogram this crate records): 50 µs to 30 s.
-pub const BUCKETS: [f64; 18] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
+/// histogram this crate records): 1 µs to 30 s.
+pub const BUCKETS: [f64; 23] = [
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 ];
+
+/// Counters and histograms are split in this many shards, each on its own
+/// cache line, so that threads recording at once do not contend.
+const SHARDS: usize = 4;
+
+/// The shard the current thread records into.
+fn shard<T>(shards: &[Padded<T>; SHARDS]) -> &T {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    let index = INDEX.with(|index| *index);
+    let [first, ..] = shards;
+    &shards.get(index).unwrap_or(first).0
+}
+
+/// Keeps its content on cache lines of its own.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded<T>(T);
 
 /// A `metrics` [`Recorder`] that keeps every series in memory and renders
 /// them in the Prometheus text format (version 0.0.4).
 ///
 /// Cheap to clone (clones share the series). Counters and gauges are one
-/// atomic each; histograms have fixed [`BUCKETS`], so recording is a search
-/// over 18 bounds and three atomic adds, and memory stays bounded however
-/// rarely it is scraped. Registering takes a lock: obtain handles once and
-/// keep them.
+/// atomic add; histograms have fixed [`BUCKETS`], so recording is a search
+/// over 23 bounds and two atomic operations, and memory stays bounded
+/// however rarely it is scraped. Counters and histograms are sharded by
+/// thread, so that recording from several threads does not contend on one
+/// cache line. Registering takes a lock: obtain handles once and keep them.
 ///
 /// It is not installed globally by this crate: a server with a metrics
 /// address registers into its own registry, so several servers in one
@@ -49,7 +91,7 @@ enum Kind {
 
 #[derive(Debug)]
 enum Series {
-    Counter(Arc<AtomicU64>),
+    Counter(Arc<ShardedCounter>),
     Gauge(Arc<AtomicF64>),
     Histogram(Arc<Buckets>),
 }
@@ -86,22 +128,48 @@ impl GaugeFn for AtomicF64 {
     }
 }
 
-/// A histogram with the fixed [`BUCKETS`]; the last count is `+Inf`.
+/// A counter split in shards.
 #[derive(Debug, Default)]
-struct Buckets {
+struct ShardedCounter([Padded<AtomicU64>; SHARDS]);
+
+impl ShardedCounter {
+    fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl metrics::CounterFn for ShardedCounter {
+    fn increment(&self, value: u64) {
+        shard(&self.0).fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// Not atomic with respect to concurrent increments.
+    fn absolute(&self, value: u64) {
+        for (i, s) in self.0.iter().enumerate() {
+            s.0.store(if i == 0 { value } else { 0 }, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A histogram with the fixed [`BUCKETS`], split in shards.
+#[derive(Debug, Default)]
+struct Buckets([Padded<Shard>; SHARDS]);
+
+/// One shard of a histogram; the last count is `+Inf`.
+#[derive(Debug, Default)]
+struct Shard {
     counts: [AtomicU64; BUCKETS.len() + 1],
-    count: AtomicU64,
     sum: AtomicF64,
 }
 
 impl HistogramFn for Buckets {
     fn record(&self, value: f64) {
+        let shard = shard(&self.0);
         let index = BUCKETS.partition_point(|bound| *bound < value);
-        if let Some(bucket) = self.counts.get(index) {
+        if let Some(bucket) = shard.counts.get(index) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum.update(|sum| sum + value);
+        shard.sum.update(|sum| sum + value);
     }
 }
 
@@ -169,7 +237,7 @@ impl Registry {
             for (labels, series) in &family.series {
                 match series {
                     Series::Counter(value) => {
-                        let value = value.load(Ordering::Relaxed);
+                        let value = value.get();
                         let _ = writeln!(out, "{name}{} {value}", label_set(labels, None));
                     }
                     Series::Gauge(value) => {
@@ -187,15 +255,19 @@ impl Registry {
 fn render_histogram(out: &mut String, name: &str, labels: &[(String, String)], h: &Buckets) {
     let mut cumulative = 0;
     let bounds = BUCKETS.iter().map(|b| number(*b)).chain(["+Inf".into()]);
-    for (bound, count) in bounds.zip(&h.counts) {
-        cumulative += count.load(Ordering::Relaxed);
+    for (index, bound) in bounds.enumerate() {
+        cumulative +=
+            h.0.iter()
+                .filter_map(|shard| shard.0.counts.get(index))
+                .map(|count| count.load(Ordering::Relaxed))
+                .sum::<u64>();
         let labels = label_set(labels, Some(&bound));
         let _ = writeln!(out, "{name}_bucket{labels} {cumulative}");
     }
+    let sum: f64 = h.0.iter().map(|shard| shard.0.sum.get()).sum();
     let labels = label_set(labels, None);
-    let _ = writeln!(out, "{name}_sum{labels} {}", number(h.sum.get()));
-    // The buckets and the count are read one after the other: the count
-    // can be ahead of the +Inf bucket while requests are being recorded.
+    let _ = writeln!(out, "{name}_sum{labels} {}", number(sum));
+    // The count is the +Inf bucket, so that they always agree.
     let _ = writeln!(out, "{name}_count{labels} {cumulative}");
 }
 
@@ -337,5 +409,39 @@ mod tests {
             );
         }
         assert!(!text.contains(" 9"), "{text}");
+    }
+
+    #[test]
+    fn shards_add_up_across_threads() {
+        let registry = Registry::new();
+        let counter = registry.register_counter(&Key::from_name("n_total"), &META);
+        let h = registry.register_histogram(&Key::from_name("h_seconds"), &META);
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        counter.increment(1);
+                        h.record(0.001);
+                    }
+                });
+            }
+        });
+        let text = registry.render();
+        for line in [
+            "n_total 6000",
+            "h_seconds_bucket{le=\"0.0005\"} 0",
+            "h_seconds_bucket{le=\"0.001\"} 6000",
+            "h_seconds_count 6000",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("h_seconds_sum "))
+            .unwrap();
+        assert!((sum.parse::<f64>().unwrap() - 6.0).abs() < 1e-6, "{sum}");
     }
 }
