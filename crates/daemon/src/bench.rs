@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
 use netproto_daemon::Client;
 use netproto_daemon::metrics::Samples;
@@ -188,36 +190,54 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let limit = args.count.unwrap_or(u64::MAX);
     let start = Instant::now();
     let deadline = start + args.duration;
+    // One task per connection keeps `in_flight` requests going on it, and
+    // one histogram per connection records them.
     let mut workers = tokio::task::JoinSet::new();
     for client in &clients {
-        for _ in 0..args.in_flight {
-            let client = client.clone();
-            let payload = payload.clone();
-            let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
-            let count_mode = args.count.is_some();
-            workers.spawn(async move {
-                let mut hist = histogram()?;
-                loop {
-                    if stop.load(Ordering::Relaxed) || (!count_mode && Instant::now() >= deadline) {
-                        break;
-                    }
-                    if done.fetch_add(1, Ordering::Relaxed) >= limit {
-                        break;
-                    }
+        let client = client.clone();
+        let payload = payload.clone();
+        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+        let count_mode = args.count.is_some();
+        let in_flight = args.in_flight;
+        workers.spawn(async move {
+            let mut hist = histogram()?;
+            let issue = || {
+                let client = client.clone();
+                let payload = payload.clone();
+                async move {
                     let sent = Instant::now();
-                    match client.request_raw(MessageType::ECHO, payload.clone()).await {
-                        Ok(reply) if reply.payload.len() == payload.len() => {
-                            let ns = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                            hist.saturating_record(ns.max(1));
-                        }
-                        Ok(_) | Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
+                    let reply = client.request_raw(MessageType::ECHO, payload).await;
+                    (sent, reply)
+                }
+            };
+            let mut running = FuturesUnordered::new();
+            let mut issuing = true;
+            loop {
+                while issuing && running.len() < in_flight {
+                    if stop.load(Ordering::Relaxed)
+                        || (!count_mode && Instant::now() >= deadline)
+                        || done.fetch_add(1, Ordering::Relaxed) >= limit
+                    {
+                        issuing = false;
+                    } else {
+                        running.push(issue());
                     }
                 }
-                anyhow::Ok(hist)
-            });
-        }
+                let Some((sent, reply)) = running.next().await else {
+                    break;
+                };
+                match reply {
+                    Ok(reply) if reply.payload.len() == payload.len() => {
+                        let ns = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        hist.saturating_record(ns.max(1));
+                    }
+                    Ok(_) | Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            anyhow::Ok(hist)
+        });
     }
     let progress =
         indicatif::ProgressBar::new(args.count.unwrap_or(args.duration.as_millis() as u64));

@@ -181,6 +181,10 @@ impl Dispatcher {
             going_away: false,
         };
         let mut watch_shutdown = true;
+        // One future for the whole connection: it completes at most once,
+        // and re-polling it costs nothing, unlike a new one per message.
+        let shutdown_signal = shutdown_signalled(&mut shutdown);
+        tokio::pin!(shutdown_signal);
         tracing::debug!("serving connection");
         let result = loop {
             while let Some(joined) = tasks.try_join_next() {
@@ -192,11 +196,13 @@ impl Dispatcher {
             // Refusals during shutdown need no permit.
             let permit = if state.going_away {
                 None
+            } else if let Ok(permit) = permits.clone().try_acquire_owned() {
+                Some(permit)
             } else {
                 tokio::select! {
                     biased;
-                    signalled = shutdown_signalled(&mut shutdown), if watch_shutdown => {
-                        watch_shutdown = signalled;
+                    signalled = &mut shutdown_signal, if watch_shutdown => {
+                        watch_shutdown = false;
                         if signalled {
                             state.go_away().await;
                         }
@@ -207,10 +213,10 @@ impl Dispatcher {
             };
             let item = tokio::select! {
                 biased;
-                signalled = shutdown_signalled(&mut shutdown),
+                signalled = &mut shutdown_signal,
                     if watch_shutdown && !state.going_away =>
                 {
-                    watch_shutdown = signalled;
+                    watch_shutdown = false;
                     if signalled {
                         state.go_away().await;
                     }
