@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use netproto_compress::Codec;
 use netproto_crypto::{Capabilities, Opener, PublicKey, Sealer};
 use netproto_wire::{
@@ -87,9 +87,19 @@ struct Outgoing {
     stats: ConnectionStats,
 }
 
+/// Payloads at least this large are queued by reference and written with a
+/// vectored write (or sealed straight from the application's buffer), not
+/// copied into the send queue.
+const SEGMENT_MIN: usize = 8 * 1024;
+
 #[derive(Default)]
 struct OutState {
-    /// Encoded frames, in order.
+    /// What goes out first: encoded bytes split off `frames` and large
+    /// payloads queued without copying, in order.
+    segments: Vec<Bytes>,
+    /// Bytes in `segments`.
+    segment_bytes: usize,
+    /// Encoded frames, after `segments`.
     frames: BytesMut,
     /// How many frames `frames` holds.
     queued: usize,
@@ -107,6 +117,24 @@ struct OutState {
     close_done: Vec<oneshot::Sender<()>>,
 }
 
+impl OutState {
+    /// Bytes waiting in the queue.
+    fn queued_bytes(&self) -> usize {
+        self.segment_bytes + self.frames.len()
+    }
+
+    /// Queues `payload` by reference, after everything encoded so far.
+    fn push_segment(&mut self, payload: Bytes) {
+        if !self.frames.is_empty() {
+            let encoded = self.frames.split().freeze();
+            self.segment_bytes += encoded.len();
+            self.segments.push(encoded);
+        }
+        self.segment_bytes += payload.len();
+        self.segments.push(payload);
+    }
+}
+
 impl Outgoing {
     fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -116,7 +144,7 @@ impl Outgoing {
     async fn push(
         &self,
         data: bool,
-        write: impl Fn(&mut BytesMut) -> Result<(), Error>,
+        write: impl Fn(&mut OutState) -> Result<(), Error>,
     ) -> Result<(), Error> {
         // Fast path: room in the queue, no waiter registration.
         match self.push_now(data, &write) {
@@ -145,7 +173,7 @@ impl Outgoing {
     fn try_push(
         &self,
         data: bool,
-        write: impl Fn(&mut BytesMut) -> Result<(), Error>,
+        write: impl Fn(&mut OutState) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let result = self.push_now(data, write);
         if matches!(result, Err(Error::Backpressure)) {
@@ -158,18 +186,18 @@ impl Outgoing {
     fn push_now(
         &self,
         data: bool,
-        write: impl Fn(&mut BytesMut) -> Result<(), Error>,
+        write: impl Fn(&mut OutState) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let mut state = self.lock();
         if state.closed {
             return Err(Error::Closed);
         }
         if state.queued + state.writing >= self.limit
-            || (state.queued > 0 && state.frames.len() >= self.max_bytes)
+            || (state.queued > 0 && state.queued_bytes() >= self.max_bytes)
         {
             return Err(Error::Backpressure);
         }
-        write(&mut state.frames)?;
+        write(&mut state)?;
         state.queued += 1;
         state.data |= data;
         let first = state.queued == 1;
@@ -214,10 +242,22 @@ impl Outgoing {
         Ok(Ready::Compressed(Frame::Data(compressed)))
     }
 
-    fn write_ready(&self, ready: &Ready<'_>, buf: &mut BytesMut) -> Result<(), Error> {
+    fn write_ready(&self, ready: &Ready<'_>, state: &mut OutState) -> Result<(), Error> {
         match ready {
-            Ready::Plain(envelope) => envelope.encode_frame(&self.encoder, buf)?,
-            Ready::Compressed(frame) => self.encoder.encode(frame, buf)?,
+            Ready::Plain(envelope) if envelope.payload.len() >= SEGMENT_MIN => {
+                envelope.encode_frame_head(&self.encoder, &mut state.frames)?;
+                state.push_segment(envelope.payload.clone());
+            }
+            Ready::Plain(envelope) => envelope.encode_frame(&self.encoder, &mut state.frames)?,
+            Ready::Compressed(Frame::Data(data)) if data.body.len() >= SEGMENT_MIN => {
+                self.encoder.encode_data_header(
+                    data.compression,
+                    data.body.len(),
+                    &mut state.frames,
+                )?;
+                state.push_segment(data.body.clone());
+            }
+            Ready::Compressed(frame) => self.encoder.encode(frame, &mut state.frames)?,
         }
         Ok(())
     }
@@ -362,7 +402,7 @@ impl Sender {
         self.check_len(&envelope)?;
         let out = self.out();
         let ready = out.prepare(&envelope)?;
-        out.push(true, |buf| out.write_ready(&ready, buf)).await
+        out.push(true, |state| out.write_ready(&ready, state)).await
     }
 
     /// Queues `envelope` if the send queue has room.
@@ -374,7 +414,7 @@ impl Sender {
         self.check_len(&envelope)?;
         let out = self.out();
         let ready = out.prepare(&envelope)?;
-        out.try_push(true, |buf| out.write_ready(&ready, buf))
+        out.try_push(true, |state| out.write_ready(&ready, state))
     }
 
     /// Queues a control frame (goaway, error), waiting while the queue is full.
@@ -397,8 +437,10 @@ impl Sender {
         }
         let data = matches!(frame, Frame::Data(_));
         let out = self.out();
-        out.push(data, |buf| Ok(out.encoder.encode(&frame, buf)?))
-            .await
+        out.push(data, |state| {
+            Ok(out.encoder.encode(&frame, &mut state.frames)?)
+        })
+        .await
     }
 
     /// Sends everything queued so far, then closes the sending direction.
@@ -658,6 +700,28 @@ impl Connection {
     }
 }
 
+/// Writes `segments` then `tail` with as few system calls as the stream allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    segments: &[Bytes],
+    tail: &[u8],
+) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = segments
+        .iter()
+        .map(|segment| std::io::IoSlice::new(segment))
+        .chain((!tail.is_empty()).then(|| std::io::IoSlice::new(tail)))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = io.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
 /// Moves everything from `batch` to the end of `queue`; swaps the two when
 /// `queue` is empty, so a receiver that keeps up costs no copying.
 fn append(queue: &mut VecDeque<Incoming>, batch: &mut VecDeque<Incoming>) {
@@ -824,8 +888,8 @@ impl Reader {
                 // peer sees our end of stream instead.
                 let out = &self.outgoing;
                 let _ = out
-                    .push(false, |buf| {
-                        Ok(out.encoder.encode(&Frame::Pong(token), buf)?)
+                    .push(false, |state| {
+                        Ok(out.encoder.encode(&Frame::Pong(token), &mut state.frames)?)
                     })
                     .await;
                 return;
@@ -913,6 +977,7 @@ impl Writer {
     /// Writes until the queue is closed and empty, or something fails.
     async fn write_loop<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<(), Error> {
         let mut frames = BytesMut::with_capacity(64 * 1024);
+        let mut segments: Vec<Bytes> = Vec::new();
         let mut sealed = BytesMut::new();
         let heartbeat = self.config.heartbeat_interval;
         let tick = tokio::time::sleep(heartbeat.unwrap_or(Duration::from_secs(3600)));
@@ -929,6 +994,8 @@ impl Writer {
                 if took > 0 {
                     // Swap buffers: senders keep appending to the spare one.
                     std::mem::swap(&mut state.frames, &mut frames);
+                    std::mem::swap(&mut state.segments, &mut segments);
+                    state.segment_bytes = 0;
                     state.queued = 0;
                     state.writing = took;
                 }
@@ -949,17 +1016,29 @@ impl Writer {
             if data {
                 self.shared.touch_data();
             }
-            let bytes: &[u8] = match self.sealer.as_mut() {
+            let sealer = self.sealer.as_mut();
+            let written = match sealer {
                 Some(sealer) => {
                     sealed.clear();
-                    sealer.seal(&frames, &mut sealed)?;
-                    &sealed
+                    for segment in &segments {
+                        sealer.seal(segment, &mut sealed)?;
+                    }
+                    if !frames.is_empty() {
+                        sealer.seal(&frames, &mut sealed)?;
+                    }
+                    sealed.len()
                 }
-                None => &frames,
+                None => segments.iter().map(Bytes::len).sum::<usize>() + frames.len(),
             };
             // Flush too: a TLS stream may keep records back until flushed.
             let write = async {
-                io.write_all(bytes).await?;
+                if self.sealer.is_some() {
+                    io.write_all(&sealed).await?;
+                } else if segments.is_empty() {
+                    io.write_all(&frames).await?;
+                } else {
+                    write_all_vectored(io, &segments, &frames).await?;
+                }
                 io.flush().await
             };
             match tokio::time::timeout(self.config.write_timeout, write).await {
@@ -972,8 +1051,9 @@ impl Writer {
                 }
             }
             let counters = outgoing.stats.counters();
-            Counters::add(&counters.bytes_out, bytes.len() as u64);
+            Counters::add(&counters.bytes_out, written as u64);
             frames.clear();
+            segments.clear();
             // A heartbeat ping is one frame the queue did not hold.
             Counters::add(&counters.frames_out, took.max(1) as u64);
             if took > 0 {

@@ -2,6 +2,14 @@
 //! heartbeat, and the Noise and plain data paths. Time is paused where
 //! timeouts are measured, so the tests are fast and exact.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};

@@ -1,6 +1,14 @@
 //! Every transport over real loopback sockets: TCP on 127.0.0.1 and ::1, and
 //! Unix domain sockets. Each test is bounded in time and stops by itself.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -3,6 +3,14 @@
 //!
 //! Every test binds `127.0.0.1:0` and is bounded by a timeout.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

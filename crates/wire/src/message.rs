@@ -220,14 +220,33 @@ impl Envelope {
     /// Appends the encoded envelope to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
-        // The head is postcard's encoding of `Head`, written directly: a
-        // varint request id, then the type name as a varint length and its
-        // bytes (checked against postcard in the tests).
+        self.put_head(dst);
+        dst.put_slice(&self.payload);
+    }
+
+    /// The head: postcard's encoding of `Head`, written directly: a varint
+    /// request id, then the type name as a varint length and its bytes
+    /// (checked against postcard in the tests).
+    fn put_head(&self, dst: &mut BytesMut) {
         let msg_type = self.msg_type.as_str().as_bytes();
         put_varint(dst, self.request_id);
         put_varint(dst, msg_type.len() as u64);
         dst.put_slice(msg_type);
-        dst.put_slice(&self.payload);
+    }
+
+    /// Appends the header of an uncompressed data frame carrying this
+    /// envelope and the envelope's head to `dst`, but not the payload: the
+    /// caller sends [`payload`](Self::payload) right after these bytes (a
+    /// vectored write, say) and the frame is complete, without the payload
+    /// being copied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EncodeTooLarge`] when the envelope exceeds the encoder's limit.
+    pub fn encode_frame_head(&self, encoder: &Encoder, dst: &mut BytesMut) -> Result<(), Error> {
+        encoder.encode_data_header(Compression::None, self.encoded_len(), dst)?;
+        self.put_head(dst);
+        Ok(())
     }
 
     /// Appends a whole uncompressed data frame carrying this envelope to `dst`,
@@ -391,6 +410,14 @@ mod tests {
                 envelope.encode(&mut written);
                 assert_eq!(&written[..], &expected[..], "{request_id} {msg_type:?}");
                 assert_eq!(envelope.encoded_len(), expected.len());
+                // The head alone, then the payload: the same frame.
+                let encoder = Encoder::default();
+                let mut whole = BytesMut::new();
+                envelope.encode_frame(&encoder, &mut whole).unwrap();
+                let mut split = BytesMut::new();
+                envelope.encode_frame_head(&encoder, &mut split).unwrap();
+                split.extend_from_slice(&envelope.payload);
+                assert_eq!(split, whole);
             }
         }
     }
