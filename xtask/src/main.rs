@@ -3,6 +3,14 @@
 //! Tasks: `ci`, `fuzz [TARGET] [--time SECS]`, `bench [FILTER]`, `audit`,
 //! `layering`. Run `cargo xtask help` for details.
 
+// Build tool: a failure stops the task with a message; no library code here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,6 +19,7 @@ use xshell::{Shell, cmd};
 
 mod audit;
 mod examples;
+mod fuzz;
 mod layering;
 
 const HELP: &str = "\
@@ -18,15 +27,13 @@ usage: cargo xtask <task>
 
 tasks:
   ci                         everything CI checks: fmt, clippy, tests, docs, layering, fuzz smoke
-  fuzz [TARGET] [--time S]   run one fuzz target (or all) for S seconds each (default 10)
+  fuzz [TARGET] [--time S]   run one fuzz target (or all, one after the other) for S
+                             seconds each (default 10), then print each one's figures
   bench [FILTER]             run the criterion benchmarks, optionally filtered
   audit                      cargo-deny: advisories, bans, licenses, sources
   layering                   check that crates depend only on lower layers
   examples                   run the facade's README examples against a live server
 ";
-
-/// Seconds each fuzz target runs in the CI smoke run.
-const FUZZ_SMOKE_SECS: u64 = 10;
 
 fn main() -> anyhow::Result<()> {
     let sh = Shell::new()?;
@@ -37,8 +44,8 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "ci" => ci(&sh),
         "fuzz" => {
-            let (target, secs) = parse_fuzz_args(&rest)?;
-            fuzz(&sh, target.as_deref(), secs, FuzzMode::Required)
+            let (target, secs) = fuzz::parse_args(&rest)?;
+            fuzz::run(&sh, target.as_deref(), secs, fuzz::Mode::Required)
         }
         "bench" => bench(&sh, rest.first().map(String::as_str)),
         "audit" => audit::run(&sh),
@@ -98,95 +105,12 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     })?;
     step("layering", || layering::check(sh))?;
     step("fuzz smoke", || {
-        fuzz(sh, None, FUZZ_SMOKE_SECS, FuzzMode::SmokeIfAvailable)
+        fuzz::run(sh, None, fuzz::SMOKE_SECS, fuzz::Mode::SmokeIfAvailable)
     })?;
     eprintln!(
         "\nci: all steps passed in {:.0}s",
         start.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-fn parse_fuzz_args(args: &[String]) -> anyhow::Result<(Option<String>, u64)> {
-    let mut target = None;
-    let mut secs = FUZZ_SMOKE_SECS;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--time" => {
-                let value = it.next().context("--time needs a number of seconds")?;
-                secs = value
-                    .parse()
-                    .with_context(|| format!("--time: `{value}` is not a number of seconds"))?;
-            }
-            flag if flag.starts_with('-') => bail!("unknown flag `{flag}`"),
-            name => target = Some(name.to_owned()),
-        }
-    }
-    Ok((target, secs))
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FuzzMode {
-    /// Asked for by hand: missing tools are an error.
-    Required,
-    /// Part of `ci`: skip with a clear message when nightly is missing.
-    SmokeIfAvailable,
-}
-
-fn fuzz(sh: &Shell, target: Option<&str>, secs: u64, mode: FuzzMode) -> anyhow::Result<()> {
-    if cmd!(sh, "cargo +nightly --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_err()
-    {
-        let msg = "no nightly toolchain (`rustup toolchain install nightly`): fuzzing needs it";
-        if mode == FuzzMode::SmokeIfAvailable {
-            eprintln!("skipping fuzz smoke run: {msg}");
-            return Ok(());
-        }
-        bail!(msg);
-    }
-    if cmd!(sh, "cargo +nightly fuzz --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_err()
-    {
-        // The brief asks CI to install cargo-fuzz itself when nightly is present.
-        eprintln!("cargo-fuzz is missing: installing it from crates.io");
-        cmd!(sh, "cargo install cargo-fuzz --locked").run()?;
-    }
-    let fuzz_dir = sh.current_dir().join("fuzz");
-    let targets: Vec<String> = match target {
-        Some(t) => vec![t.to_owned()],
-        None => {
-            let _dir = sh.push_dir(&fuzz_dir);
-            cmd!(sh, "cargo +nightly fuzz list")
-                .read()?
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        }
-    };
-    if targets.is_empty() {
-        bail!("no fuzz targets found in fuzz/");
-    }
-    let _dir = sh.push_dir(&fuzz_dir);
-    let time = format!("-max_total_time={secs}");
-    for t in &targets {
-        let corpus = format!("corpus/{t}");
-        sh.create_dir(&corpus)?;
-        eprintln!("fuzzing {t} for {secs}s");
-        cmd!(
-            sh,
-            "cargo +nightly fuzz run {t} {corpus} -- {time} -rss_limit_mb=2048"
-        )
-        .run()?;
-    }
     Ok(())
 }
 

@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
+use config::builder::DefaultState;
+use config::{Config, ConfigBuilder, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -347,7 +348,21 @@ impl NetworkConfig {
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }
-        let config: Self = builder.add_source(environment).build()?.try_deserialize()?;
+        Self::build(builder.add_source(environment))
+    }
+
+    /// Parses TOML text as a configuration file holds it, without the
+    /// environment; missing sections and fields keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_file`](Self::from_file).
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        Self::build(Config::builder().add_source(File::from_str(text, FileFormat::Toml)))
+    }
+
+    fn build(builder: ConfigBuilder<DefaultState>) -> Result<Self> {
+        let config: Self = builder.build()?.try_deserialize()?;
         config.validate()?;
         Ok(config)
     }

@@ -1,6 +1,14 @@
 //! The service end to end over loopback: every transport, graceful shutdown,
 //! connection limits, reconnection, configuration layering.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -380,6 +388,31 @@ fn bad_configuration_is_a_clear_error() {
     }
     let err = NetworkConfig::from_file("/nonexistent/netproto.toml").unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn configuration_text_parses_and_prints_back() {
+    let mut config = base_config("noise");
+    config.transport.compression = "zstd".into();
+    config.client.response_timeout = Duration::from_millis(1_500);
+    let text = config.to_toml().unwrap();
+    assert_eq!(NetworkConfig::from_toml_str(&text).unwrap(), config);
+    let partial = NetworkConfig::from_toml_str("[server]\nmax_in_flight = 7\n").unwrap();
+    assert_eq!(partial.server.max_in_flight, 7);
+    assert_eq!(partial.client, NetworkConfig::default().client);
+    for (text, expected) in [
+        (
+            "[server]\nmax_in_flight = 0\n",
+            "server.max_in_flight must not be 0",
+        ),
+        ("[server]\nunknown = 1\n", "unknown field"),
+        ("[server", "TOML"),
+    ] {
+        let err = NetworkConfig::from_toml_str(text).unwrap_err();
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        let message = format!("{err}: {}", source.unwrap_or_default());
+        assert!(message.contains(expected), "{text:?}: {message}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
