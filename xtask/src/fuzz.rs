@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [TARGET] [--time SECS]`: runs the cargo-fuzz targets of
+//! `cargo xtask fuzz [TARGET...] [--time SECS]`: runs the cargo-fuzz targets of
 //! `fuzz/` one after the other and prints each one's figures.
 
 use std::io::{BufRead, BufReader};
@@ -20,8 +20,8 @@ pub(crate) enum Mode {
     SmokeIfAvailable,
 }
 
-pub(crate) fn parse_args(args: &[String]) -> anyhow::Result<(Option<String>, u64)> {
-    let mut target = None;
+pub(crate) fn parse_args(args: &[String]) -> anyhow::Result<(Vec<String>, u64)> {
+    let mut targets = Vec::new();
     let mut secs = SMOKE_SECS;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -33,10 +33,10 @@ pub(crate) fn parse_args(args: &[String]) -> anyhow::Result<(Option<String>, u64
                     .with_context(|| format!("--time: `{value}` is not a number of seconds"))?;
             }
             flag if flag.starts_with('-') => bail!("unknown flag `{flag}`"),
-            name => target = Some(name.to_owned()),
+            name => targets.push(name.to_owned()),
         }
     }
-    Ok((target, secs))
+    Ok((targets, secs))
 }
 
 /// What one target's run showed, from libFuzzer's output.
@@ -104,7 +104,8 @@ struct Outcome {
     corpus_bytes: u64,
 }
 
-pub(crate) fn run(sh: &Shell, target: Option<&str>, secs: u64, mode: Mode) -> anyhow::Result<()> {
+/// Runs `targets` (all of them when empty) one after the other.
+pub(crate) fn run(sh: &Shell, targets: &[String], secs: u64, mode: Mode) -> anyhow::Result<()> {
     if cmd!(sh, "cargo +nightly --version")
         .quiet()
         .ignore_stdout()
@@ -131,16 +132,15 @@ pub(crate) fn run(sh: &Shell, target: Option<&str>, secs: u64, mode: Mode) -> an
         cmd!(sh, "cargo install cargo-fuzz --locked").run()?;
     }
     let fuzz_dir = sh.current_dir().join("fuzz");
-    let targets: Vec<String> = match target {
-        Some(t) => vec![t.to_owned()],
-        None => {
-            let _dir = sh.push_dir(&fuzz_dir);
-            cmd!(sh, "cargo +nightly fuzz list")
-                .read()?
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        }
+    let targets: Vec<String> = if targets.is_empty() {
+        let _dir = sh.push_dir(&fuzz_dir);
+        cmd!(sh, "cargo +nightly fuzz list")
+            .read()?
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        targets.to_vec()
     };
     if targets.is_empty() {
         bail!("no fuzz targets found in fuzz/");

@@ -1,6 +1,6 @@
 //! Project automation for netproto: `cargo xtask <task>`.
 //!
-//! Tasks: `ci`, `fuzz [TARGET] [--time SECS]`, `bench [FILTER]`, `audit`,
+//! Tasks: `ci`, `fuzz [TARGET...] [--time SECS]`, `bench [FILTER]`, `audit`,
 //! `layering`. Run `cargo xtask help` for details.
 
 // Build tool: a failure stops the task with a message; no library code here.
@@ -27,8 +27,9 @@ usage: cargo xtask <task>
 
 tasks:
   ci                         everything CI checks: fmt, clippy, tests, docs, layering, fuzz smoke
-  fuzz [TARGET] [--time S]   run one fuzz target (or all, one after the other) for S
-                             seconds each (default 10), then print each one's figures
+  fuzz [TARGET...] [--time S]
+                             run the named fuzz targets (or all) one after the other
+                             for S seconds each (default 10), then print each one's figures
   bench [FILTER]             run the criterion benchmarks, optionally filtered
   audit                      cargo-deny: advisories, bans, licenses, sources
   layering                   check that crates depend only on lower layers
@@ -44,8 +45,8 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "ci" => ci(&sh),
         "fuzz" => {
-            let (target, secs) = fuzz::parse_args(&rest)?;
-            fuzz::run(&sh, target.as_deref(), secs, fuzz::Mode::Required)
+            let (targets, secs) = fuzz::parse_args(&rest)?;
+            fuzz::run(&sh, &targets, secs, fuzz::Mode::Required)
         }
         "bench" => bench(&sh, rest.first().map(String::as_str)),
         "audit" => audit::run(&sh),
@@ -105,7 +106,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     })?;
     step("layering", || layering::check(sh))?;
     step("fuzz smoke", || {
-        fuzz::run(sh, None, fuzz::SMOKE_SECS, fuzz::Mode::SmokeIfAvailable)
+        fuzz::run(sh, &[], fuzz::SMOKE_SECS, fuzz::Mode::SmokeIfAvailable)
     })?;
     eprintln!(
         "\nci: all steps passed in {:.0}s",
