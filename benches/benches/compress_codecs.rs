@@ -2,6 +2,13 @@
 //!
 //! `cargo bench -p netproto-benches --bench compress_codecs`
 
+// Benchmark: setup failures abort the run; no library code here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
 
 use std::hint::black_box;

@@ -14,6 +14,13 @@
 //! - `crypto_1000_frames_64B`: 1,000 frames of 64 bytes coalesced into one
 //!   seal + open, versus 1,000 separate snow transport messages.
 
+// Benchmark: setup failures abort the run; no library code here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
 
 use std::hint::black_box;

@@ -45,6 +45,13 @@
 //! Copy-heavy rows (bulk) can be bimodal on machines where glibc copies
 //! buffers whose addresses differ by a few bytes modulo 4096 slowly.
 
+// Benchmark: setup failures abort the run; no library code here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(missing_docs)] // criterion_group! generates undocumented functions
 
 use std::any::Any;

@@ -2,6 +2,13 @@
 //!
 //! `cargo run -p netproto-compress --example frames`
 
+// Example: short error handling keeps the point visible; no library code here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(clippy::print_stdout)] // printing is this example's job
 
 use bytes::{Bytes, BytesMut};

@@ -2,6 +2,14 @@
 //! and IK, with the ChaChaPoly and AESGCM ciphers, then transport messages in
 //! both directions across several rekeys.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use bytes::BytesMut;
 use netproto_crypto::noise::{HandshakeBuilder, HandshakeState, Pattern};
 use netproto_crypto::provider::CipherAlgorithm;

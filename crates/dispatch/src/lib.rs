@@ -72,15 +72,6 @@
 //! requests are logged at `debug` level only, so a hostile peer cannot flood
 //! the logs.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 
 mod correlator;
 mod dispatcher;

@@ -1,6 +1,14 @@
 //! `Dispatcher::dispatch` on its own: routing, the three handler kinds, and
 //! every way a request is answered with an error frame.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -4,6 +4,14 @@
 //! Stops on ctrl-c, or after `NETPROTO_EXAMPLE_RUN_FOR` (such as `5s`).
 //! Run the `client` example against it.
 
+// Example: short error handling keeps the point visible; no library code here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 // Changed: a helper shared with the TLS server, for stopping unattended.
 #[path = "support/run_for.rs"]
 mod run_for;

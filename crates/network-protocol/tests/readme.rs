@@ -4,6 +4,14 @@
 //! from the environment, mutual TLS with generated certificates, and the
 //! custom handlers.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;

@@ -4,6 +4,14 @@
 //! `#[test]` that runs the measurements one after another: no other test
 //! thread can allocate while one measures.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::alloc::System;
 
 use bytes::{BufMut, BytesMut};

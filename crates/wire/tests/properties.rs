@@ -1,5 +1,13 @@
 //! Properties of the decoder and encoder over arbitrary frames and inputs.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use bytes::{Bytes, BytesMut};
 use netproto_wire::{
     Compression, Data, Decoder, Encoder, Envelope, ErrorCode, ErrorFrame, Frame, GoAway,

@@ -1,5 +1,13 @@
 //! The hex test vectors of docs/PROTOCOL.md, read from tests/vectors/frames.json.
 
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use bytes::{Bytes, BytesMut};
 use netproto_wire::{
     Compression, Decoder, Encoder, Envelope, Frame, Preface, PrefaceAnswer, PrefaceStatus,
