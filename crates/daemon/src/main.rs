@@ -190,6 +190,20 @@ pub(crate) fn default_trust(config: &mut NetworkConfig) {
     }
 }
 
+/// Every connection is a file descriptor, and the soft limit is often 1,024,
+/// far below the default `max_connections`: raise it to the hard limit.
+fn raise_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + 64 => tracing::warn!(
+            limit,
+            max_connections,
+            "the open file limit is below max_connections: connections past it will fail"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    }
+}
+
 /// The persistent server key used when no key file is configured: created
 /// on first use, as SSH host keys are, so that clients can remember it.
 fn default_server_key() -> anyhow::Result<PathBuf> {
@@ -209,6 +223,7 @@ fn default_server_key() -> anyhow::Result<PathBuf> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = args.config.load()?;
     init_logs(&config)?;
+    raise_file_limit(config.server.max_connections);
     if let Some(address) = args.address {
         config.server.address = address;
     }

@@ -71,7 +71,7 @@ impl Listener {
             }
             return Ok(Self::Unix(tokio::net::UnixListener::bind(&path)?, path));
         }
-        Ok(Self::Tcp(tokio::net::TcpListener::bind(address).await?))
+        Ok(Self::Tcp(listen_tcp(address).await?))
     }
 
     async fn accept(&self) -> std::io::Result<(Box<dyn Io>, Option<SocketAddr>)> {
@@ -98,6 +98,39 @@ impl Listener {
             Self::Unix(_, path) => format!("unix:{}", path.display()),
         }
     }
+}
+
+/// Connections the kernel queues for `accept` (capped by
+/// `net.core.somaxconn`). Tokio's default of 128 is too small for a burst:
+/// past it the kernel drops the clients' handshakes and they retry a second
+/// or more later, delaying legitimate clients and the server's own timeouts.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// As `TcpListener::bind`, with a [`LISTEN_BACKLOG`] long accept queue.
+async fn listen_tcp(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(not(windows))]
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
 }
 
 impl Drop for Listener {
