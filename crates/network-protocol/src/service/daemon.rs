@@ -205,8 +205,10 @@ impl Server {
             return Err(ProtocolError::AlreadyRunning);
         }
         self.bind_locked(&mut state).await?;
+        // bind_locked leaves an idle server bound, and the other states
+        // returned above; were that ever broken, the server is stopped.
         let State::Bound(server) = std::mem::replace(&mut *state, State::Stopped) else {
-            unreachable!("bind_locked leaves an idle server bound");
+            return Err(ProtocolError::ShutDown);
         };
         let handle = server.handle();
         let mut running = pin!((*server).run());
