@@ -18,24 +18,43 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     {
         bail!("cargo-deny is not installed: `cargo install cargo-deny --locked` (about 3 minutes)");
     }
-    cmd!(sh, "cargo deny --all-features check bans licenses sources")
-        .run()
-        .context("bans, licenses or sources check failed")?;
+    // The workspace, then the fuzz workspace with its own lock file. Each
+    // run allows the one lint that only fits the other graph (the libFuzzer
+    // license exception, the proptest duplicate skip).
+    cmd!(
+        sh,
+        "cargo deny --all-features check -A license-exception-not-encountered bans licenses sources"
+    )
+    .run()
+    .context("bans, licenses or sources check failed")?;
+    cmd!(
+        sh,
+        "cargo deny --manifest-path fuzz/Cargo.toml --all-features --config deny.toml check -A unmatched-skip bans licenses sources"
+    )
+    .run()
+    .context("fuzz workspace: bans, licenses or sources check failed")?;
+    let advisories = advisories(sh)?;
+    eprintln!(
+        "audit: bans, licenses and sources ok (workspace and fuzz/); advisories: {advisories}"
+    );
+    Ok(())
+}
 
-    // Advisories: the live database first, then an offline snapshot.
-    if cmd!(sh, "cargo deny --all-features check advisories")
-        .run()
-        .is_ok()
-    {
-        return Ok(());
+/// Checks advisories against the live RustSec database, or the offline
+/// snapshot when the live one cannot be fetched; says which.
+fn advisories(sh: &Shell) -> anyhow::Result<String> {
+    // Fetching apart from checking, so that problems found in the live
+    // database fail the audit instead of falling back to an older snapshot.
+    if cmd!(sh, "cargo deny fetch db").run().is_ok() {
+        check_advisories(sh, None).context("advisories found in the live RustSec database")?;
+        return Ok("checked against the live RustSec database".into());
     }
-    eprintln!("audit: the live advisory database could not be fetched or reported problems");
+    eprintln!("audit: the live RustSec database cannot be fetched");
     let snapshot = sh.current_dir().join("../shared/advisory-db");
     if !snapshot.join("crates").is_dir() {
-        eprintln!(
-            "audit: NOT CHECKED: advisories (no live database, and no snapshot at ../shared/advisory-db)"
+        return Ok(
+            "NOT CHECKED (no live database, and no snapshot at ../shared/advisory-db)".into(),
         );
-        return Ok(());
     }
     let db = sh.current_dir().join("target/advisory-snapshot");
     prepare_snapshot(sh, &snapshot, &db)?;
@@ -68,9 +87,26 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         &format!("[advisories]\ndb-path = \"{}\"", db.display()),
     );
     sh.write_file(&config, text)?;
+    check_advisories(sh, Some(&config))
+        .with_context(|| format!("advisories found in the offline snapshot of {date}"))?;
+    Ok(format!(
+        "checked against the OFFLINE snapshot of {date} only: advisories published since are NOT checked"
+    ))
+}
+
+/// `cargo deny check advisories` over the workspace and fuzz/, offline
+/// with `config` when given.
+fn check_advisories(sh: &Shell, config: Option<&Path>) -> anyhow::Result<()> {
+    let offline = config.map(|_| "--offline");
+    let config = config.unwrap_or_else(|| Path::new("deny.toml"));
     cmd!(
         sh,
-        "cargo deny --offline --all-features --config {config} check advisories"
+        "cargo deny {offline...} --all-features --config {config} check advisories"
+    )
+    .run()?;
+    cmd!(
+        sh,
+        "cargo deny {offline...} --manifest-path fuzz/Cargo.toml --all-features --config {config} check advisories"
     )
     .run()?;
     Ok(())
@@ -78,8 +114,13 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
 
 fn prepare_snapshot(sh: &Shell, snapshot: &Path, db: &Path) -> anyhow::Result<()> {
     let repo = db.join(ADVISORY_DIR_NAME);
-    if repo.join(".git").is_dir() {
+    let stamp = |dir: &Path| sh.read_file(dir.join("SNAPSHOT.txt")).ok();
+    if repo.join(".git").is_dir() && stamp(&repo) == stamp(snapshot) {
         return Ok(());
+    }
+    // Missing or from an older snapshot: copy it afresh.
+    if repo.exists() {
+        sh.remove_path(&repo)?;
     }
     sh.create_dir(&repo)?;
     cmd!(sh, "cp -r {snapshot}/. {repo}").run()?;
