@@ -18,6 +18,9 @@
 //! `cargo test --release -p netproto-daemon --test attacks -- --nocapture`
 //! (a debug build measures unoptimised crypto and compression).
 
+// Memory and sockets are read from /proc, and connections come from several
+// 127.0.0.x addresses: Linux only.
+#![cfg(target_os = "linux")]
 // Integration test: a failed unwrap, expect, panic or index is a failed
 // test; the figures each case measures are printed for the closing note.
 #![allow(

@@ -10,6 +10,9 @@
 //! the preface stage is 5.2 KiB), and when the open-file limit cannot be raised
 //! high enough for 10,000 sockets on each side.
 
+// Memory and sockets are read from /proc, and connections come from several
+// 127.0.0.x addresses: Linux only.
+#![cfg(target_os = "linux")]
 // Integration test: a failed unwrap, expect, panic or index is a failed
 // test; the figures each case measures are printed for the closing note.
 #![allow(
