@@ -515,6 +515,8 @@ impl Link {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
         let result = tokio::select! {
+            // An answer that has arrived wins over the end of the connection.
+            biased;
             result = correlator.request_with_timeout(message, timeout) => result,
             // The sender is never used: this returns when it is dropped.
             _ = gone.changed() => {
@@ -530,10 +532,12 @@ impl Link {
                 self.seen();
                 Err(remote.into())
             }
-            Err(
-                cause @ (netproto_dispatch::Error::Disconnected(_)
-                | netproto_dispatch::Error::Closed),
-            ) => {
+            // Closed only by us, after a goaway, and refused before sending.
+            Err(netproto_dispatch::Error::Closed) => Err(Error::Unavailable {
+                endpoint: self.address.clone(),
+                state: self.state(),
+            }),
+            Err(cause @ netproto_dispatch::Error::Disconnected(_)) => {
                 self.lost(&correlator, Ending::Abrupt);
                 Err(Error::EndpointDown {
                     endpoint: self.address.clone(),

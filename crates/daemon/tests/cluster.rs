@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use netproto_crypto::Keypair;
 use netproto_daemon::{
     Balancer, Cluster, Error, MembershipEvent, NetworkConfig, PeerId, PeerState, Server,
+    ServerHandle,
 };
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
@@ -49,6 +50,7 @@ struct Daemon {
     key_file: PathBuf,
     public_key: String,
     task: Option<JoinHandle<()>>,
+    handle: Option<ServerHandle>,
 }
 
 /// Answers `WHO` with the daemon's name, after sleeping as many
@@ -95,6 +97,7 @@ impl Daemon {
             key_file,
             public_key: keypair.public().to_string(),
             task: None,
+            handle: None,
         };
         daemon.run().await;
         daemon
@@ -118,7 +121,19 @@ impl Daemon {
             }
         };
         self.address = server.local_addr();
+        self.handle = Some(server.handle());
         self.task = Some(tokio::spawn(async move { server.run().await.unwrap() }));
+    }
+
+    /// Graceful shutdown: a goaway to every client, requests in flight
+    /// finish.
+    async fn shut_down(&mut self) {
+        self.handle
+            .take()
+            .unwrap()
+            .shutdown(Some(Duration::from_secs(5)))
+            .await;
+        self.task.take().unwrap().await.unwrap();
     }
 
     /// Aborts the server's task: its listener and connections close with
@@ -341,10 +356,12 @@ struct Outcome {
 const BEFORE: u8 = 0;
 /// From just before the kill until the balancer's cluster saw it dead.
 const KILLED: u8 = 1;
-/// Dead, until it rejoined.
+/// Dead, until it is restarted.
 const DETECTED: u8 = 2;
+/// Restarted, until its rejoining is seen.
+const RESTARTED: u8 = 3;
 /// Rejoined.
-const REJOINED: u8 = 3;
+const REJOINED: u8 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balancer_moves_load_off_a_killed_daemon_loses_nothing_and_takes_it_back() {
@@ -394,6 +411,7 @@ async fn balancer_moves_load_off_a_killed_daemon_loses_nothing_and_takes_it_back
         phase.store(DETECTED, Ordering::SeqCst);
         assert!(detected <= detection_bound(), "{detected:?}");
         tokio::time::sleep(Duration::from_millis(300)).await;
+        phase.store(RESTARTED, Ordering::SeqCst);
         daemons[1].run().await;
         wait_event(&mut events, victim, is_up, MAX_PROBE_DELAY * 2 + MARGIN).await;
         phase.store(REJOINED, Ordering::SeqCst);
@@ -584,6 +602,50 @@ async fn a_silent_daemon_is_suspected_then_declared_dead_by_missed_heartbeats() 
         wait_event(&mut events, victim, is_up, limit).await;
         let answer = balancer.cluster().send_to(victim, &who(0)).await.unwrap();
         assert_eq!(name_of(&answer), "d1");
+    })
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_shut_down_gracefully_loses_no_request_even_if_not_idempotent() {
+    let dir = temp_dir();
+    tokio::time::timeout(LIMIT, async {
+        let mut daemons = daemons(&dir, 3).await;
+        let balancer = Arc::new(Balancer::connect(cluster_config(&daemons)).await.unwrap());
+        all_alive(balancer.cluster()).await;
+        let victim = balancer.cluster().peer(&daemons[1].address).unwrap();
+        let mut events = balancer.subscribe();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for _ in 0..6 {
+            let (balancer, stop) = (balancer.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let mut served = Vec::new();
+                while !stop.load(Ordering::Relaxed) && served.len() < 100_000 {
+                    // Not idempotent: only a request the daemon refused
+                    // with its goaway may be sent elsewhere.
+                    match balancer.request(&who(20)).await {
+                        Ok(answer) => served.push(name_of(&answer).to_owned()),
+                        Err(error) => panic!("lost a request: {error}"),
+                    }
+                }
+                served
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        daemons[1].shut_down().await;
+        wait_event(&mut events, victim, is_down, detection_bound()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut served = Vec::new();
+        for worker in workers {
+            served.extend(worker.await.unwrap());
+        }
+        for name in ["d0", "d1", "d2"] {
+            assert!(served.iter().any(|n| n == name), "{name} served nothing");
+        }
     })
     .await
     .unwrap();

@@ -573,18 +573,24 @@ impl Drop for Correlator {
 }
 
 /// Why a new request cannot be sent now, if it cannot.
+///
+/// After a goaway, new requests fail with [`Error::GoingAway`] even once the
+/// connection has ended, so that callers can tell that such a request was
+/// never sent (and may go elsewhere) from one lost in flight.
 fn refuse(state: &State) -> Option<Error> {
-    match &state.closed {
-        Some(Closed::Locally) => return Some(Error::Closed),
-        Some(Closed::Lost(cause)) => return Some(Error::Disconnected(cause.clone())),
-        None => {}
+    if let Some(Closed::Locally) = state.closed {
+        return Some(Error::Closed);
     }
-    state
-        .goaway
-        .map(|(last_request_id, code)| Error::GoingAway {
+    if let Some((last_request_id, code)) = state.goaway {
+        return Some(Error::GoingAway {
             last_request_id,
             code,
-        })
+        });
+    }
+    match &state.closed {
+        Some(Closed::Lost(cause)) => Some(Error::Disconnected(cause.clone())),
+        _ => None,
+    }
 }
 
 /// Removes a pending request when its caller stops waiting.
