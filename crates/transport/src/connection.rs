@@ -92,6 +92,11 @@ struct Outgoing {
 /// copied into the send queue.
 const SEGMENT_MIN: usize = 8 * 1024;
 
+/// Room for a read while nothing is in progress and the last read did not
+/// fill its buffer: idle connections hold a small buffer, not a full
+/// [`READ_CHUNK`] each.
+const IDLE_READ: usize = 4 * 1024;
+
 #[derive(Default)]
 struct OutState {
     /// What goes out first: encoded bytes split off `frames` and large
@@ -788,6 +793,9 @@ impl Reader {
         let tick = tokio::time::sleep(tick_every.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(tick);
         let mut last_rx = Instant::now();
+        // Whether the last read filled all the room it had: more is coming,
+        // so read in large chunks. An idle connection keeps a small buffer.
+        let mut busy = false;
         loop {
             if let Some(opener) = self.opener.as_mut() {
                 while let Some(record) = opener.open(&mut raw)? {
@@ -820,18 +828,28 @@ impl Reader {
                 last_rx = Instant::now();
             }
             let buf = if self.opener.is_some() {
-                raw.reserve(READ_CHUNK);
+                if busy || !raw.is_empty() {
+                    raw.reserve(READ_CHUNK);
+                } else {
+                    raw.reserve(IDLE_READ);
+                }
                 &mut raw
             } else {
-                decoder.prepare_read(&mut frames)?;
+                if busy || !frames.is_empty() {
+                    decoder.prepare_read(&mut frames)?;
+                } else {
+                    frames.reserve(IDLE_READ);
+                }
                 &mut frames
             };
+            let room = buf.capacity() - buf.len();
             tokio::select! {
                 read = io.read_buf(buf) => {
                     let n = read?;
                     if n == 0 {
                         return Err(Error::PeerClosed);
                     }
+                    busy = n == room;
                     Counters::add(&self.outgoing.stats.counters().bytes_in, n as u64);
                     last_rx = Instant::now();
                 }
@@ -976,7 +994,8 @@ impl Writer {
 
     /// Writes until the queue is closed and empty, or something fails.
     async fn write_loop<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<(), Error> {
-        let mut frames = BytesMut::with_capacity(64 * 1024);
+        // Buffers grow with what is sent: an idle connection holds none.
+        let mut frames = BytesMut::new();
         let mut segments: Vec<Bytes> = Vec::new();
         let mut sealed = BytesMut::new();
         let heartbeat = self.config.heartbeat_interval;
@@ -1062,7 +1081,7 @@ impl Writer {
             }
             if frames.capacity() > 4 * self.config.write_batch_bytes {
                 // One huge message should not pin its buffer for the connection's life.
-                frames = BytesMut::with_capacity(64 * 1024);
+                frames = BytesMut::new();
                 sealed = BytesMut::new();
             }
             if let Some(interval) = heartbeat {
