@@ -1035,8 +1035,9 @@ impl Writer {
             if data {
                 self.shared.touch_data();
             }
-            let sealer = self.sealer.as_mut();
-            let written = match sealer {
+            // What goes on the stream: the sealed records with Noise, else
+            // the queued segments and frames themselves.
+            let (parts, tail): (&[Bytes], &[u8]) = match self.sealer.as_mut() {
                 Some(sealer) => {
                     sealed.clear();
                     for segment in &segments {
@@ -1045,18 +1046,17 @@ impl Writer {
                     if !frames.is_empty() {
                         sealer.seal(&frames, &mut sealed)?;
                     }
-                    sealed.len()
+                    (&[], &sealed)
                 }
-                None => segments.iter().map(Bytes::len).sum::<usize>() + frames.len(),
+                None => (&segments, &frames),
             };
+            let written = parts.iter().map(Bytes::len).sum::<usize>() + tail.len();
             // Flush too: a TLS stream may keep records back until flushed.
             let write = async {
-                if self.sealer.is_some() {
-                    io.write_all(&sealed).await?;
-                } else if segments.is_empty() {
-                    io.write_all(&frames).await?;
+                if parts.is_empty() {
+                    io.write_all(tail).await?;
                 } else {
-                    write_all_vectored(io, &segments, &frames).await?;
+                    write_all_vectored(io, parts, tail).await?;
                 }
                 io.flush().await
             };

@@ -104,11 +104,7 @@ pub async fn connect<I: Io>(
     config: &ConnectionConfig,
     handshake_timeout: Duration,
 ) -> Result<Connection, Error> {
-    config.validate()?;
-    check_duration(
-        handshake_timeout,
-        "handshake timeout must be between 1 ms and one day",
-    )?;
+    check_setup(config, handshake_timeout)?;
     if let ClientSecurity::Tls {
         connector,
         server_name,
@@ -139,6 +135,15 @@ pub async fn connect<I: Io>(
     Ok(Connection::spawn(io, protection, leftover, info, config))
 }
 
+/// Checks the configuration and the handshake timeout both sides take.
+fn check_setup(config: &ConnectionConfig, handshake_timeout: Duration) -> Result<(), Error> {
+    config.validate()?;
+    check_duration(
+        handshake_timeout,
+        "handshake timeout must be between 1 ms and one day",
+    )
+}
+
 /// Accepts the server side of a netproto connection over `io`.
 ///
 /// # Errors
@@ -151,11 +156,7 @@ pub async fn accept<I: Io>(
     config: &ConnectionConfig,
     handshake_timeout: Duration,
 ) -> Result<Connection, Error> {
-    config.validate()?;
-    check_duration(
-        handshake_timeout,
-        "handshake timeout must be between 1 ms and one day",
-    )?;
+    check_setup(config, handshake_timeout)?;
     if let ServerSecurity::Tls(acceptor) = security {
         let stream = with_timeout(handshake_timeout, async move {
             preface::server(&mut io, SecurityMode::Tls).await?;

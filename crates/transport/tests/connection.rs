@@ -470,6 +470,37 @@ async fn a_peer_that_never_reads_meets_backpressure_not_growth() {
 }
 
 #[tokio::test]
+async fn large_payloads_queued_by_reference_still_count_against_the_byte_bound() {
+    let mut config = ConnectionConfig::default();
+    config.backpressure_limit = 1000;
+    config.heartbeat_interval = None;
+    let (a, b) = tokio::io::duplex(8 * 1024);
+    let peer = tokio::spawn(async move {
+        let io = raw_server(b).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(io);
+    });
+    let conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+        .await
+        .unwrap();
+    let payload = Bytes::from(vec![7u8; 64 * 1024]);
+    let msg = Envelope::new(1, MessageType::new("BIG").unwrap(), payload);
+    let mut accepted = 0usize;
+    for _ in 0..200 {
+        if conn.sender().try_send(msg.clone()).is_ok() {
+            accepted += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    // The frame bound (1000) is far off: what stops the sender is the byte
+    // bound, queue and write in progress, one message past each.
+    let bound = 2 * (config.write_batch_bytes / (64 * 1024) + 1) + 1;
+    assert!(accepted <= bound, "{accepted} > {bound}");
+    assert!(accepted >= 2, "{accepted}");
+    peer.abort();
+}
+
+#[tokio::test]
 async fn full_inbound_queue_stops_reading_and_resumes() {
     let mut config = ConnectionConfig::default();
     config.inbound_limit = 4;

@@ -258,7 +258,9 @@ impl Envelope {
     pub fn encode_frame(&self, encoder: &Encoder, dst: &mut BytesMut) -> Result<(), Error> {
         let len = self.encoded_len();
         encoder.encode_data_header(Compression::None, len, dst)?;
-        self.encode(dst);
+        dst.reserve(len);
+        self.put_head(dst);
+        dst.put_slice(&self.payload);
         Ok(())
     }
 
