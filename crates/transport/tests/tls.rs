@@ -113,6 +113,15 @@ fn is_unknown_issuer(err: &Error) -> bool {
     )
 }
 
+/// A connector trusting `ca_pem` that authenticates with `client`.
+fn client_connector(ca_pem: &str, client: &GeneratedCert) -> TlsConnector {
+    TlsConnector::builder()
+        .ca_pem(ca_pem)
+        .client_auth_pem(client.cert_pem(), client.key_pem())
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn server_auth_with_ca_issued_certificate() {
     bounded(async {
@@ -192,11 +201,7 @@ async fn mutual_tls_client_with_certificate_from_client_ca() {
         let client_cert = m.client_ca.issue_client_cert("client-1").unwrap();
         let acceptor = acceptor(&m.server_cert, Some(m.client_ca.cert_pem()), true);
         let (addr, server) = spawn_echo_server(acceptor).await;
-        let connector = TlsConnector::builder()
-            .ca_pem(m.server_ca.cert_pem())
-            .client_auth_pem(client_cert.cert_pem(), client_cert.key_pem())
-            .build()
-            .unwrap();
+        let connector = client_connector(m.server_ca.cert_pem(), &client_cert);
         echo_client(&connector, "localhost", addr).await.unwrap();
         let seen = server_result(server).await.unwrap().expect("a client cert");
         assert_eq!(&seen, client_cert.cert_der());
@@ -234,11 +239,7 @@ async fn mutual_tls_client_with_certificate_from_another_ca_fails() {
         let client_cert = other_ca.issue_client_cert("intruder").unwrap();
         let acceptor = acceptor(&m.server_cert, Some(m.client_ca.cert_pem()), true);
         let (addr, server) = spawn_echo_server(acceptor).await;
-        let connector = TlsConnector::builder()
-            .ca_pem(m.server_ca.cert_pem())
-            .client_auth_pem(client_cert.cert_pem(), client_cert.key_pem())
-            .build()
-            .unwrap();
+        let connector = client_connector(m.server_ca.cert_pem(), &client_cert);
         assert!(echo_client(&connector, "localhost", addr).await.is_err());
         let err = server_result(server).await.unwrap_err();
         assert!(is_unknown_issuer(&err), "{err:?}");
@@ -263,11 +264,7 @@ async fn mutual_tls_optional_accepts_clients_without_certificate() {
         // A presented certificate is still verified.
         let client_cert = m.client_ca.issue_client_cert("client-2").unwrap();
         let (addr, server) = spawn_echo_server(acceptor.clone()).await;
-        let authenticated = TlsConnector::builder()
-            .ca_pem(m.server_ca.cert_pem())
-            .client_auth_pem(client_cert.cert_pem(), client_cert.key_pem())
-            .build()
-            .unwrap();
+        let authenticated = client_connector(m.server_ca.cert_pem(), &client_cert);
         echo_client(&authenticated, "localhost", addr)
             .await
             .unwrap();
@@ -279,11 +276,7 @@ async fn mutual_tls_optional_accepts_clients_without_certificate() {
         let other_ca = CertificateAuthority::new("other ca").unwrap();
         let bad_cert = other_ca.issue_client_cert("intruder").unwrap();
         let (addr, server) = spawn_echo_server(acceptor).await;
-        let intruder = TlsConnector::builder()
-            .ca_pem(m.server_ca.cert_pem())
-            .client_auth_pem(bad_cert.cert_pem(), bad_cert.key_pem())
-            .build()
-            .unwrap();
+        let intruder = client_connector(m.server_ca.cert_pem(), &bad_cert);
         assert!(echo_client(&intruder, "localhost", addr).await.is_err());
         let err = server_result(server).await.unwrap_err();
         assert!(is_unknown_issuer(&err), "{err:?}");
