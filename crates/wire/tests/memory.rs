@@ -39,19 +39,33 @@ fn data_header(len: u32) -> [u8; HEADER_LEN] {
 }
 
 fn a_4_gib_declaration_allocates_nothing() {
-    let mut buf = BytesMut::with_capacity(64);
-    buf.put_slice(&data_header(u32::MAX));
-    buf.put_slice(b"a few body bytes");
-    let mut decoder = Decoder::new(u32::MAX);
-    let region = Region::new(GLOBAL);
-    for _ in 0..100 {
-        assert_eq!(decoder.decode(&mut buf), Ok(None));
+    // The counting allocator also sees the test harness's own thread, which
+    // may allocate at any moment: measure a few times and keep the quietest
+    // run. What the decoder allocates, it allocates in every run.
+    let mut fewest = None;
+    for _ in 0..5 {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_slice(&data_header(u32::MAX));
+        buf.put_slice(b"a few body bytes");
+        let mut decoder = Decoder::new(u32::MAX);
+        let region = Region::new(GLOBAL);
+        for _ in 0..100 {
+            assert_eq!(decoder.decode(&mut buf), Ok(None));
+        }
+        let hint = decoder.read_hint(&buf).unwrap();
+        let stats = region.change();
+        assert_eq!(hint, READ_CHUNK, "asks for one chunk, not 4 GiB");
+        assert_eq!(buf.capacity(), 64);
+        let count = stats.allocations + stats.reallocations;
+        if fewest.is_none_or(|(fewest, _)| count < fewest) {
+            fewest = Some((count, stats));
+        }
+        if count == 0 {
+            break;
+        }
     }
-    let hint = decoder.read_hint(&buf).unwrap();
-    let stats = region.change();
-    assert_eq!(stats.allocations + stats.reallocations, 0, "{stats:?}");
-    assert_eq!(hint, READ_CHUNK, "asks for one chunk, not 4 GiB");
-    assert_eq!(buf.capacity(), 64);
+    let (count, stats) = fewest.unwrap();
+    assert_eq!(count, 0, "{stats:?}");
 }
 
 fn memory_for_a_frame_is_bytes_received_plus_one_chunk() {
