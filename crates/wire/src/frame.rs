@@ -141,6 +141,7 @@ impl Header {
     /// [`Error::CompressedControl`], [`Error::FrameTooLarge`],
     /// [`Error::ControlTooLarge`], or [`Error::BadBodyLength`] for a control
     /// frame whose length cannot hold its fixed fields.
+    #[inline]
     pub fn parse(bytes: [u8; HEADER_LEN], max_frame_len: u32) -> Result<Self, Error> {
         let [l0, l1, l2, l3, kind, flags] = bytes;
         let len = u32::from_be_bytes([l0, l1, l2, l3]);
