@@ -34,9 +34,12 @@ const SIZES: [(usize, &str); 4] = [
     (1024 * 1024, "1MiB"),
 ];
 
-/// Frames per prepared buffer: about 8 MiB of input, at least 8 frames.
+/// Frames per prepared buffer: about 8 MiB of input, and at least 64 frames,
+/// so that the two clock reads and the loop's start of each timed batch are
+/// spread over enough frames to vanish (with 8 frames of 1 MiB they added
+/// 15-40 ns to every frame).
 fn batch(size: usize) -> usize {
-    ((8 << 20) / size).clamp(8, 4096)
+    ((8 << 20) / size).clamp(64, 4096)
 }
 
 fn body(size: usize) -> Bytes {
@@ -84,22 +87,27 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-/// Times `decode_one` over `iters` frames, re-filling the input buffer from
-/// `wire` (which holds `per_buffer` frames) outside the timed sections.
+/// Times `decode_one` per frame and returns the time of `iters` frames.
+///
+/// The input buffer `buf` is re-filled from `wire` (which holds `per_buffer`
+/// frames) outside the timed sections, and every timed section decodes a whole
+/// buffer: `iters` is rounded up to whole buffers and the time scaled back to
+/// `iters` frames. Criterion asks for a few hundred frames per sample at 1 MiB,
+/// as it counts the untimed refills in its plan, and a short last batch would
+/// spread the two clock reads over a handful of frames.
 fn time_batches(
     iters: u64,
+    buf: &mut BytesMut,
     wire: &BytesMut,
     per_buffer: usize,
     frame_len: usize,
     mut decode_one: impl FnMut(&mut BytesMut),
 ) -> Duration {
+    let batches = iters.div_ceil(per_buffer as u64).max(1);
     let mut total = Duration::ZERO;
-    let mut left = iters;
-    // One allocation for the whole run: the decoded frames are dropped before
-    // the next refill, so the buffer is unique again and is reused in place.
-    let mut buf = BytesMut::with_capacity(wire.len());
-    while left > 0 {
-        let n = left.min(per_buffer as u64);
+    for _ in 0..batches {
+        // The decoded frames were dropped before the refill, so the buffer
+        // is unique again and is reused in place.
         buf.clear();
         buf.extend_from_slice(wire);
         for offset in (0..buf.len()).step_by(frame_len) {
@@ -107,15 +115,20 @@ fn time_batches(
         }
         // The refill evicted the buffer's shared reference count from the
         // caches, which a running reader keeps hot: touch it, as a split does.
-        drop(black_box(buf.split_to(0)));
+        // The handle also keeps the allocation alive until the clock stops: a
+        // decoder that moves the buffer (LengthDelimitedCodec reserves room
+        // for the next header once the buffer is empty) would otherwise have
+        // the old allocation's release counted, a 64 MiB munmap.
+        let keep = black_box(buf.split_to(0));
         let start = Instant::now();
-        for _ in 0..n {
-            decode_one(&mut buf);
+        for _ in 0..per_buffer {
+            decode_one(buf);
         }
         total += start.elapsed();
-        left -= n;
+        drop(keep);
     }
-    total
+    let frames = (batches * per_buffer as u64) as f64;
+    total.mul_f64(iters as f64 / frames)
 }
 
 fn decode(c: &mut Criterion) {
@@ -131,11 +144,19 @@ fn decode(c: &mut Criterion) {
             Encoder::new(u32::MAX).encode(&frame, &mut ours).unwrap();
         }
         let mut decoder = Decoder::new(u32::MAX);
+        let mut buf = BytesMut::with_capacity(ours.len());
         group.bench_function(BenchmarkId::new("netproto", name), |b| {
             b.iter_custom(|iters| {
-                time_batches(iters, &ours, k, size + netproto_wire::HEADER_LEN, |buf| {
-                    black_box(decoder.decode(buf).unwrap());
-                })
+                time_batches(
+                    iters,
+                    &mut buf,
+                    &ours,
+                    k,
+                    size + netproto_wire::HEADER_LEN,
+                    |buf| {
+                        black_box(decoder.decode(buf).unwrap());
+                    },
+                )
             });
         });
 
@@ -148,7 +169,7 @@ fn decode(c: &mut Criterion) {
         }
         group.bench_function(BenchmarkId::new("length_delimited", name), |b| {
             b.iter_custom(|iters| {
-                time_batches(iters, &theirs, k, size + 4, |buf| {
+                time_batches(iters, &mut buf, &theirs, k, size + 4, |buf| {
                     black_box(codec.decode(buf).unwrap());
                 })
             });
