@@ -55,6 +55,7 @@ mod error;
 mod establish;
 mod noise;
 pub mod preface;
+mod recv_pool;
 mod stats;
 pub mod tls;
 

@@ -123,19 +123,9 @@ impl Decoder {
     ///
     /// The header errors of [`Header::parse`].
     pub fn prepare_read(&self, src: &mut BytesMut) -> Result<usize, Error> {
-        let missing = match self.peek_header(src)? {
-            Some(header) => frame_len(header).saturating_sub(src.len()),
-            None => 0,
-        };
+        let missing = self.missing(src)?;
+        let want = room_for(missing);
         let spare = src.capacity() - src.len();
-        // A large frame in progress gets exactly the room it still needs (up
-        // to one chunk), so that it ends at the end of the allocation and is
-        // handed on without copying; otherwise keep one chunk of room.
-        let want = if missing >= READ_CHUNK / 2 {
-            missing.min(READ_CHUNK)
-        } else {
-            READ_CHUNK
-        };
         if spare < want.min(READ_CHUNK / 2) || (missing >= READ_CHUNK / 2 && spare < want) {
             let mut vec = Vec::from(core::mem::take(src));
             vec.reserve_exact(want);
@@ -143,6 +133,31 @@ impl Decoder {
             *src = BytesMut::from(bytes::Bytes::from(vec));
         }
         Ok(src.capacity() - src.len())
+    }
+
+    /// The room [`prepare_read`](Self::prepare_read) makes in `src`: a large
+    /// frame in progress (half a [`READ_CHUNK`] or more still missing) gets
+    /// exactly the room it still needs, up to one chunk, so that it ends at
+    /// the end of the allocation and is handed on without copying; otherwise
+    /// one [`READ_CHUNK`].
+    ///
+    /// A reader that finds room elsewhere (a buffer of its own) makes at least
+    /// this much, and `prepare_read` then leaves the buffer as it is.
+    ///
+    /// # Errors
+    ///
+    /// The header errors of [`Header::parse`].
+    pub fn read_room(&self, src: &[u8]) -> Result<usize, Error> {
+        self.missing(src).map(room_for)
+    }
+
+    /// Bytes still missing from the frame at the front of `src`; 0 without a
+    /// whole header.
+    fn missing(&self, src: &[u8]) -> Result<usize, Error> {
+        Ok(match self.peek_header(src)? {
+            Some(header) => frame_len(header).saturating_sub(src.len()),
+            None => 0,
+        })
     }
 
     /// How many bytes a reader should make room for before its next read.
@@ -166,6 +181,15 @@ impl Decoder {
             0 => READ_CHUNK,
             n => n.clamp(HEADER_LEN, READ_CHUNK),
         })
+    }
+}
+
+/// The room to make for a read while `missing` bytes of a frame are missing.
+fn room_for(missing: usize) -> usize {
+    if missing >= READ_CHUNK / 2 {
+        missing.min(READ_CHUNK)
+    } else {
+        READ_CHUNK
     }
 }
 
