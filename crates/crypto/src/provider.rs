@@ -120,6 +120,31 @@ pub trait Cipher: Send + Sync {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<()>;
+
+    /// Checks `tag` and decrypts the ciphertext `in_out[src..]`, writing the
+    /// plaintext to the front of `in_out` (over the first `src` bytes).
+    ///
+    /// The default decrypts in place, then moves the plaintext; a backend
+    /// whose AEAD reads and writes at different offsets overrides it to do
+    /// both in one pass.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decrypt`](crate::Error::Decrypt) if authentication fails or
+    /// `src` is past the end; `in_out` is then unspecified.
+    fn decrypt_shifted(
+        &self,
+        nonce: u64,
+        ad: &[u8],
+        in_out: &mut [u8],
+        src: usize,
+        tag: &[u8; TAG_LEN],
+    ) -> Result<()> {
+        let ciphertext = in_out.get_mut(src..).ok_or(crate::Error::Decrypt)?;
+        self.decrypt_in_place(nonce, ad, ciphertext, tag)?;
+        in_out.copy_within(src.., 0);
+        Ok(())
+    }
 }
 
 /// A hash function with the HKDF that Noise derives from it.
@@ -146,7 +171,7 @@ pub fn rust_crypto() -> Arc<dyn Provider> {
     Arc::new(rust_crypto::RustCrypto)
 }
 
-/// The `ring` 0.17 provider (ChaCha20-Poly1305 and SHA-256), usually faster.
+/// The `ring` 0.17 provider (ChaCha20-Poly1305, AES-256-GCM and SHA-256), usually faster.
 #[cfg(feature = "ring")]
 pub fn ring() -> Arc<dyn Provider> {
     Arc::new(ring::Ring)

@@ -165,18 +165,50 @@ impl Sealer {
     /// [`Error::NonceExhausted`] before any record would use nonce 2^64-1
     /// (nothing is appended), or [`Error::Poisoned`] after an earlier failure.
     pub fn seal(&mut self, plaintext: &[u8], out: &mut BytesMut) -> Result<()> {
-        let records = plaintext.len().div_ceil(MAX_RECORD_PLAINTEXT).max(1);
+        self.seal_parts([plaintext], out)
+    }
+
+    /// Appends records carrying the concatenation of `parts` to `out`: the
+    /// same records as [`seal`](Self::seal) of the joined plaintext, without
+    /// joining it first. Records span part boundaries, so many small parts
+    /// cost one AEAD call per 65519 bytes, not one per part.
+    ///
+    /// # Errors
+    ///
+    /// As [`seal`](Self::seal).
+    pub fn seal_parts<'a, I>(&mut self, parts: I, out: &mut BytesMut) -> Result<()>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: Clone,
+    {
+        let mut parts = parts.into_iter();
+        let total: usize = parts.clone().map(<[u8]>::len).sum();
+        let records = total.div_ceil(MAX_RECORD_PLAINTEXT).max(1);
         self.0.reserve(records)?;
-        out.reserve(plaintext.len() + records * (LENGTH_LEN + TAG_LEN));
-        let mut chunks = plaintext.chunks(MAX_RECORD_PLAINTEXT);
-        let empty: &[u8] = &[];
-        let first = chunks.next().unwrap_or(empty);
-        for chunk in core::iter::once(first).chain(chunks) {
-            let len = u16::try_from(chunk.len() + TAG_LEN)
-                .map_err(|_| Error::MessageTooLarge(chunk.len()))?;
-            out.put_u16(len);
+        out.reserve(total + records * (LENGTH_LEN + TAG_LEN));
+        let mut current: &[u8] = &[];
+        let mut left = total;
+        for _ in 0..records {
+            let len = left.min(MAX_RECORD_PLAINTEXT);
+            left -= len;
+            // `len` ≤ 65519, so the body length fits.
+            out.put_u16(u16::try_from(len + TAG_LEN).unwrap_or(u16::MAX));
             let start = out.len();
-            out.extend_from_slice(chunk);
+            let mut need = len;
+            while need > 0 {
+                if current.is_empty() {
+                    // The parts summed to `total`: they cannot run out first.
+                    let Some(next) = parts.next() else {
+                        return self.0.poison(Error::MessageTooLarge(total));
+                    };
+                    current = next;
+                    continue;
+                }
+                let (head, rest) = current.split_at(need.min(current.len()));
+                out.extend_from_slice(head);
+                current = rest;
+                need -= head.len();
+            }
             let (_, in_out) = out.split_at_mut(start);
             let tag = match self.0.cipher.encrypt_in_place(self.0.nonce, &[], in_out) {
                 Ok(tag) => tag,
@@ -297,6 +329,57 @@ impl Opener {
         }
         record.truncate(plaintext_len);
         Ok(Some(record.freeze()))
+    }
+
+    /// Opens the record that starts `gap` bytes into `buf` and writes its
+    /// plaintext to the front of `buf`, over the gap.
+    ///
+    /// This lets a reader keep its plaintext contiguous in the buffer it reads
+    /// into, without copying it out: with the plaintext so far ending at `p`,
+    /// call this on `&mut buf[p..]` with the number of bytes between `p` and
+    /// the next record. With the ring backend the decryption does the move.
+    ///
+    /// Returns `Ok(None)` (touching nothing) while the record is incomplete;
+    /// otherwise `(plaintext_len, record_end)`: `buf[..plaintext_len]` is the
+    /// plaintext, and the next record starts at `record_end`, so the next gap
+    /// is `record_end - plaintext_len`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open): a bad record poisons the opener.
+    pub fn open_within(&mut self, buf: &mut [u8], gap: usize) -> Result<Option<(usize, usize)>> {
+        self.0.reserve(1)?;
+        let Some(header) = buf
+            .get(gap..)
+            .and_then(|rest| rest.first_chunk::<LENGTH_LEN>())
+        else {
+            return Ok(None);
+        };
+        let len = u16::from_be_bytes(*header);
+        let body_len = usize::from(len);
+        if body_len < TAG_LEN {
+            return self.0.poison(Error::RecordTooShort(len));
+        }
+        let end = gap + LENGTH_LEN + body_len;
+        let Some(record) = buf.get_mut(..end) else {
+            return Ok(None);
+        };
+        let (in_out, tag) = record.split_at_mut(end - TAG_LEN);
+        let opened = match <&[u8; TAG_LEN]>::try_from(&*tag) {
+            Ok(tag) => {
+                self.0
+                    .cipher
+                    .decrypt_shifted(self.0.nonce, &[], in_out, gap + LENGTH_LEN, tag)
+            }
+            Err(_) => Err(Error::RecordTooShort(len)),
+        };
+        if let Err(err) = opened {
+            return self.0.poison(err);
+        }
+        if let Err(err) = self.0.advance() {
+            return self.0.poison(err);
+        }
+        Ok(Some((body_len - TAG_LEN, end)))
     }
 
     /// Replaces the key now with Noise `Rekey()`. See [`Sealer::rekey`].

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use netproto_compress::Codec;
 use netproto_crypto::{Capabilities, Opener, PublicKey, Sealer};
 use netproto_wire::{
@@ -92,6 +92,10 @@ struct Outgoing {
 /// vectored write (or sealed straight from the application's buffer), not
 /// copied into the send queue.
 const SEGMENT_MIN: usize = 8 * 1024;
+
+/// Spent record headers and tags kept between the plaintext of a frame in
+/// progress and the ciphertext behind it before they are squeezed out.
+const MAX_GAP: usize = 1024;
 
 /// Room for a read while nothing is in progress and the last read did not
 /// fill its buffer: idle connections hold a small buffer, not a full
@@ -784,12 +788,15 @@ impl Reader {
         leftover: BytesMut,
     ) -> Result<(), Error> {
         let mut decoder = Decoder::new(self.config.max_frame_len);
-        // In plain mode `frames` is the read buffer; with Noise, `raw` is.
-        let (mut raw, mut frames) = if self.opener.is_some() {
-            (leftover, BytesMut::new())
-        } else {
-            (BytesMut::new(), leftover)
-        };
+        // The read buffer. With Noise it holds, in order: `plain` bytes of
+        // plaintext, `gap` bytes of spent record headers and tags, and the
+        // ciphertext not opened yet. Each record is decrypted where it lies
+        // and its plaintext written over the gap (in the same pass with the
+        // ring backend), so frames are split off the read buffer without a
+        // copy, as in plain mode.
+        let mut frames = leftover;
+        let mut plain = 0;
+        let mut gap = 0;
         let tick_every = self.tick_period();
         let tick = tokio::time::sleep(tick_every.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(tick);
@@ -803,30 +810,42 @@ impl Reader {
         loop {
             let mut data = false;
             let mut decoded = 0u64;
-            loop {
-                while let Some(frame) = decoder.decode(&mut frames)? {
-                    decoded += 1;
-                    match frame {
-                        Frame::Data(body) => {
-                            data = true;
-                            let body = self.codec.decompress(body)?;
-                            self.batch
-                                .push_back(Incoming::Message(Envelope::decode(body)?));
-                        }
-                        other => self.handle_control(other).await,
-                    }
+            // With Noise the decoder sees the plaintext only; the rest waits.
+            let mut rest = None;
+            if let Some(opener) = self.opener.as_mut() {
+                while let Some((n, end)) =
+                    opener.open_within(frames.get_mut(plain..).unwrap_or_default(), gap)?
+                {
+                    plain += n;
+                    gap = end - n;
                 }
-                // With Noise, one record at a time: `frames` then holds at
-                // most one unfinished frame plus one record, which a pool
-                // buffer has room for. A larger frame grows by `extend`.
-                let Some(opener) = self.opener.as_mut() else {
-                    break;
-                };
-                let Some(record) = opener.open(&mut raw)? else {
-                    break;
-                };
-                pool.make_room(&mut frames, record.len());
-                frames.extend_from_slice(&record);
+                rest = Some(frames.split_off(plain));
+            }
+            while let Some(frame) = decoder.decode(&mut frames)? {
+                decoded += 1;
+                match frame {
+                    Frame::Data(body) => {
+                        data = true;
+                        let body = self.codec.decompress(body)?;
+                        self.batch
+                            .push_back(Incoming::Message(Envelope::decode(body)?));
+                    }
+                    other => self.handle_control(other).await,
+                }
+            }
+            if let Some(rest) = rest {
+                // Adjacent parts of one allocation: joining them is free.
+                plain = frames.len();
+                frames.unsplit(rest);
+                if plain == 0 {
+                    frames.advance(gap);
+                    gap = 0;
+                } else if gap >= MAX_GAP {
+                    // A long frame in progress: close the gap behind it.
+                    frames.copy_within(plain + gap.., plain);
+                    frames.truncate(frames.len() - gap);
+                    gap = 0;
+                }
             }
             if !self.batch.is_empty() {
                 self.hand_over().await?;
@@ -848,28 +867,21 @@ impl Reader {
             }
             if !busy && frames.is_empty() {
                 pool.release();
-            }
-            let buf = if self.opener.is_some() {
-                if busy || !raw.is_empty() {
-                    raw.reserve(READ_CHUNK);
-                } else {
-                    raw.reserve(IDLE_READ);
+                frames.reserve(IDLE_READ);
+            } else if self.opener.is_some() {
+                // A frame larger than a pool buffer grows in place.
+                if !pool.make_room(&mut frames, READ_CHUNK) {
+                    frames.reserve(READ_CHUNK);
                 }
-                &mut raw
             } else {
-                if busy || !frames.is_empty() {
-                    // A frame larger than a pool buffer: `prepare_read` grows it.
-                    let want = decoder.read_room(&frames)?;
-                    pool.make_room(&mut frames, want);
-                    decoder.prepare_read(&mut frames)?;
-                } else {
-                    frames.reserve(IDLE_READ);
-                }
-                &mut frames
-            };
-            let room = buf.capacity() - buf.len();
+                // A frame larger than a pool buffer: `prepare_read` grows it.
+                let want = decoder.read_room(&frames)?;
+                pool.make_room(&mut frames, want);
+                decoder.prepare_read(&mut frames)?;
+            }
+            let room = frames.capacity() - frames.len();
             tokio::select! {
-                read = io.read_buf(buf) => {
+                read = io.read_buf(&mut frames) => {
                     let n = read?;
                     if n == 0 {
                         return Err(Error::PeerClosed);
@@ -1069,12 +1081,12 @@ impl Writer {
             let write = async {
                 match sealer {
                     Some(sealer) => {
+                        // Records span the parts: a 64 KiB message with its
+                        // small head takes 2 records, not 3.
                         sealed.clear();
-                        for segment in &segments {
-                            sealer.seal(segment, &mut sealed)?;
-                        }
-                        if !frames.is_empty() {
-                            sealer.seal(&frames, &mut sealed)?;
+                        if !segments.is_empty() || !frames.is_empty() {
+                            let parts = segments.iter().map(|segment| &segment[..]);
+                            sealer.seal_parts(parts.chain([&frames[..]]), &mut sealed)?;
                         }
                         io.write_all(&sealed).await?;
                         written = sealed.len();

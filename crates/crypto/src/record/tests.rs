@@ -116,3 +116,128 @@ fn short_record_poisons() {
     ));
     assert_eq!(opener.nonce(), 0);
 }
+
+/// Every provider this build has, with each AEAD it offers.
+fn openers_and_sealers() -> Vec<(String, Sealer, Opener)> {
+    #[cfg_attr(not(feature = "ring"), allow(unused_mut))]
+    let mut providers = vec![("rust_crypto", provider::rust_crypto())];
+    #[cfg(feature = "ring")]
+    providers.push(("ring", provider::ring()));
+    let key = [0x17; KEY_LEN];
+    let config = RecordConfig::default();
+    let mut out = Vec::new();
+    for (name, p) in providers {
+        for cipher in [
+            CipherAlgorithm::ChaCha20Poly1305,
+            CipherAlgorithm::Aes256Gcm,
+        ] {
+            let sealer = Sealer::from_key_with_cipher(p.clone(), cipher, &key, &config);
+            let opener = Opener::from_key_with_cipher(p.clone(), cipher, &key, &config);
+            if let (Ok(sealer), Ok(opener)) = (sealer, opener) {
+                out.push((format!("{name} {cipher:?}"), sealer, opener));
+            }
+        }
+    }
+    assert!(out.len() >= 2, "at least ChaCha and AES-GCM of RustCrypto");
+    out
+}
+
+#[test]
+fn open_within_keeps_the_plaintext_contiguous_over_the_gaps() {
+    for (name, mut sealer, mut opener) in openers_and_sealers() {
+        // Three records of different sizes, behind 5 bytes of earlier plaintext.
+        let plaintext: Vec<u8> = (0..150_000u32).map(|i| (i * 7) as u8).collect();
+        let mut wire = BytesMut::new();
+        sealer.seal(&plaintext[..1000], &mut wire).unwrap();
+        sealer.seal(&plaintext[1000..], &mut wire).unwrap();
+        let mut buf = b"head:".to_vec();
+        buf.extend_from_slice(&wire);
+        let (mut end, mut gap) = (5, 0);
+        while let Some((n, record_end)) = opener.open_within(&mut buf[end..], gap).unwrap() {
+            end += n;
+            gap = record_end - n;
+        }
+        assert_eq!(gap, 4 * (LENGTH_LEN + TAG_LEN), "{name}");
+        assert_eq!(end + gap, buf.len(), "{name}: everything opened");
+        assert_eq!(&buf[..5], b"head:", "{name}");
+        assert_eq!(&buf[5..end], &plaintext[..], "{name}");
+    }
+}
+
+#[test]
+fn open_within_waits_for_a_whole_record_and_poisons_on_a_bad_one() {
+    for (name, mut sealer, mut opener) in openers_and_sealers() {
+        let mut wire = BytesMut::new();
+        sealer.seal(b"abcdef", &mut wire).unwrap();
+        let mut buf = vec![0xEE; 3];
+        buf.extend_from_slice(&wire);
+        for cut in 0..buf.len() {
+            let mut partial = buf[..cut].to_vec();
+            assert_eq!(
+                opener.open_within(&mut partial, 3).unwrap(),
+                None,
+                "{name} {cut}"
+            );
+            assert_eq!(partial, buf[..cut], "{name}: nothing touched");
+        }
+        let mut good = buf.clone();
+        assert_eq!(
+            opener.open_within(&mut good, 3).unwrap(),
+            Some((6, buf.len()))
+        );
+        assert_eq!(&good[..6], b"abcdef", "{name}");
+
+        // The next record, with one ciphertext bit flipped.
+        let mut wire = BytesMut::new();
+        sealer.seal(b"ghijkl", &mut wire).unwrap();
+        let mut bad = wire.to_vec();
+        bad[4] ^= 1;
+        assert!(
+            matches!(opener.open_within(&mut bad, 0), Err(Error::Decrypt)),
+            "{name}"
+        );
+        assert!(opener.is_poisoned(), "{name}");
+        assert_eq!(opener.nonce(), 1, "{name}: the nonce stays");
+        assert!(matches!(
+            opener.open_within(&mut wire.to_vec(), 0),
+            Err(Error::Poisoned)
+        ));
+    }
+}
+
+#[test]
+fn sealing_parts_gives_the_records_of_the_joined_plaintext() {
+    let plaintext: Vec<u8> = (0..200_000u32).map(|i| (i * 13) as u8).collect();
+    for cuts in [
+        vec![],
+        vec![0, 0, 5],
+        vec![1, 65_519, 65_520, 131_000],
+        vec![100_000],
+    ] {
+        let (mut joined, _) = pair(0);
+        let (mut split, mut opener) = pair(0);
+        let mut expected = BytesMut::new();
+        joined.seal(&plaintext, &mut expected).unwrap();
+        let mut bounds = vec![0];
+        bounds.extend(&cuts);
+        bounds.push(plaintext.len());
+        let parts: Vec<&[u8]> = bounds.windows(2).map(|w| &plaintext[w[0]..w[1]]).collect();
+        let mut got = BytesMut::new();
+        split.seal_parts(parts.iter().copied(), &mut got).unwrap();
+        assert_eq!(got, expected, "cuts {cuts:?}");
+        assert_eq!(split.nonce(), 4);
+        let mut opened = Vec::new();
+        while let Some(chunk) = opener.open(&mut got).unwrap() {
+            opened.extend_from_slice(&chunk);
+        }
+        assert_eq!(opened, plaintext);
+    }
+    let (mut sealer, _) = pair(0);
+    let mut out = BytesMut::new();
+    sealer.seal_parts([&b""[..], b""], &mut out).unwrap();
+    assert_eq!(
+        out.len(),
+        LENGTH_LEN + TAG_LEN,
+        "nothing at all is one empty record"
+    );
+}
