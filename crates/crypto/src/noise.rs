@@ -235,8 +235,18 @@ impl HandshakeBuilder {
             return Err(Error::MissingKey("remote ephemeral key"));
         }
         let ephemeral = match local_ephemeral {
-            Some(keypair) => keypair,
-            None => Keypair::generate(rng),
+            Some(keypair) => Ephemeral {
+                secret: keypair.secret_bytes(),
+                keypair: Some(keypair),
+            },
+            None => {
+                let mut secret = Zeroizing::new([0u8; KEY_LEN]);
+                rng.fill_bytes(secret.as_mut());
+                Ephemeral {
+                    secret,
+                    keypair: None,
+                }
+            }
         };
         // Refuse a missing cipher now rather than in the middle of the handshake.
         provider::cipher(provider.as_ref(), cipher, &[0; KEY_LEN])?;
@@ -262,7 +272,7 @@ impl HandshakeBuilder {
         ] {
             for token in tokens {
                 let key = match (token, ours) {
-                    (Token::E, true) => *state.e.public(),
+                    (Token::E, true) => *state.e.keypair().public(),
                     (Token::S, true) => *state.local_static()?.public(),
                     (Token::E, false) => {
                         state.re.ok_or(Error::MissingKey("remote ephemeral key"))?
@@ -279,13 +289,29 @@ impl HandshakeBuilder {
     }
 }
 
+/// The local ephemeral key pair. A generated one holds only its secret until
+/// the public half is first needed: a responder that refuses the first
+/// message (a replay, a stale timestamp) never pays the scalar multiplication.
+struct Ephemeral {
+    secret: Zeroizing<[u8; KEY_LEN]>,
+    keypair: Option<Keypair>,
+}
+
+impl Ephemeral {
+    fn keypair(&mut self) -> &Keypair {
+        let secret = &self.secret;
+        self.keypair
+            .get_or_insert_with(|| Keypair::from_secret_bytes(**secret))
+    }
+}
+
 /// A Noise handshake in progress (Noise `HandshakeState`).
 ///
 /// Any error aborts the handshake: later calls return [`Error::HandshakeFailed`].
 pub struct HandshakeState {
     symmetric: SymmetricState,
     s: Option<Keypair>,
-    e: Keypair,
+    e: Ephemeral,
     rs: Option<PublicKey>,
     re: Option<PublicKey>,
     psks: VecDeque<Zeroizing<[u8; KEY_LEN]>>,
@@ -427,7 +453,7 @@ impl HandshakeState {
         for token in self.tokens()? {
             match token {
                 Token::E => {
-                    let public = *self.e.public();
+                    let public = *self.e.keypair().public();
                     out.extend_from_slice(public.as_bytes());
                     self.mix_ephemeral(&public)?;
                 }
@@ -493,13 +519,19 @@ impl HandshakeState {
 
     fn mix_dh(&mut self, token: Token) -> Result<()> {
         let missing_rs = Error::MissingKey("remote static key");
-        let (local, remote) = match (token, self.initiator) {
-            (Token::Ee, _) => (&self.e, self.re),
-            (Token::Es, true) | (Token::Se, false) => (&self.e, self.rs),
-            (Token::Es, false) | (Token::Se, true) => (self.local_static()?, self.re),
-            _ => (self.local_static()?, self.rs),
+        let (ours_ephemeral, theirs_ephemeral) = match (token, self.initiator) {
+            (Token::Ee, _) => (true, true),
+            (Token::Es, true) | (Token::Se, false) => (true, false),
+            (Token::Es, false) | (Token::Se, true) => (false, true),
+            _ => (false, false),
         };
+        let remote = if theirs_ephemeral { self.re } else { self.rs };
         let remote = remote.ok_or(missing_rs)?;
+        let local = if ours_ephemeral {
+            self.e.keypair()
+        } else {
+            self.local_static()?
+        };
         let shared = local
             .secret()
             .diffie_hellman(&x25519_dalek::PublicKey::from(*remote.as_bytes()));
@@ -584,6 +616,25 @@ mod tests {
             r.read_message(&vec![0; 65536], &mut out),
             Err(Error::MessageTooLarge(65536))
         ));
+    }
+
+    #[test]
+    fn a_responder_computes_its_ephemeral_public_key_only_to_send_it() {
+        let (mut i, mut r) = pair(Pattern::xx());
+        assert!(r.e.keypair.is_none(), "not at build");
+        let mut msg = Vec::new();
+        i.write_message(b"", &mut msg).unwrap();
+        r.read_message(&msg, &mut Vec::new()).unwrap();
+        assert!(r.e.keypair.is_none(), "not to read the first message");
+        let mut reply = Vec::new();
+        r.write_message(b"", &mut reply).unwrap();
+        let public = *r.e.keypair.as_ref().unwrap().public();
+        assert_eq!(&reply[..KEY_LEN], public.as_bytes(), "the key it sent");
+        assert_eq!(
+            public,
+            *Keypair::from_secret_bytes(*r.e.secret).public(),
+            "derived from the secret drawn at build"
+        );
     }
 
     #[test]
