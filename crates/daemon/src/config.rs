@@ -20,6 +20,9 @@ pub const ENV_PREFIX: &str = "NETPROTO";
 /// Separator between levels in environment variable names.
 pub const ENV_SEPARATOR: &str = "__";
 
+/// Most handshake threads a server may run ([`ServerConfig::handshake_threads`]).
+pub const MAX_HANDSHAKE_THREADS: usize = 64;
+
 /// Everything the daemon and the client need.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -63,6 +66,12 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Connections in the preface or handshake at once.
     pub max_handshakes: usize,
+    /// Threads that run prefaces and security handshakes, and decompress
+    /// large bodies (64 KiB and more), at a lower scheduling priority than
+    /// the threads serving established connections (nice 10 on Linux): a
+    /// flood of handshakes or of decompression bombs then does not delay
+    /// their requests. `0` does that work on the serving threads.
+    pub handshake_threads: usize,
     /// Requests handled at once on one connection.
     pub max_in_flight: usize,
     /// Time a handler has to answer one request.
@@ -84,6 +93,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             max_handshakes: 256,
+            handshake_threads: 1,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
             metrics_address: None,
@@ -379,6 +389,12 @@ impl NetworkConfig {
         nonzero(s.max_connections_per_ip, "server.max_connections_per_ip")?;
         nonzero(s.max_handshakes, "server.max_handshakes")?;
         nonzero(s.max_in_flight, "server.max_in_flight")?;
+        if s.handshake_threads > MAX_HANDSHAKE_THREADS {
+            return Err(Error::Invalid(format!(
+                "server.handshake_threads must be at most {MAX_HANDSHAKE_THREADS}, not {}",
+                s.handshake_threads
+            )));
+        }
         for (value, name) in [
             (s.connection_timeout, "server.connection_timeout"),
             (s.heartbeat_interval, "server.heartbeat_interval"),

@@ -26,8 +26,8 @@ pub use balancer::{Balancer, RequestOptions};
 pub use client::Client;
 pub use cluster::{Cluster, MembershipEvent, PeerId, PeerState, PeerView};
 pub use config::{
-    ClientConfig, ClusterConfig, ENV_PREFIX, ENV_SEPARATOR, LoggingConfig, NetworkConfig,
-    SecurityConfig, ServerConfig, TransportConfig,
+    ClientConfig, ClusterConfig, ENV_PREFIX, ENV_SEPARATOR, LoggingConfig, MAX_HANDSHAKE_THREADS,
+    NetworkConfig, SecurityConfig, ServerConfig, TransportConfig,
 };
 pub use error::{Error, Result};
 pub use logging::{LogFormat, init_logging};

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use netproto_crypto::PublicKey;
 use netproto_dispatch::{Dispatcher, ServeConfig};
-use netproto_transport::{ConnectionConfig, Io, ServerSecurity};
+use netproto_transport::{Accepted, ConnectionConfig, Io, ServerSecurity};
 use netproto_wire::PrefaceStatus;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -154,6 +154,7 @@ pub struct Server {
     done: watch::Sender<bool>,
     stats: Arc<ServerStats>,
     exporter: Option<(tokio::net::TcpListener, Registry)>,
+    handshakes: Option<HandshakeRuntime>,
 }
 
 impl std::fmt::Debug for Server {
@@ -222,6 +223,7 @@ impl Server {
         let listener = Listener::bind(&config.server.address).await?;
         let (metrics, exporter) =
             ServerMetrics::bind(config.server.metrics_address.as_deref()).await?;
+        let handshakes = HandshakeRuntime::start(config.server.handshake_threads)?;
         Ok(Self {
             config,
             dispatcher,
@@ -236,6 +238,7 @@ impl Server {
                 ..ServerStats::default()
             }),
             exporter,
+            handshakes,
         })
     }
 
@@ -309,7 +312,17 @@ impl Server {
         let mut shutdown = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
         let mut conn_id = 0u64;
+        let handshakes = self.handshakes.as_ref().and_then(HandshakeRuntime::handle);
         tracing::info!(address = %self.listener.local_addr(), mode = %self.config.security.mode, "listening");
+        // Connections whose handshake succeeded on the handshake threads
+        // come back here to be served.
+        let (established_tx, mut established_rx) = mpsc::unbounded_channel::<Established>();
+        let serving = Serving {
+            dispatcher: self.dispatcher.clone(),
+            serve_config: serve_config.clone(),
+            stats: self.stats.clone(),
+            offload: handshakes.clone(),
+        };
         loop {
             let (io, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -323,6 +336,13 @@ impl Server {
                 },
                 () = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                Some(established) = established_rx.recv() => {
+                    let Established { accepted, guard, span } = established;
+                    let shutdown = self.shutdown.subscribe();
+                    let serve = serving.clone().serve(accepted, guard, shutdown);
+                    tasks.spawn(serve.instrument(span));
+                    continue;
+                }
             };
             conn_id += 1;
             let ip = peer.map(|p| p.ip());
@@ -332,61 +352,80 @@ impl Server {
                 self.stats.metrics.refused(reason);
                 tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
                 let mode = security.mode();
-                tasks.spawn(async move {
+                let refuse = async move {
                     let mut io = io;
                     let _ = tokio::time::timeout(
                         REFUSAL_TIMEOUT,
                         netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy),
                     )
                     .await;
-                });
+                };
+                // A flood is refused on the handshake threads too; those
+                // refusals end by themselves within REFUSAL_TIMEOUT.
+                match &handshakes {
+                    Some(runtime) => drop(runtime.spawn(refuse)),
+                    None => drop(tasks.spawn(refuse)),
+                }
                 continue;
             }
             let mut guard = ConnectionGuard::new(self.stats.clone(), per_ip.clone(), ip);
             let span = tracing::info_span!("conn", conn_id, peer = ?peer);
-            let dispatcher = self.dispatcher.clone();
             let security = security.clone();
             let connection_config = connection_config.clone();
-            let serve_config = serve_config.clone();
             let stats = self.stats.clone();
             let handshake_timeout = limits.connection_timeout;
-            let shutdown = self.shutdown.subscribe();
-            tasks.spawn(
-                async move {
-                    let accepted = netproto_transport::accept(
-                        io,
-                        &security,
-                        &connection_config,
-                        handshake_timeout,
-                    )
-                    .await;
-                    guard.handshake_done();
-                    let conn = match accepted {
-                        Ok(conn) => conn,
-                        Err(error) => {
-                            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                            stats.metrics.handshake_failed(&error);
-                            tracing::debug!(%error, "handshake failed");
-                            return;
+            let handshake = async move {
+                let accepted = netproto_transport::accept_handshake(
+                    io,
+                    &security,
+                    &connection_config,
+                    handshake_timeout,
+                )
+                .await;
+                guard.handshake_done();
+                match accepted {
+                    Ok(accepted) => Some((accepted, guard)),
+                    Err(error) => {
+                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        stats.metrics.handshake_failed(&error);
+                        tracing::debug!(%error, "handshake failed");
+                        None
+                    }
+                }
+            };
+            match &handshakes {
+                // The whole handshake, and a failure's cleanup, happen on
+                // the handshake threads: an attacker's connection that never
+                // gets established costs the serving threads one accept.
+                Some(runtime) => {
+                    let established = established_tx.clone();
+                    let back = span.clone();
+                    let work = async move {
+                        if let Some((accepted, guard)) = handshake.await {
+                            // The receiver is gone once the server stops
+                            // accepting: the connection then closes.
+                            let _ = established.send(Established {
+                                accepted,
+                                guard,
+                                span: back,
+                            });
                         }
                     };
-                    stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    stats.metrics.handshake_completed();
-                    tracing::debug!("connection established");
-                    let traffic = conn.stats();
-                    let serving = dispatcher.serve(conn, &serve_config, shutdown);
-                    match stats.metrics.track(traffic, serving).await {
-                        Ok(_) => tracing::debug!("connection closed"),
-                        Err(error) => {
-                            stats.metrics.connection_ended(&error);
-                            tracing::debug!(%error, "connection ended");
-                        }
-                    }
-                    drop(guard);
+                    drop(runtime.spawn(work.instrument(span)));
                 }
-                .instrument(span),
-            );
+                None => {
+                    let shutdown = self.shutdown.subscribe();
+                    let serving = serving.clone();
+                    let work = async move {
+                        if let Some((accepted, guard)) = handshake.await {
+                            serving.serve(accepted, guard, shutdown).await;
+                        }
+                    };
+                    tasks.spawn(work.instrument(span));
+                }
+            }
         }
+        drop(established_rx);
         // Graceful shutdown: stop accepting, let connections finish.
         drop(self.listener);
         let limit = self
@@ -488,3 +527,107 @@ impl Drop for ConnectionGuard {
         }
     }
 }
+
+/// A connection established on the handshake threads, on its way back to
+/// the serving threads.
+struct Established {
+    accepted: Accepted<Box<dyn Io>>,
+    guard: ConnectionGuard,
+    span: tracing::Span,
+}
+
+/// What serving an established connection needs.
+#[derive(Clone)]
+struct Serving {
+    dispatcher: Arc<Dispatcher>,
+    serve_config: Arc<ServeConfig>,
+    stats: Arc<ServerStats>,
+    /// Where large decompressions run: the handshake threads, if any.
+    offload: Option<tokio::runtime::Handle>,
+}
+
+impl Serving {
+    /// Starts `accepted` on the current runtime and serves it until it ends.
+    async fn serve(
+        self,
+        accepted: Accepted<Box<dyn Io>>,
+        guard: ConnectionGuard,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let conn = match self.offload {
+            Some(runtime) => accepted.offload_to(runtime).start(),
+            None => accepted.start(),
+        };
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats.metrics.handshake_completed();
+        tracing::debug!("connection established");
+        let traffic = conn.stats();
+        let serving = self.dispatcher.serve(conn, &self.serve_config, shutdown);
+        match self.stats.metrics.track(traffic, serving).await {
+            Ok(_) => tracing::debug!("connection closed"),
+            Err(error) => {
+                self.stats.metrics.connection_ended(&error);
+                tracing::debug!(%error, "connection ended");
+            }
+        }
+        drop(guard);
+    }
+}
+
+/// The threads that run prefaces and security handshakes: a tokio runtime of
+/// its own whose threads run at a lower scheduling priority (Linux), so that
+/// the public-key work of a handshake flood waits while established
+/// connections are served, instead of queueing in front of their requests.
+struct HandshakeRuntime(Option<tokio::runtime::Runtime>);
+
+impl HandshakeRuntime {
+    /// `threads` threads, or none (handshakes on the serving threads) for 0.
+    fn start(threads: usize) -> Result<Option<Self>> {
+        if threads == 0 {
+            return Ok(None);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("netproto-handshake")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                crate::Error::Io(std::io::Error::other(format!(
+                    "cannot start the handshake threads: {error}"
+                )))
+            })?;
+        Ok(Some(Self(Some(runtime))))
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|runtime| runtime.handle().clone())
+    }
+}
+
+impl Drop for HandshakeRuntime {
+    fn drop(&mut self) {
+        // A runtime dropped inside another one would block; handshakes still
+        // running are abandoned (their sockets close with them).
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10) on Linux; does
+/// nothing elsewhere, or when the system refuses.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(error) = rustix::process::setpriority_process(Some(tid), HANDSHAKE_NICE) {
+            tracing::debug!(%error, "cannot lower the handshake thread's priority");
+        }
+    }
+}
+
+/// The nice value of handshake threads: a tenth of the CPU share of a
+/// serving thread when both want the same core.
+#[cfg(target_os = "linux")]
+const HANDSHAKE_NICE: i32 = 10;

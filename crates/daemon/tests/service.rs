@@ -415,6 +415,10 @@ fn configuration_text_parses_and_prints_back() {
             "[server]\nmax_in_flight = 0\n",
             "server.max_in_flight must not be 0",
         ),
+        (
+            "[server]\nhandshake_threads = 65\n",
+            "server.handshake_threads must be at most 64",
+        ),
         ("[server]\nunknown = 1\n", "unknown field"),
         ("[server", "TOML"),
     ] {

@@ -132,7 +132,9 @@ pub async fn connect<I: Io>(
         }
     };
     let (protection, leftover, info) = with_timeout(handshake_timeout, handshake).await?;
-    Ok(Connection::spawn(io, protection, leftover, info, config))
+    Ok(Connection::spawn(
+        io, protection, leftover, info, config, None,
+    ))
 }
 
 /// Checks the configuration and the handshake timeout both sides take.
@@ -146,16 +148,40 @@ fn check_setup(config: &ConnectionConfig, handshake_timeout: Duration) -> Result
 
 /// Accepts the server side of a netproto connection over `io`.
 ///
+/// The same as [`accept_handshake`] followed by [`Accepted::start`].
+///
 /// # Errors
 ///
 /// As [`connect`], plus [`Error::ModeMismatch`] when the client asked for
 /// another security mode (it has been told so before this returns).
 pub async fn accept<I: Io>(
-    mut io: I,
+    io: I,
     security: &ServerSecurity,
     config: &ConnectionConfig,
     handshake_timeout: Duration,
 ) -> Result<Connection, Error> {
+    accept_handshake(io, security, config, handshake_timeout)
+        .await
+        .map(Accepted::start)
+}
+
+/// Runs the server side of the preface and the security handshake over
+/// `io`, without starting the connection's tasks.
+///
+/// A server can run handshakes (the costly public-key work a stranger can
+/// make it do) on threads of their own, and start the established
+/// connections ([`Accepted::start`]) where its requests are served, so that a
+/// flood of handshakes does not delay the clients already connected.
+///
+/// # Errors
+///
+/// As [`accept`].
+pub async fn accept_handshake<I: Io>(
+    mut io: I,
+    security: &ServerSecurity,
+    config: &ConnectionConfig,
+    handshake_timeout: Duration,
+) -> Result<Accepted<I>, Error> {
     check_setup(config, handshake_timeout)?;
     if let ServerSecurity::Tls(acceptor) = security {
         let stream = with_timeout(handshake_timeout, async move {
@@ -164,7 +190,14 @@ pub async fn accept<I: Io>(
         })
         .await?;
         let certificate = tls::client_certificate(&stream).cloned();
-        return Ok(tls_connection(stream, certificate, config));
+        return Ok(Accepted {
+            stream: AcceptedStream::Tls(Box::new(stream)),
+            protection: Protection::Plain,
+            leftover: BytesMut::new(),
+            info: tls_info(config, certificate),
+            config: config.clone(),
+            offload: None,
+        });
     }
     let handshake = async {
         let prologue = preface::server(&mut io, security.mode()).await?;
@@ -184,7 +217,85 @@ pub async fn accept<I: Io>(
         }
     };
     let (protection, leftover, info) = with_timeout(handshake_timeout, handshake).await?;
-    Ok(Connection::spawn(io, protection, leftover, info, config))
+    Ok(Accepted {
+        stream: AcceptedStream::Plain(io),
+        protection,
+        leftover,
+        info,
+        config: config.clone(),
+        offload: None,
+    })
+}
+
+/// A server connection whose preface and security handshake are done, and
+/// whose reader and writer tasks are not started yet: see
+/// [`accept_handshake`].
+pub struct Accepted<I> {
+    stream: AcceptedStream<I>,
+    protection: Protection,
+    leftover: BytesMut,
+    info: ConnectionInfo,
+    config: ConnectionConfig,
+    offload: Option<tokio::runtime::Handle>,
+}
+
+enum AcceptedStream<I> {
+    /// Plain or Noise: the connection protects its frames itself.
+    Plain(I),
+    /// TLS: frames go straight into the TLS stream.
+    Tls(Box<tokio_rustls::server::TlsStream<I>>),
+}
+
+impl<I: Io> Accepted<I> {
+    /// What the handshake established: mode, peer key or certificate,
+    /// capabilities.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    /// Runs the connection's costly work on `runtime`'s blocking threads
+    /// instead of the current runtime's: decompressing large bodies (64 KiB
+    /// and more), milliseconds of CPU a peer can ask for with a few bytes. A
+    /// server gives it threads of lower priority, so that this work waits
+    /// while other connections are served.
+    #[must_use]
+    pub fn offload_to(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.offload = Some(runtime);
+        self
+    }
+
+    /// Starts the connection's reader and writer tasks on the current tokio
+    /// runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn start(self) -> Connection {
+        let Self {
+            stream,
+            protection,
+            leftover,
+            info,
+            config,
+            offload,
+        } = self;
+        match stream {
+            AcceptedStream::Plain(io) => {
+                Connection::spawn(io, protection, leftover, info, &config, offload)
+            }
+            AcceptedStream::Tls(stream) => {
+                Connection::spawn(*stream, protection, leftover, info, &config, offload)
+            }
+        }
+    }
+}
+
+impl<I> std::fmt::Debug for Accepted<I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Opens a TCP connection with `TCP_NODELAY` on (the writer coalesces
@@ -315,7 +426,14 @@ fn tls_connection<S: Io>(
     config: &ConnectionConfig,
 ) -> Connection {
     let info = tls_info(config, peer_certificate);
-    Connection::spawn(stream, Protection::Plain, BytesMut::new(), info, config)
+    Connection::spawn(
+        stream,
+        Protection::Plain,
+        BytesMut::new(),
+        info,
+        config,
+        None,
+    )
 }
 
 fn tls_info(

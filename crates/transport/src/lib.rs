@@ -67,8 +67,8 @@ pub use establish::connect_pipe;
 #[cfg(unix)]
 pub use establish::connect_unix;
 pub use establish::{
-    ClientSecurity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, ServerSecurity, accept,
-    connect, connect_tcp,
+    Accepted, ClientSecurity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, ServerSecurity,
+    accept, accept_handshake, connect, connect_tcp,
 };
 pub use noise::NoiseConfig;
 pub use stats::{ConnectionStats, StatsSnapshot};

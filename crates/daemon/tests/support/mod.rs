@@ -38,7 +38,7 @@ pub(crate) fn raise_file_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10), so that a
+/// Lowers the calling thread's scheduling priority (nice 19), so that a
 /// test's attacker competes less with the server and the legitimate client
 /// for the machine's cores; prints why when it cannot.
 pub(crate) fn lower_thread_priority() {
@@ -50,7 +50,7 @@ pub(crate) fn lower_thread_priority() {
         return;
     };
     match Command::new("renice")
-        .args(["-n", "10", "-p", &tid])
+        .args(["-n", "19", "-p", &tid])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
