@@ -72,12 +72,7 @@ impl<const BIG_ENDIAN: bool> Cipher for RingAead<BIG_ENDIAN> {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<()> {
-        let nonce = Self::nonce(nonce);
-        let tag = Tag::from(*tag);
-        self.0
-            .open_in_place_separate_tag(nonce, Aad::from(ad), tag, in_out, 0..)
-            .map(|_| ())
-            .map_err(|_| Error::Decrypt)
+        self.decrypt_shifted(nonce, ad, in_out, 0, tag)
     }
 
     fn decrypt_shifted(
