@@ -74,7 +74,7 @@ const WAVES_AT_MOST: Duration = Duration::from_secs(20);
 /// legitimate client share the machine's cores, and the kernel's work for
 /// the attacker's connections (accepting and closing 20 at once) runs ahead
 /// of every thread; on a 2-core machine that puts the worst cases at 2 to
-/// 3.8 times the quiet p99 (about 0.1 ms in a release build), while a
+/// 3.5 times the quiet p99 (about 0.1 ms in a release build), while a
 /// stalled server (a blocked worker, a lock held across I/O, handshakes or
 /// decompression on the serving threads) exceeds it by milliseconds.
 /// `NETPROTO_ATTACK_STRICT=1` makes it zero: the plain `P99_FACTOR`
