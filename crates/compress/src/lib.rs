@@ -205,10 +205,8 @@ impl Codec {
     ///
     /// As for [`decompress`](Self::decompress).
     pub fn decompress_body(&mut self, algorithm: Compression, body: &[u8]) -> Result<Bytes, Error> {
-        let (prefix, compressed) = body
-            .split_first_chunk::<LENGTH_PREFIX_LEN>()
-            .ok_or(Error::MissingLength(body.len()))?;
-        let declared = u32::from_be_bytes(*prefix);
+        let declared = declared_len(body).ok_or(Error::MissingLength(body.len()))?;
+        let compressed = body.get(LENGTH_PREFIX_LEN..).unwrap_or_default();
         let max = self.config.max_decompressed_len;
         if declared > max {
             return Err(Error::TooLarge { declared, max });
@@ -239,6 +237,14 @@ impl Codec {
         }
         Ok(Bytes::from(out))
     }
+}
+
+/// The uncompressed length a compressed body (length prefix included)
+/// declares, read without decompressing anything; `None` when the body is
+/// too short to hold the prefix.
+pub fn declared_len(body: &[u8]) -> Option<u32> {
+    body.first_chunk::<LENGTH_PREFIX_LEN>()
+        .map(|prefix| u32::from_be_bytes(*prefix))
 }
 
 #[cfg(test)]

@@ -83,6 +83,32 @@ async fn end_to_end_noise_tcp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_handshake_threads_the_serving_threads_do_the_handshakes() {
+    let mut config = base_config("noise");
+    config.server.handshake_threads = 0;
+    tokio::time::timeout(LIMIT, echo_round_trip(config.clone()))
+        .await
+        .unwrap();
+    // Refusals run there too.
+    config.server.max_connections = 1;
+    config.client.auto_reconnect = false;
+    let refusal = async {
+        let (handle, client_config, task) = start(config).await;
+        let first = Client::connect(client_config.clone()).await.unwrap();
+        let err = Client::connect(client_config).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::GaveUp { last, .. } if matches!(**last, Error::Transport(netproto_transport::Error::Refused { status: netproto_wire::PrefaceStatus::Busy, .. }))),
+            "{err:?}"
+        );
+        assert_eq!(handle.stats().refused(), 1);
+        first.close().await.unwrap();
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, refusal).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noise_backends_interoperate_and_the_cipher_must_match() {
     tokio::time::timeout(LIMIT, async {
         let mut server_config = base_config("noise");

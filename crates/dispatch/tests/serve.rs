@@ -509,13 +509,19 @@ async fn slow_handlers_get_a_timeout_error() {
     assert_eq!((report.replies, report.errors), (1, 1));
 }
 
-#[tokio::test(start_paused = true)]
-async fn requests_time_out_on_the_client_and_late_replies_are_discarded() {
+/// The standard handlers plus `LATE`, which echoes after 5 s.
+fn dispatcher_with_late_handler() -> Arc<Dispatcher> {
     let dispatcher = standard_dispatcher();
     dispatcher.register_async("LATE", |msg: Message| async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok(msg)
     });
+    dispatcher
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_time_out_on_the_client_and_late_replies_are_discarded() {
+    let dispatcher = dispatcher_with_late_handler();
     let (client, server) = plain_pair().await;
     let mut correlate = CorrelatorConfig::default();
     correlate.request_timeout = Duration::from_secs(1);
@@ -554,11 +560,7 @@ async fn requests_time_out_on_the_client_and_late_replies_are_discarded() {
 
 #[tokio::test(start_paused = true)]
 async fn a_short_timeout_fires_on_time_behind_a_long_one() {
-    let dispatcher = standard_dispatcher();
-    dispatcher.register_async("LATE", |msg: Message| async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok(msg)
-    });
+    let dispatcher = dispatcher_with_late_handler();
     let (client, server) = plain_pair().await;
     let s = serve_on(
         client,

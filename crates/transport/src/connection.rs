@@ -109,9 +109,7 @@ fn declared_len(body: &Data) -> u32 {
     if body.compression == Compression::None {
         return 0;
     }
-    body.body
-        .first_chunk::<{ netproto_compress::LENGTH_PREFIX_LEN }>()
-        .map_or(0, |prefix| u32::from_be_bytes(*prefix))
+    netproto_compress::declared_len(&body.body).unwrap_or(0)
 }
 
 /// Room for a read while nothing is in progress and the last read did not

@@ -427,21 +427,31 @@ async fn answering_peer_stays_alive_until_idle_timeout() {
     drop(server);
 }
 
+/// A plain connection whose peer answers the preface, then holds the pipe
+/// (`pipe` bytes of buffer) open without ever reading from it; abort the
+/// returned task to let it go.
+async fn connect_to_a_peer_that_never_reads(
+    config: &ConnectionConfig,
+    pipe: usize,
+) -> (Connection, tokio::task::JoinHandle<()>) {
+    let (a, b) = tokio::io::duplex(pipe);
+    let peer = tokio::spawn(async move {
+        let io = raw_server(b).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(io);
+    });
+    let conn = connect(a, &ClientSecurity::Plain, config, HANDSHAKE)
+        .await
+        .unwrap();
+    (conn, peer)
+}
+
 #[tokio::test(start_paused = true)]
 async fn write_timeout_when_the_peer_never_reads() {
     let mut config = ConnectionConfig::default();
     config.write_timeout = Duration::from_secs(4);
     config.heartbeat_interval = None;
-    let (a, b) = tokio::io::duplex(16 * 1024);
-    let peer = tokio::spawn(async move {
-        let io = raw_server(b).await;
-        // Hold the pipe open without ever reading from it.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        drop(io);
-    });
-    let mut conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
-        .await
-        .unwrap();
+    let (mut conn, peer) = connect_to_a_peer_that_never_reads(&config, 16 * 1024).await;
     let payload = Bytes::from(vec![0u8; 64 * 1024]);
     conn.send(Envelope::new(1, MessageType::new("BIG").unwrap(), payload))
         .await
@@ -459,15 +469,7 @@ async fn a_peer_that_never_reads_meets_backpressure_not_growth() {
     let mut config = ConnectionConfig::default();
     config.backpressure_limit = 16;
     config.heartbeat_interval = None;
-    let (a, b) = tokio::io::duplex(8 * 1024);
-    let peer = tokio::spawn(async move {
-        let io = raw_server(b).await;
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        drop(io);
-    });
-    let conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
-        .await
-        .unwrap();
+    let (conn, peer) = connect_to_a_peer_that_never_reads(&config, 8 * 1024).await;
     let payload = Bytes::from(vec![1u8; 1000]);
     let msg = Envelope::new(1, MessageType::new("DATA").unwrap(), payload);
     let mut accepted = 0;
@@ -505,15 +507,7 @@ async fn large_payloads_queued_by_reference_still_count_against_the_byte_bound()
     let mut config = ConnectionConfig::default();
     config.backpressure_limit = 1000;
     config.heartbeat_interval = None;
-    let (a, b) = tokio::io::duplex(8 * 1024);
-    let peer = tokio::spawn(async move {
-        let io = raw_server(b).await;
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        drop(io);
-    });
-    let conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
-        .await
-        .unwrap();
+    let (conn, peer) = connect_to_a_peer_that_never_reads(&config, 8 * 1024).await;
     let payload = Bytes::from(vec![7u8; 64 * 1024]);
     let msg = Envelope::new(1, MessageType::new("BIG").unwrap(), payload);
     let mut accepted = 0usize;

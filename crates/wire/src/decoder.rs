@@ -8,7 +8,7 @@ use crate::frame::{DEFAULT_MAX_FRAME_LEN, HEADER_LEN, Header};
 use crate::{Data, Error, Frame, FrameKind};
 
 /// Largest read the decoder asks for at once, in bytes, through
-/// [`Decoder::read_hint`].
+/// [`Decoder::read_room`].
 pub const READ_CHUNK: usize = 64 * 1024;
 
 /// Splits frames off the front of a byte buffer.
@@ -157,29 +157,6 @@ impl Decoder {
         Ok(match self.peek_header(src)? {
             Some(header) => frame_len(header).saturating_sub(src.len()),
             None => 0,
-        })
-    }
-
-    /// How many bytes a reader should make room for before its next read.
-    ///
-    /// This is the number of bytes still missing from the frame at the front
-    /// of `src`, at least [`HEADER_LEN`] and at most [`READ_CHUNK`], so that a
-    /// reader who reserves exactly this much never holds room for more than one
-    /// chunk beyond what the peer sent, whatever length the peer declared.
-    /// When `src` already holds a whole frame it returns [`READ_CHUNK`], so
-    /// that a stream of small frames is read in large pieces.
-    ///
-    /// # Errors
-    ///
-    /// The header errors of [`Header::parse`].
-    pub fn read_hint(&self, src: &[u8]) -> Result<usize, Error> {
-        let missing = match self.peek_header(src)? {
-            None => HEADER_LEN.saturating_sub(src.len()),
-            Some(header) => frame_len(header).saturating_sub(src.len()),
-        };
-        Ok(match missing {
-            0 => READ_CHUNK,
-            n => n.clamp(HEADER_LEN, READ_CHUNK),
         })
     }
 }

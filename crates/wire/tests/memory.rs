@@ -52,7 +52,7 @@ fn a_4_gib_declaration_allocates_nothing() {
         for _ in 0..100 {
             assert_eq!(decoder.decode(&mut buf), Ok(None));
         }
-        let hint = decoder.read_hint(&buf).unwrap();
+        let hint = decoder.read_room(&buf).unwrap();
         let stats = region.change();
         assert_eq!(hint, READ_CHUNK, "asks for one chunk, not 4 GiB");
         assert_eq!(buf.capacity(), 64);
