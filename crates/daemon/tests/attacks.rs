@@ -900,13 +900,14 @@ fn peer_that_never_reads() {
     let settings = Settings::attack_defaults()
         .set("server", "backpressure_limit", "16")
         .set("transport", "inbound_limit", "16");
-    // inbound_limit x max_frame_len + write batch (256 KiB) and one frame +
-    // the frame in progress and a read chunk, per connection.
+    // inbound_limit x max_frame_len + write batch (512 KiB, the default
+    // write_batch_bytes) and one frame + the frame in progress and a read
+    // chunk, per connection.
     let per_connection =
-        TASK + 16 * (1 << 20) + (256 << 10) + (1 << 20) + (1 << 20) + READ_CHUNK as u64;
+        TASK + 16 * (1 << 20) + (512 << 10) + (1 << 20) + (1 << 20) + READ_CHUNK as u64;
     let bound = 4 * per_connection;
     let explain =
-        "4 connections x (16 x 1 MiB inbound + 256 KiB + 1 MiB send + 1 MiB + 64 KiB read)";
+        "4 connections x (16 x 1 MiB inbound + 512 KiB + 1 MiB send + 1 MiB + 64 KiB read)";
     run_case(
         "never reads",
         "plain",
