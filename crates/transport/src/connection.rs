@@ -112,6 +112,19 @@ fn declared_len(body: &Data) -> u32 {
     netproto_compress::declared_len(&body.body).unwrap_or(0)
 }
 
+/// Send buffers with more capacity than this are given back when the
+/// connection has sent nothing for a heartbeat interval: a burst of large
+/// messages should not pin its batch buffers for the connection's life.
+const IDLE_SEND_BUFFER: usize = 64 * 1024;
+
+/// Replaces `buf` with an empty buffer if it holds more than
+/// [`IDLE_SEND_BUFFER`] of capacity and nothing else.
+fn shrink_idle(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > IDLE_SEND_BUFFER {
+        *buf = BytesMut::new();
+    }
+}
+
 /// Room for a read while nothing is in progress and the last read did not
 /// fill its buffer: idle connections hold a small buffer, not a full
 /// [`READ_CHUNK`] each.
@@ -1112,6 +1125,18 @@ impl Writer {
                 tokio::select! {
                     () = &mut notified => continue,
                     () = &mut tick, if heartbeat.is_some() => {
+                        // Nothing sent for a whole interval: give back what
+                        // the last burst made the buffers grow to.
+                        shrink_idle(&mut frames);
+                        // The records of the last write, long sent.
+                        sealed.clear();
+                        shrink_idle(&mut sealed);
+                        {
+                            let mut state = outgoing.lock();
+                            if state.queued == 0 {
+                                shrink_idle(&mut state.frames);
+                            }
+                        }
                         ping_token = ping_token.wrapping_add(1);
                         outgoing.encoder.encode(&Frame::Ping(ping_token), &mut frames)?;
                     }
@@ -1177,6 +1202,7 @@ impl Writer {
                 frames = BytesMut::new();
                 sealed = BytesMut::new();
             }
+            Counters::set(&counters.send_buffer, frames.capacity() + sealed.capacity());
             if let Some(interval) = heartbeat {
                 tick.as_mut().reset(Instant::now() + interval);
             }

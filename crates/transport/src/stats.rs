@@ -22,11 +22,17 @@ pub(crate) struct Counters {
     pub(crate) compress_out: AtomicU64,
     pub(crate) backpressure_waits: AtomicU64,
     pub(crate) backpressure_refusals: AtomicU64,
+    /// A gauge, not a counter: see [`StatsSnapshot::send_buffer_bytes`].
+    pub(crate) send_buffer: AtomicU64,
 }
 
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, n: usize) {
+        gauge.store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -48,6 +54,7 @@ impl ConnectionStats {
             compress_output_bytes: get(&c.compress_out),
             backpressure_waits: get(&c.backpressure_waits),
             backpressure_refusals: get(&c.backpressure_refusals),
+            send_buffer_bytes: get(&c.send_buffer),
         }
     }
 }
@@ -72,6 +79,12 @@ pub struct StatsSnapshot {
     pub backpressure_waits: u64,
     /// `try_send` calls refused because the send queue was full.
     pub backpressure_refusals: u64,
+    /// Bytes the writer's own buffers (encoded frames, sealed records) held
+    /// after its last write: they grow to the largest batch sent, up to about
+    /// `write_batch_bytes` plus one message, and are given back once the
+    /// connection has sent nothing for a heartbeat interval. A gauge, not a
+    /// count.
+    pub send_buffer_bytes: u64,
 }
 
 impl StatsSnapshot {

@@ -427,6 +427,35 @@ async fn answering_peer_stays_alive_until_idle_timeout() {
     drop(server);
 }
 
+#[tokio::test(start_paused = true)]
+async fn send_buffers_grown_by_a_burst_are_given_back_when_idle() {
+    let mut config = ConnectionConfig::default();
+    config.heartbeat_interval = Some(Duration::from_secs(1));
+    config.heartbeat_misses = 3;
+    config.idle_timeout = None;
+    let (client, mut server) = noise_pair(config).await;
+    let payload = Bytes::from(vec![7u8; 1 << 20]);
+    let msg_type = MessageType::new("BULK").unwrap();
+    client
+        .send(Envelope::new(1, msg_type.clone(), payload.clone()))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut server).await.payload, payload);
+    let held = client.stats().snapshot().send_buffer_bytes;
+    assert!(held >= 1 << 20, "the sealed 1 MiB message: {held} bytes");
+    // Heartbeats go on; after one interval without sends the buffers shrink.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = client.stats().snapshot().send_buffer_bytes;
+    assert!(idle <= 64 * 1024, "still holding {idle} bytes when idle");
+    // And grow again for the next burst.
+    client
+        .send(Envelope::new(2, msg_type, payload.clone()))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut server).await.payload, payload);
+    assert!(client.stats().snapshot().send_buffer_bytes >= 1 << 20);
+}
+
 /// A plain connection whose peer answers the preface, then holds the pipe
 /// (`pipe` bytes of buffer) open without ever reading from it; abort the
 /// returned task to let it go.
