@@ -967,3 +967,40 @@ fn peer_that_never_reads() {
         },
     );
 }
+
+/// Not an attack on the server: a control. The attacker churns connections
+/// as the connection-heavy cases do (waves of 20 connects and closes), but
+/// against a listener of its own, so that the server never sees them. What
+/// this does to the legitimate client's latency is what the machine's kernel
+/// and scheduler cost by themselves when attacker and server share its
+/// cores; the cases above add the server's work on top.
+#[test]
+fn control_churn_the_server_never_sees() {
+    run_case(
+        "control churn",
+        "plain",
+        Settings::attack_defaults(),
+        0,
+        "nothing: the server is not involved",
+        |target| async move {
+            let own = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let own_addr = own.local_addr().unwrap();
+            let accepting = tokio::spawn(async move {
+                let mut accepted = 0usize;
+                while let Ok((stream, _)) = own.accept().await {
+                    accepted += 1;
+                    drop(stream);
+                }
+                accepted
+            });
+            let closures = waves(&target, 20, move |_, _| async move {
+                let mut stream = connect_from(own_addr, None).await.unwrap();
+                let _ = stream.write_all(b"not for the server").await;
+                wait_closed(&mut stream, MARGIN).await.0
+            })
+            .await;
+            accepting.abort();
+            closures.check("control churn", MARGIN);
+        },
+    );
+}
