@@ -53,8 +53,8 @@ pub struct ConnectionConfig {
     /// message is still accepted into an empty queue); the writer sends the
     /// whole queue in one write. Default 512 KiB: on loopback, Noise bulk
     /// throughput measured 1.6x that at 256 KiB (fewer wake-ups of a reader
-    /// that drained the socket), and lower again from 1 MiB (cache misses);
-    /// see `docs/PERFORMANCE.md`.
+    /// that drained the socket), and lower again from 768 KiB (probably
+    /// cache misses); see `docs/PERFORMANCE.md`.
     pub write_batch_bytes: usize,
 }
 

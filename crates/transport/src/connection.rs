@@ -112,10 +112,15 @@ fn declared_len(body: &Data) -> u32 {
     netproto_compress::declared_len(&body.body).unwrap_or(0)
 }
 
-/// Send buffers with more capacity than this are given back when the
-/// connection has sent nothing for a heartbeat interval: a burst of large
-/// messages should not pin its batch buffers for the connection's life.
+/// Send buffers with more capacity than this are given back once the
+/// connection has written no batch that needed them for a while (a heartbeat
+/// interval, or [`SEND_BUFFER_LINGER`]): a burst of large messages should
+/// not pin its batch buffers for the connection's life.
 const IDLE_SEND_BUFFER: usize = 64 * 1024;
+
+/// How long buffers a large batch grew are kept after it on a connection
+/// without heartbeats.
+const SEND_BUFFER_LINGER: Duration = Duration::from_secs(15);
 
 /// Replaces `buf` with an empty buffer if it holds more than
 /// [`IDLE_SEND_BUFFER`] of capacity and nothing else.
@@ -1089,6 +1094,8 @@ impl Writer {
             }
             Err(error) => self.shared.fail(error),
         }
+        // The writer's buffers are gone with it.
+        Counters::set(&self.outgoing.stats.counters().send_buffer, 0);
     }
 
     /// Writes until the queue is closed and empty, or something fails.
@@ -1100,6 +1107,10 @@ impl Writer {
         let heartbeat = self.config.heartbeat_interval;
         let tick = tokio::time::sleep(heartbeat.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(tick);
+        // Buffers a large batch grew are given back this long after it.
+        let linger = heartbeat.unwrap_or(SEND_BUFFER_LINGER);
+        // When a batch last needed more than IDLE_SEND_BUFFER.
+        let mut large_at: Option<Instant> = None;
         let mut ping_token = 0u64;
         let outgoing = self.outgoing.clone();
         loop {
@@ -1124,19 +1135,19 @@ impl Writer {
             } else if took == 0 {
                 tokio::select! {
                     () = &mut notified => continue,
-                    () = &mut tick, if heartbeat.is_some() => {
-                        // Nothing sent for a whole interval: give back what
-                        // the last burst made the buffers grow to.
-                        shrink_idle(&mut frames);
-                        // The records of the last write, long sent.
-                        sealed.clear();
-                        shrink_idle(&mut sealed);
-                        {
-                            let mut state = outgoing.lock();
-                            if state.queued == 0 {
-                                shrink_idle(&mut state.frames);
-                            }
+                    () = &mut tick, if heartbeat.is_some() || large_at.is_some() => {
+                        if large_at.is_some_and(|at| at.elapsed() >= linger) {
+                            large_at = None;
+                            give_back(&mut frames, &mut sealed, &outgoing);
                         }
+                        let Some(interval) = heartbeat else {
+                            // Only here to give buffers back.
+                            if let Some(at) = large_at {
+                                tick.as_mut().reset(at + linger);
+                            }
+                            continue;
+                        };
+                        tick.as_mut().reset(Instant::now() + interval);
                         ping_token = ping_token.wrapping_add(1);
                         outgoing.encoder.encode(&Frame::Ping(ping_token), &mut frames)?;
                     }
@@ -1197,15 +1208,48 @@ impl Writer {
                 outgoing.lock().writing = 0;
                 outgoing.space.notify_waiters();
             }
-            if frames.capacity() > 4 * self.config.write_batch_bytes {
-                // One huge message should not pin its buffer for the connection's life.
+            let now = Instant::now();
+            let huge = 4 * self.config.write_batch_bytes;
+            if frames.capacity() > huge || sealed.capacity() > huge {
+                // One huge message should not pin its buffers at all.
                 frames = BytesMut::new();
                 sealed = BytesMut::new();
+            } else if written > IDLE_SEND_BUFFER {
+                large_at = Some(now);
+            } else if large_at.is_some_and(|at| now - at >= linger) {
+                // Small writes only (answers to the peer's pings, say) since
+                // the last large batch.
+                large_at = None;
+                give_back(&mut frames, &mut sealed, &outgoing);
             }
-            Counters::set(&counters.send_buffer, frames.capacity() + sealed.capacity());
-            if let Some(interval) = heartbeat {
-                tick.as_mut().reset(Instant::now() + interval);
+            let queue = outgoing.lock().frames.capacity();
+            Counters::set(
+                &counters.send_buffer,
+                frames.capacity() + sealed.capacity() + queue,
+            );
+            match (heartbeat, large_at) {
+                (Some(interval), _) => tick.as_mut().reset(now + interval),
+                (None, Some(at)) => tick.as_mut().reset(at + linger),
+                (None, None) => {}
             }
         }
     }
+}
+
+/// Gives back the send buffers a large batch grew: the writer's `frames` and
+/// `sealed` (whose records are long written) and the queue's buffer, where
+/// they hold nothing; updates the gauge.
+fn give_back(frames: &mut BytesMut, sealed: &mut BytesMut, outgoing: &Outgoing) {
+    shrink_idle(frames);
+    sealed.clear();
+    shrink_idle(sealed);
+    let queue = {
+        let mut state = outgoing.lock();
+        shrink_idle(&mut state.frames);
+        state.frames.capacity()
+    };
+    Counters::set(
+        &outgoing.stats.counters().send_buffer,
+        frames.capacity() + sealed.capacity() + queue,
+    );
 }

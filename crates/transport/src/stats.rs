@@ -79,11 +79,14 @@ pub struct StatsSnapshot {
     pub backpressure_waits: u64,
     /// `try_send` calls refused because the send queue was full.
     pub backpressure_refusals: u64,
-    /// Bytes the writer's own buffers (encoded frames, sealed records) held
-    /// after its last write: they grow to the largest batch sent, up to about
-    /// `write_batch_bytes` plus one message, and are given back once the
-    /// connection has sent nothing for a heartbeat interval. A gauge, not a
-    /// count.
+    /// Capacity of the send path's buffers after the writer's last write:
+    /// the queue's and the writer's encoded-frame buffers and, with Noise,
+    /// the sealed records. Each grows to hold the largest batch written (at
+    /// most `write_batch_bytes` of queued frames, or one larger message) and
+    /// may take up to about twice that; they are given back once no batch
+    /// has needed them for a heartbeat interval (15 s without heartbeats),
+    /// and at once after a batch over 4 x `write_batch_bytes`. 0 once the
+    /// connection is closed. A gauge, not a count.
     pub send_buffer_bytes: u64,
 }
 

@@ -427,33 +427,116 @@ async fn answering_peer_stays_alive_until_idle_timeout() {
     drop(server);
 }
 
-#[tokio::test(start_paused = true)]
-async fn send_buffers_grown_by_a_burst_are_given_back_when_idle() {
+/// A client (heartbeat every `client_heartbeat`) and a server (every
+/// `server_heartbeat`), in Noise or plain mode.
+async fn heartbeat_pair(
+    noise: bool,
+    client_heartbeat: Option<Duration>,
+    server_heartbeat: Option<Duration>,
+) -> (Connection, Connection) {
     let mut config = ConnectionConfig::default();
-    config.heartbeat_interval = Some(Duration::from_secs(1));
+    config.heartbeat_interval = client_heartbeat;
     config.heartbeat_misses = 3;
     config.idle_timeout = None;
-    let (client, mut server) = noise_pair(config).await;
-    let payload = Bytes::from(vec![7u8; 1 << 20]);
+    let mut server_config = config.clone();
+    server_config.heartbeat_interval = server_heartbeat;
+    let (client, server) = if noise {
+        (
+            ClientSecurity::noise(NoiseConfig::new(keypair())),
+            ServerSecurity::noise(NoiseConfig::new(keypair())),
+        )
+    } else {
+        (ClientSecurity::Plain, ServerSecurity::Plain)
+    };
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move { accept(b, &server, &server_config, HANDSHAKE).await });
+    let client = connect(a, &client, &config, HANDSHAKE).await.unwrap();
+    (client, server.await.unwrap().unwrap())
+}
+
+/// Sends `count` messages of `size` bytes from `client` and checks that the
+/// server got them all.
+async fn burst(
+    client: &Connection,
+    server: &mut Connection,
+    first_id: u64,
+    count: u64,
+    size: usize,
+) {
+    let payload = Bytes::from(vec![7u8; size]);
     let msg_type = MessageType::new("BULK").unwrap();
-    client
-        .send(Envelope::new(1, msg_type.clone(), payload.clone()))
-        .await
-        .unwrap();
-    assert_eq!(next_message(&mut server).await.payload, payload);
-    let held = client.stats().snapshot().send_buffer_bytes;
+    let sender = client.sender().clone();
+    let sending = tokio::spawn(async move {
+        for id in first_id..first_id + count {
+            let msg = Envelope::new(id, msg_type.clone(), payload.clone());
+            sender.send(msg).await.unwrap();
+        }
+    });
+    for id in first_id..first_id + count {
+        let msg = next_message(server).await;
+        assert_eq!((msg.request_id, msg.payload.len()), (id, size));
+    }
+    sending.await.unwrap();
+}
+
+fn send_buffer(conn: &Connection) -> u64 {
+    conn.stats().snapshot().send_buffer_bytes
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_buffers_grown_by_a_burst_are_given_back_when_idle() {
+    let second = Some(Duration::from_secs(1));
+    let (client, mut server) = heartbeat_pair(true, second, second).await;
+    burst(&client, &mut server, 1, 1, 1 << 20).await;
+    let held = send_buffer(&client);
     assert!(held >= 1 << 20, "the sealed 1 MiB message: {held} bytes");
-    // Heartbeats go on; after one interval without sends the buffers shrink.
+    // One heartbeat interval without a large batch: the buffers shrink.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let idle = client.stats().snapshot().send_buffer_bytes;
+    let idle = send_buffer(&client);
     assert!(idle <= 64 * 1024, "still holding {idle} bytes when idle");
     // And grow again for the next burst.
-    client
-        .send(Envelope::new(2, msg_type, payload.clone()))
-        .await
-        .unwrap();
-    assert_eq!(next_message(&mut server).await.payload, payload);
-    assert!(client.stats().snapshot().send_buffer_bytes >= 1 << 20);
+    burst(&client, &mut server, 2, 1, 1 << 20).await;
+    assert!(send_buffer(&client) >= 1 << 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_buffers_shrink_while_the_side_only_answers_pings() {
+    // The server pings every 300 ms, so the client writes pongs all the
+    // time and its own heartbeat never comes due; small frames (queued by
+    // copy, not by reference) grow the encoded-frame buffers this time.
+    let (client, mut server) = heartbeat_pair(
+        false,
+        Some(Duration::from_secs(1)),
+        Some(Duration::from_millis(300)),
+    )
+    .await;
+    burst(&client, &mut server, 1, 400, 4096).await;
+    let held = send_buffer(&client);
+    assert!(held >= 512 * 1024, "a batch of small frames: {held} bytes");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let idle = send_buffer(&client);
+    assert!(
+        idle <= 3 * 64 * 1024,
+        "still holding {idle} bytes when idle"
+    );
+    assert!(
+        client.stats().snapshot().frames_out > 400,
+        "the client answered pings meanwhile"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_buffers_are_given_back_without_heartbeats_too() {
+    let (client, mut server) = heartbeat_pair(true, None, None).await;
+    burst(&client, &mut server, 1, 1, 1 << 20).await;
+    assert!(send_buffer(&client) >= 1 << 20);
+    // Kept a while for the next burst...
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(send_buffer(&client) >= 1 << 20);
+    // ...then given back.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let idle = send_buffer(&client);
+    assert!(idle <= 64 * 1024, "still holding {idle} bytes when idle");
 }
 
 /// A plain connection whose peer answers the preface, then holds the pipe
