@@ -285,6 +285,7 @@ pub(crate) async fn dial(
     connection_config.heartbeat_misses = t.heartbeat_misses;
     connection_config.compression = compression(&t.compression)?;
     connection_config.compression_threshold = t.compression_threshold;
+    connection_config.write_batch_bytes = t.write_batch_bytes;
     let config = &connection_config;
     let conn = if let Some(path) = address.strip_prefix("unix:") {
         #[cfg(unix)]

@@ -166,6 +166,11 @@ pub struct TransportConfig {
     pub compression: String,
     /// Smallest body that is compressed, in bytes.
     pub compression_threshold: usize,
+    /// Bytes of queued frames a connection writes (and seals) at once;
+    /// senders wait past it. 4 KiB to 64 MiB, default 512 KiB. Larger
+    /// batches mean fewer wake-ups of a busy receiver and larger send
+    /// buffers per connection (docs/OPERATIONS.md, memory).
+    pub write_batch_bytes: usize,
 }
 
 impl Default for TransportConfig {
@@ -178,6 +183,7 @@ impl Default for TransportConfig {
             heartbeat_misses: 3,
             compression: "none".into(),
             compression_threshold: 512,
+            write_batch_bytes: netproto_transport::ConnectionConfig::default().write_batch_bytes,
         }
     }
 }
@@ -419,6 +425,12 @@ impl NetworkConfig {
             self.transport.heartbeat_misses as usize,
             "transport.heartbeat_misses",
         )?;
+        if !(4 << 10..=64 << 20).contains(&self.transport.write_batch_bytes) {
+            return Err(Error::Invalid(format!(
+                "transport.write_batch_bytes must be 4 KiB to 64 MiB, not {}",
+                self.transport.write_batch_bytes
+            )));
+        }
         if self.transport.max_frame_len < 64 {
             return Err(Error::Invalid(
                 "transport.max_frame_len must be at least 64".into(),

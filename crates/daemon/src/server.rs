@@ -283,6 +283,7 @@ impl Server {
         c.heartbeat_misses = t.heartbeat_misses;
         c.compression = compression(&t.compression)?;
         c.compression_threshold = t.compression_threshold;
+        c.write_batch_bytes = t.write_batch_bytes;
         c.validate()?;
         Ok(c)
     }

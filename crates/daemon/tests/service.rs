@@ -370,12 +370,18 @@ fn environment_overrides_the_file() {
             "250ms".to_owned(),
         ),
         ("NETPROTO__LOGGING__FORMAT".to_owned(), "json".to_owned()),
+        (
+            "NETPROTO__TRANSPORT__WRITE_BATCH_BYTES".to_owned(),
+            "1048576".to_owned(),
+        ),
     ]);
     let layered = NetworkConfig::load(Some(&file), Some(env.clone())).unwrap();
     assert_eq!(layered.server.address, "0.0.0.0:7000", "file value kept");
     assert_eq!(layered.server.max_connections, 7, "environment wins");
     assert_eq!(layered.client.response_timeout, Duration::from_millis(250));
     assert_eq!(layered.logging.format, "json");
+    assert_eq!(layered.transport.write_batch_bytes, 1 << 20);
+    assert_eq!(only_file.transport.write_batch_bytes, 512 << 10, "default");
     let only_env = NetworkConfig::load(None, Some(env)).unwrap();
     assert_eq!(only_env.server.address, "127.0.0.1:9000");
     assert_eq!(only_env.server.max_connections, 7);
@@ -415,6 +421,11 @@ fn bad_configuration_is_a_clear_error() {
             "NETPROTO__SECURITY__NOISE_BACKEND",
             "openssl",
             "noise_backend must be ring or rustcrypto",
+        ),
+        (
+            "NETPROTO__TRANSPORT__WRITE_BATCH_BYTES",
+            "100",
+            "transport.write_batch_bytes must be 4 KiB to 64 MiB, not 100",
         ),
     ];
     for (key, value, expected) in cases {
