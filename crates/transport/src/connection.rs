@@ -1138,16 +1138,17 @@ impl Writer {
                     () = &mut tick, if heartbeat.is_some() || large_at.is_some() => {
                         if large_at.is_some_and(|at| at.elapsed() >= linger) {
                             large_at = None;
-                            give_back(&mut frames, &mut sealed, &outgoing);
+                            let queue = give_back(&mut frames, &mut sealed, &mut outgoing.lock());
+                            set_send_buffer(&outgoing, &frames, &sealed, queue);
                         }
-                        let Some(interval) = heartbeat else {
+                        if heartbeat.is_none() {
                             // Only here to give buffers back.
                             if let Some(at) = large_at {
                                 tick.as_mut().reset(at + linger);
                             }
                             continue;
-                        };
-                        tick.as_mut().reset(Instant::now() + interval);
+                        }
+                        // The ping's write resets the tick.
                         ping_token = ping_token.wrapping_add(1);
                         outgoing.encoder.encode(&Frame::Ping(ping_token), &mut frames)?;
                     }
@@ -1204,12 +1205,9 @@ impl Writer {
             segments.clear();
             // A heartbeat ping is one frame the queue did not hold.
             Counters::add(&counters.frames_out, took.max(1) as u64);
-            if took > 0 {
-                outgoing.lock().writing = 0;
-                outgoing.space.notify_waiters();
-            }
             let now = Instant::now();
             let huge = 4 * self.config.write_batch_bytes;
+            let mut shrink = false;
             if frames.capacity() > huge || sealed.capacity() > huge {
                 // One huge message should not pin its buffers at all.
                 frames = BytesMut::new();
@@ -1220,13 +1218,24 @@ impl Writer {
                 // Small writes only (answers to the peer's pings, say) since
                 // the last large batch.
                 large_at = None;
-                give_back(&mut frames, &mut sealed, &outgoing);
+                shrink = true;
             }
-            let queue = outgoing.lock().frames.capacity();
-            Counters::set(
-                &counters.send_buffer,
-                frames.capacity() + sealed.capacity() + queue,
-            );
+            // One lock for the queue's bookkeeping after every write.
+            let queue = {
+                let mut state = outgoing.lock();
+                if took > 0 {
+                    state.writing = 0;
+                }
+                if shrink {
+                    give_back(&mut frames, &mut sealed, &mut state)
+                } else {
+                    state.frames.capacity()
+                }
+            };
+            if took > 0 {
+                outgoing.space.notify_waiters();
+            }
+            set_send_buffer(&outgoing, &frames, &sealed, queue);
             match (heartbeat, large_at) {
                 (Some(interval), _) => tick.as_mut().reset(now + interval),
                 (None, Some(at)) => tick.as_mut().reset(at + linger),
@@ -1236,18 +1245,19 @@ impl Writer {
     }
 }
 
-/// Gives back the send buffers a large batch grew: the writer's `frames` and
-/// `sealed` (whose records are long written) and the queue's buffer, where
-/// they hold nothing; updates the gauge.
-fn give_back(frames: &mut BytesMut, sealed: &mut BytesMut, outgoing: &Outgoing) {
+/// Gives back the send buffers a large batch grew, where they hold nothing:
+/// the writer's `frames` and `sealed` (whose records are long written) and
+/// the queue's buffer in `state`. Returns the queue buffer's capacity.
+fn give_back(frames: &mut BytesMut, sealed: &mut BytesMut, state: &mut OutState) -> usize {
     shrink_idle(frames);
     sealed.clear();
     shrink_idle(sealed);
-    let queue = {
-        let mut state = outgoing.lock();
-        shrink_idle(&mut state.frames);
-        state.frames.capacity()
-    };
+    shrink_idle(&mut state.frames);
+    state.frames.capacity()
+}
+
+/// Updates the send-buffer gauge: the writer's two buffers and the queue's.
+fn set_send_buffer(outgoing: &Outgoing, frames: &BytesMut, sealed: &BytesMut, queue: usize) {
     Counters::set(
         &outgoing.stats.counters().send_buffer,
         frames.capacity() + sealed.capacity() + queue,

@@ -539,6 +539,17 @@ async fn send_buffers_are_given_back_without_heartbeats_too() {
     assert!(idle <= 64 * 1024, "still holding {idle} bytes when idle");
 }
 
+#[tokio::test]
+async fn a_batch_over_four_times_the_batch_size_keeps_no_buffers() {
+    let mut config = ConnectionConfig::default();
+    config.write_batch_bytes = 64 * 1024;
+    let (client, mut server) = noise_pair(config).await;
+    // 1 MiB sealed at once is over 4 x 64 KiB: given back after its write.
+    burst(&client, &mut server, 1, 1, 1 << 20).await;
+    let held = send_buffer(&client);
+    assert!(held <= 64 * 1024, "still holding {held} bytes");
+}
+
 /// A plain connection whose peer answers the preface, then holds the pipe
 /// (`pipe` bytes of buffer) open without ever reading from it; abort the
 /// returned task to let it go.
