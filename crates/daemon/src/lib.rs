@@ -21,6 +21,7 @@ mod logging;
 pub mod metrics;
 mod security;
 mod server;
+mod stream;
 
 pub use balancer::{Balancer, RequestOptions};
 pub use client::Client;

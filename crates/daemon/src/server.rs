@@ -1,6 +1,7 @@
 //! The server: listeners, connection limits, graceful shutdown.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,18 +9,26 @@ use std::time::Duration;
 
 use netproto_crypto::PublicKey;
 use netproto_dispatch::{Dispatcher, ServeConfig};
-use netproto_transport::{Accepted, ConnectionConfig, Io, ServerSecurity};
+use netproto_transport::{Accepted, ConnectionConfig, ServerSecurity};
 use netproto_wire::PrefaceStatus;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::config::ServerConfig;
 use crate::metrics::{Registry, ServerMetrics};
 use crate::security::server_security;
+use crate::stream::Stream;
 use crate::{NetworkConfig, Result, compression};
 
 /// Time a refused connection gets to read our "busy" answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a new connection waits on the handshake threads for its first
+/// frame header ([`netproto_transport::Accepted::first_header`]) before it is
+/// served without one: clients send their first request at once, and a quiet
+/// one starts this much later.
+const FIRST_HEADER_WAIT: Duration = Duration::from_secs(1);
 
 /// Counters of a running server.
 #[derive(Debug, Default)]
@@ -57,7 +66,18 @@ impl ServerStats {
 enum Listener {
     Tcp(tokio::net::TcpListener),
     #[cfg(unix)]
-    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    Unix(tokio::net::UnixListener, SocketFile),
+}
+
+/// A Unix socket's file, removed when the listener goes.
+#[cfg(unix)]
+struct SocketFile(std::path::PathBuf);
+
+#[cfg(unix)]
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Listener {
@@ -69,22 +89,38 @@ impl Listener {
             if path.exists() {
                 std::fs::remove_file(&path)?;
             }
-            return Ok(Self::Unix(tokio::net::UnixListener::bind(&path)?, path));
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            return Ok(Self::Unix(listener, SocketFile(path)));
         }
         Ok(Self::Tcp(listen_tcp(address).await?))
     }
 
-    async fn accept(&self) -> std::io::Result<(Box<dyn Io>, Option<SocketAddr>)> {
+    /// The same listener, registered with the current runtime's driver: the
+    /// sockets it accepts are registered there too.
+    fn rehome(self) -> std::io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(listener) => {
+                Self::Tcp(tokio::net::TcpListener::from_std(listener.into_std()?)?)
+            }
+            #[cfg(unix)]
+            Self::Unix(listener, file) => Self::Unix(
+                tokio::net::UnixListener::from_std(listener.into_std()?)?,
+                file,
+            ),
+        })
+    }
+
+    async fn accept(&self) -> std::io::Result<(Stream, Option<SocketAddr>)> {
         match self {
             Self::Tcp(listener) => {
                 let (stream, peer) = listener.accept().await?;
                 stream.set_nodelay(true)?;
-                Ok((Box::new(stream), Some(peer)))
+                Ok((Stream::Tcp(stream), Some(peer)))
             }
             #[cfg(unix)]
             Self::Unix(listener, _) => {
                 let (stream, _) = listener.accept().await?;
-                Ok((Box::new(stream), None))
+                Ok((Stream::Unix(stream), None))
             }
         }
     }
@@ -95,7 +131,7 @@ impl Listener {
                 .local_addr()
                 .map_or_else(|_| "?".into(), |a| a.to_string()),
             #[cfg(unix)]
-            Self::Unix(_, path) => format!("unix:{}", path.display()),
+            Self::Unix(_, file) => format!("unix:{}", file.0.display()),
         }
     }
 }
@@ -131,15 +167,6 @@ async fn listen_tcp(address: &str) -> std::io::Result<tokio::net::TcpListener> {
             "the address resolved to nothing",
         )
     }))
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        if let Self::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 /// A netproto server: accepts connections and serves them with a [`Dispatcher`].
@@ -307,16 +334,12 @@ impl Server {
             tokio::spawn(crate::metrics::serve_http(listener, registry))
         });
         let serve_config = Arc::new(serve_config);
-        let security = Arc::new(self.security.clone());
-        let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-        let limits = &self.config.server;
         let mut shutdown = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
-        let mut conn_id = 0u64;
         let handshakes = self.handshakes.as_ref().and_then(HandshakeRuntime::handle);
         tracing::info!(address = %self.listener.local_addr(), mode = %self.config.security.mode, "listening");
-        // Connections whose handshake succeeded on the handshake threads
-        // come back here to be served.
+        // Connections established (and their first header checked) on the
+        // handshake threads come back here to be served.
         let (established_tx, mut established_rx) = mpsc::unbounded_channel::<Established>();
         let serving = Serving {
             dispatcher: self.dispatcher.clone(),
@@ -324,111 +347,39 @@ impl Server {
             stats: self.stats.clone(),
             offload: handshakes.clone(),
         };
+        let acceptor = Acceptor {
+            listener: self.listener,
+            limits: self.config.server.clone(),
+            stats: self.stats.clone(),
+            per_ip: Arc::default(),
+            security: Arc::new(self.security.clone()),
+            connection_config,
+            established: established_tx,
+        };
+        // Accepting, limits, prefaces, handshakes and first headers all run
+        // on the handshake threads: a stranger's connection that never gets
+        // established costs the serving threads nothing.
+        let accepting = match &handshakes {
+            Some(runtime) => runtime.spawn(acceptor.run(true)),
+            None => tokio::spawn(acceptor.run(false)),
+        };
         loop {
-            let (io, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off briefly.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            tokio::select! {
                 () = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 Some(established) = established_rx.recv() => {
                     let Established { accepted, guard, span } = established;
                     let shutdown = self.shutdown.subscribe();
                     let serve = serving.clone().serve(accepted, guard, shutdown);
                     tasks.spawn(serve.instrument(span));
-                    continue;
-                }
-            };
-            conn_id += 1;
-            let ip = peer.map(|p| p.ip());
-            let refusal = self.check_limits(ip, &per_ip);
-            if let Some(reason) = refusal {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                self.stats.metrics.refused(reason);
-                tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
-                let mode = security.mode();
-                let refuse = async move {
-                    let mut io = io;
-                    let _ = tokio::time::timeout(
-                        REFUSAL_TIMEOUT,
-                        netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy),
-                    )
-                    .await;
-                };
-                // A flood is refused on the handshake threads too; those
-                // refusals end by themselves within REFUSAL_TIMEOUT.
-                match &handshakes {
-                    Some(runtime) => drop(runtime.spawn(refuse)),
-                    None => drop(tasks.spawn(refuse)),
-                }
-                continue;
-            }
-            let mut guard = ConnectionGuard::new(self.stats.clone(), per_ip.clone(), ip);
-            let span = tracing::info_span!("conn", conn_id, peer = ?peer);
-            let security = security.clone();
-            let connection_config = connection_config.clone();
-            let stats = self.stats.clone();
-            let handshake_timeout = limits.connection_timeout;
-            let handshake = async move {
-                let accepted = netproto_transport::accept_handshake(
-                    io,
-                    &security,
-                    &connection_config,
-                    handshake_timeout,
-                )
-                .await;
-                guard.handshake_done();
-                match accepted {
-                    Ok(accepted) => Some((accepted, guard)),
-                    Err(error) => {
-                        stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                        stats.metrics.handshake_failed(&error);
-                        tracing::debug!(%error, "handshake failed");
-                        None
-                    }
-                }
-            };
-            match &handshakes {
-                // The whole handshake, and a failure's cleanup, happen on
-                // the handshake threads: an attacker's connection that never
-                // gets established costs the serving threads one accept.
-                Some(runtime) => {
-                    let established = established_tx.clone();
-                    let back = span.clone();
-                    let work = async move {
-                        if let Some((accepted, guard)) = handshake.await {
-                            // The receiver is gone once the server stops
-                            // accepting: the connection then closes.
-                            let _ = established.send(Established {
-                                accepted,
-                                guard,
-                                span: back,
-                            });
-                        }
-                    };
-                    drop(runtime.spawn(work.instrument(span)));
-                }
-                None => {
-                    let shutdown = self.shutdown.subscribe();
-                    let serving = serving.clone();
-                    let work = async move {
-                        if let Some((accepted, guard)) = handshake.await {
-                            serving.serve(accepted, guard, shutdown).await;
-                        }
-                    };
-                    tasks.spawn(work.instrument(span));
                 }
             }
         }
+        // Graceful shutdown: stop accepting (the listener closes with the
+        // acceptor), let connections finish.
+        accepting.abort();
+        let _ = accepting.await;
         drop(established_rx);
-        // Graceful shutdown: stop accepting, let connections finish.
-        drop(self.listener);
         let limit = self
             .limit
             .lock()
@@ -450,13 +401,135 @@ impl Server {
         self.done.send_replace(true);
         Ok(())
     }
+}
 
-    fn check_limits(
+/// Accepts connections, applies the limits, and runs each new connection's
+/// preface, handshake and first header; sends the established ones to be
+/// served.
+struct Acceptor {
+    listener: Listener,
+    limits: ServerConfig,
+    stats: Arc<ServerStats>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    security: Arc<ServerSecurity>,
+    connection_config: Arc<ConnectionConfig>,
+    established: mpsc::UnboundedSender<Established>,
+}
+
+impl Acceptor {
+    /// Accepts until the task is aborted; everything it starts runs on the
+    /// current runtime.
+    ///
+    /// With `own_runtime`, the acceptor runs on a runtime of its own (the
+    /// handshake threads): the listener, and so every socket it accepts, is
+    /// registered with that runtime's driver, and established sockets are
+    /// detached from it on their way to the serving threads.
+    async fn run(mut self, own_runtime: bool) {
+        if own_runtime {
+            self.listener = match self.listener.rehome() {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "cannot move the listener to the handshake threads");
+                    return;
+                }
+            };
+        }
+        let mut conn_id = 0u64;
+        loop {
+            let (io, peer) = match self.listener.accept().await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            conn_id += 1;
+            let ip = peer.map(|p| p.ip());
+            if let Some(reason) = self.check_limits(ip) {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.metrics.refused(reason);
+                tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
+                let mode = self.security.mode();
+                // Refusals end by themselves within REFUSAL_TIMEOUT.
+                drop(tokio::spawn(async move {
+                    let mut io = io;
+                    let _ = tokio::time::timeout(
+                        REFUSAL_TIMEOUT,
+                        netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy),
+                    )
+                    .await;
+                }));
+                continue;
+            }
+            let guard = ConnectionGuard::new(self.stats.clone(), self.per_ip.clone(), ip);
+            let span = tracing::info_span!("conn", conn_id, peer = ?peer);
+            let work = self.handshake(io, guard, span.clone(), own_runtime);
+            drop(tokio::spawn(work.instrument(span)));
+        }
+    }
+
+    /// The preface, the security handshake and the first header of one
+    /// connection; an established one goes to the serving threads.
+    fn handshake(
         &self,
-        ip: Option<IpAddr>,
-        per_ip: &Mutex<HashMap<IpAddr, usize>>,
-    ) -> Option<&'static str> {
-        let limits = &self.config.server;
+        io: Stream,
+        mut guard: ConnectionGuard,
+        span: tracing::Span,
+        detach: bool,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let security = self.security.clone();
+        let connection_config = self.connection_config.clone();
+        let stats = self.stats.clone();
+        let established = self.established.clone();
+        let handshake_timeout = self.limits.connection_timeout;
+        async move {
+            let accepted = netproto_transport::accept_handshake(
+                io,
+                &security,
+                &connection_config,
+                handshake_timeout,
+            )
+            .await;
+            guard.handshake_done();
+            // The first frame's header is checked here too, so that garbage
+            // and headers over the limit never reach the serving threads.
+            let accepted = match accepted {
+                Ok(mut accepted) => accepted
+                    .first_header(FIRST_HEADER_WAIT.min(handshake_timeout))
+                    .await
+                    .map(|()| accepted),
+                Err(error) => Err(error),
+            };
+            let accepted = match accepted {
+                Ok(mut accepted) if detach => accepted
+                    .get_mut()
+                    .detach()
+                    .map(|()| accepted)
+                    .map_err(Into::into),
+                other => other,
+            };
+            match accepted {
+                // The receiver is gone once the server stops accepting: the
+                // connection then closes.
+                Ok(accepted) => drop(established.send(Established {
+                    accepted,
+                    guard,
+                    span,
+                })),
+                Err(error) => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    stats.metrics.handshake_failed(&error);
+                    tracing::debug!(%error, "handshake failed");
+                }
+            }
+        }
+    }
+
+    /// Which limit, if any, refuses a new connection from `ip`.
+    fn check_limits(&self, ip: Option<IpAddr>) -> Option<&'static str> {
+        let limits = &self.limits;
         if self.stats.active.load(Ordering::Relaxed) >= limits.max_connections {
             return Some("max_connections");
         }
@@ -464,7 +537,7 @@ impl Server {
             return Some("max_handshakes");
         }
         if let Some(ip) = ip {
-            let map = per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if map.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
                 return Some("max_connections_per_ip");
             }
@@ -532,7 +605,7 @@ impl Drop for ConnectionGuard {
 /// A connection established on the handshake threads, on its way back to
 /// the serving threads.
 struct Established {
-    accepted: Accepted<Box<dyn Io>>,
+    accepted: Accepted<Stream>,
     guard: ConnectionGuard,
     span: tracing::Span,
 }
@@ -551,7 +624,7 @@ impl Serving {
     /// Starts `accepted` on the current runtime and serves it until it ends.
     async fn serve(
         self,
-        accepted: Accepted<Box<dyn Io>>,
+        accepted: Accepted<Stream>,
         guard: ConnectionGuard,
         shutdown: watch::Receiver<bool>,
     ) {
@@ -575,10 +648,15 @@ impl Serving {
     }
 }
 
-/// The threads that run prefaces and security handshakes: a tokio runtime of
-/// its own whose threads run at a lower scheduling priority (Linux), so that
-/// the public-key work of a handshake flood waits while established
-/// connections are served, instead of queueing in front of their requests.
+/// The threads that accept connections and run their prefaces, security
+/// handshakes and first headers: a tokio runtime of its own whose threads
+/// run at a lower scheduling priority (Linux), so that the work a stranger
+/// can make the server do (a flood of connections, the public-key work of
+/// handshakes) waits while established connections are served, instead of
+/// queueing in front of their requests. Its blocking threads decompress
+/// large bodies, at the same priority, one per core at most: more would
+/// only take turns on the cores, and crowd the serving threads while they
+/// do.
 struct HandshakeRuntime(Option<tokio::runtime::Runtime>);
 
 impl HandshakeRuntime {
@@ -589,6 +667,9 @@ impl HandshakeRuntime {
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .max_blocking_threads(
+                std::thread::available_parallelism().map_or(threads, |n| n.get().max(threads)),
+            )
             .thread_name("netproto-handshake")
             .on_thread_start(lower_priority)
             .enable_all()

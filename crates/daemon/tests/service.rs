@@ -108,6 +108,60 @@ async fn with_no_handshake_threads_the_serving_threads_do_the_handshakes() {
     tokio::time::timeout(LIMIT, refusal).await.unwrap();
 }
 
+/// Waits (bounded) until `done` holds.
+async fn eventually(done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not reached within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_first_header_is_turned_away_before_it_is_served() {
+    use netproto_wire::{Compression, FrameKind, Header, PREFACE_LEN, Preface, SecurityMode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let case = async {
+        let (handle, client_config, task) = start(base_config("plain")).await;
+        let mut stream = tokio::net::TcpStream::connect(&client_config.client.address)
+            .await
+            .unwrap();
+        let preface = Preface::new(SecurityMode::Plain).to_bytes();
+        stream.write_all(&preface).await.unwrap();
+        let mut answer = [0; PREFACE_LEN];
+        stream.read_exact(&mut answer).await.unwrap();
+        let header = Header {
+            len: u32::MAX,
+            kind: FrameKind::Data,
+            compression: Compression::None,
+        };
+        stream.write_all(&header.to_bytes()).await.unwrap();
+        // The server closes the connection without answering.
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{} bytes answered", rest.len());
+        let stats = handle.stats();
+        eventually(|| stats.handshake_failures() == 1).await;
+        // Turned away where handshakes run: the serving threads never
+        // started it.
+        assert_eq!(stats.accepted(), 0);
+        // A client that stays quiet longer than the server waits for a first
+        // header is served all the same.
+        let client = Client::connect(client_config).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let text = Message::Echo("after a pause".into());
+        assert_eq!(client.request(&text).await.unwrap(), text);
+        assert_eq!(stats.accepted(), 1);
+        assert_eq!(stats.handshake_failures(), 1);
+        client.close().await.unwrap();
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn noise_backends_interoperate_and_the_cipher_must_match() {
     tokio::time::timeout(LIMIT, async {

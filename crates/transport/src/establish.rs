@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use netproto_crypto::{Capabilities, CompressionSet, ReplayCache};
-use netproto_wire::{Compression, SecurityMode};
+use netproto_wire::{Compression, Decoder, HEADER_LEN, SecurityMode};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::config::check_duration;
@@ -227,6 +228,10 @@ pub async fn accept_handshake<I: Io>(
     })
 }
 
+/// The read buffer [`Accepted::first_header`] starts with: the reader keeps
+/// it while the connection is idle.
+const FIRST_READ: usize = 4 * 1024;
+
 /// A server connection whose preface and security handshake are done, and
 /// whose reader and writer tasks are not started yet: see
 /// [`accept_handshake`].
@@ -253,6 +258,16 @@ impl<I: Io> Accepted<I> {
         &self.info
     }
 
+    /// The socket under the connection (under TLS, in TLS mode): to set an
+    /// option on it, or to move it to another runtime's I/O driver before
+    /// the connection starts.
+    pub fn get_mut(&mut self) -> &mut I {
+        match &mut self.stream {
+            AcceptedStream::Plain(io) => io,
+            AcceptedStream::Tls(stream) => stream.get_mut().0,
+        }
+    }
+
     /// Runs the connection's costly work on `runtime`'s blocking threads
     /// instead of the current runtime's: decompressing large bodies (64 KiB
     /// and more), milliseconds of CPU a peer can ask for with a few bytes. A
@@ -262,6 +277,49 @@ impl<I: Io> Accepted<I> {
     pub fn offload_to(mut self, runtime: tokio::runtime::Handle) -> Self {
         self.offload = Some(runtime);
         self
+    }
+
+    /// Waits up to `wait` for the peer's first frame header and checks it
+    /// against the connection's limits, before the connection is started.
+    ///
+    /// Clients send their first request as soon as they are connected, and a
+    /// stranger's cheapest attacks (garbage, a header declaring a body over
+    /// the limit, a connection closed right away) show in their first bytes.
+    /// A server that calls this where it runs handshakes turns those away
+    /// there, so that the threads serving established connections never see
+    /// them: the idea of `TCP_DEFER_ACCEPT` and of accept filters. A quiet
+    /// peer is not an error: after `wait` the connection starts as it is.
+    /// The bytes read are kept for the connection.
+    ///
+    /// Only plain connections are checked: Noise records and TLS are opened
+    /// once the connection runs, and for them this returns `Ok` at once.
+    ///
+    /// # Errors
+    ///
+    /// A header the connection would refuse ([`Error::Protocol`]), the peer
+    /// closing before a whole header ([`Error::PeerClosed`]), or a read
+    /// error.
+    pub async fn first_header(&mut self, wait: Duration) -> Result<(), Error> {
+        let (AcceptedStream::Plain(io), Protection::Plain) = (&mut self.stream, &self.protection)
+        else {
+            return Ok(());
+        };
+        let buf = &mut self.leftover;
+        let read = async {
+            while buf.len() < HEADER_LEN {
+                buf.reserve(FIRST_READ);
+                if io.read_buf(buf).await? == 0 {
+                    return Err(Error::PeerClosed);
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(wait, read).await {
+            Ok(read) => read?,
+            Err(_) => return Ok(()),
+        }
+        Decoder::new(self.config.max_frame_len).peek_header(buf)?;
+        Ok(())
     }
 
     /// Starts the connection's reader and writer tasks on the current tokio

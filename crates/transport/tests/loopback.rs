@@ -15,7 +15,7 @@ use bytes::Bytes;
 use netproto_crypto::Keypair;
 use netproto_transport::{
     ClientSecurity, Connection, ConnectionConfig, DEFAULT_CONNECT_TIMEOUT, Error, Incoming,
-    NoiseConfig, ServerSecurity, TimeoutKind, accept, connect, connect_tcp,
+    NoiseConfig, ServerSecurity, TimeoutKind, accept, accept_handshake, connect, connect_tcp,
 };
 use netproto_wire::{Envelope, MessageType};
 use tokio::net::TcpListener;
@@ -244,6 +244,132 @@ async fn connect_timeout_against_a_full_backlog() {
         "no connect timed out after {} connections",
         held.len()
     );
+}
+
+/// What [`first_header_case`]'s server saw: the handshake's and first
+/// header's result, then (when they succeeded) the echo server's.
+type FirstHeaderResult = Result<Result<u64, Error>, Error>;
+
+/// A plain server that accepts one connection, waits up to `wait` for its
+/// first header, and (when that succeeds) echoes until the client closes;
+/// returns the client's side, connected with `client`, and the server's task.
+async fn first_header_case(
+    server: ConnectionConfig,
+    client: ConnectionConfig,
+    wait: Duration,
+) -> (Connection, tokio::task::JoinHandle<FirstHeaderResult>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut accepted =
+            accept_handshake(stream, &ServerSecurity::Plain, &server, HANDSHAKE).await?;
+        accepted.first_header(wait).await?;
+        Ok(echo_server(accepted.start()).await)
+    });
+    let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
+    let conn = connect(stream, &ClientSecurity::Plain, &client, HANDSHAKE)
+        .await
+        .unwrap();
+    (conn, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_header_keeps_what_it_read_for_the_connection() {
+    let case = async {
+        let config = ConnectionConfig::default();
+        let (conn, server) = first_header_case(config.clone(), config, LIMIT).await;
+        // Many requests at once: the first read takes several frames, and
+        // part of one, before the connection starts.
+        run_client(conn, 400).await;
+        assert_eq!(server.await.unwrap().unwrap().unwrap(), 400);
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_header_refuses_a_header_over_the_limit() {
+    let case = async {
+        let mut server_config = ConnectionConfig::default();
+        server_config.max_frame_len = 1024;
+        let client_config = ConnectionConfig::default();
+        let (conn, server) = first_header_case(server_config, client_config, LIMIT).await;
+        let payload = Bytes::from(vec![7; 4096]);
+        let big = Envelope::new(1, MessageType::new("BLOB").unwrap(), payload);
+        conn.send(big).await.unwrap();
+        // Refused by the check, before any connection started.
+        let result = server.await.unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(Error::Protocol(netproto_wire::Error::FrameTooLarge { .. }))
+            ),
+            "{result:?}"
+        );
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_header_lets_a_quiet_peer_through_after_the_wait() {
+    let case = async {
+        let config = ConnectionConfig::default();
+        let wait = Duration::from_millis(200);
+        let (conn, server) = first_header_case(config.clone(), config, wait).await;
+        // Quiet past the wait, then an ordinary client.
+        tokio::time::sleep(wait * 2).await;
+        run_client(conn, 10).await;
+        assert_eq!(server.await.unwrap().unwrap().unwrap(), 10);
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_header_reports_a_peer_that_closed_before_a_header() {
+    let case = async {
+        let config = ConnectionConfig::default();
+        let (conn, server) = first_header_case(config.clone(), config, LIMIT).await;
+        let (sender, _receiver, _) = conn.split();
+        sender.close().await.unwrap();
+        let result = server.await.unwrap();
+        assert!(matches!(result, Err(Error::PeerClosed)), "{result:?}");
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_header_does_not_wait_on_noise_connections() {
+    let case = async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (checked_tx, checked_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let security = ServerSecurity::noise(NoiseConfig::new(keypair()));
+            let config = ConnectionConfig::default();
+            let mut accepted = accept_handshake(stream, &security, &config, HANDSHAKE)
+                .await
+                .unwrap();
+            // A wait far past the test's limit: only returning at once passes.
+            accepted.first_header(LIMIT * 10).await.unwrap();
+            checked_tx.send(()).unwrap();
+            echo_server(accepted.start()).await
+        });
+        let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
+        let conn = connect(
+            stream,
+            &ClientSecurity::noise(NoiseConfig::new(keypair())),
+            &ConnectionConfig::default(),
+            HANDSHAKE,
+        )
+        .await
+        .unwrap();
+        // The client sends nothing until the server is past the check.
+        checked_rx.await.unwrap();
+        run_client(conn, 10).await;
+        assert_eq!(server.await.unwrap().unwrap(), 10);
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
 }
 
 mod tls {
