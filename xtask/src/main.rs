@@ -98,7 +98,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     })?;
     // The debug build's crypto is too slow for the latency criterion (it runs
     // with a 100 ms allowance above); the optimised build checks the legitimate
-    // client's p99 within 3 times its quiet p99 plus 1 ms under every attack.
+    // client's p99 within 3 times its quiet p99 under every attack.
     step("attack suite, optimised", || {
         Ok(cmd!(
             sh,

@@ -9,9 +9,14 @@
 //!   implies for what the attacker makes it hold (stated in each case);
 //! - the legitimate client lost no request, and its p99 latency during the
 //!   attack is at most 3 times its quiet p99 (measured before and after the
-//!   attack), plus a scheduling allowance for the cores the attacker, the
-//!   server and the client share (see `scheduling_allowance`; zero with
-//!   `NETPROTO_ATTACK_STRICT=1`).
+//!   attack). An optimised build checks exactly that; a debug build adds an
+//!   allowance for its unoptimised crypto and compression (see
+//!   `scheduling_allowance`; none with `NETPROTO_ATTACK_STRICT=1`).
+//!
+//! The attacker runs in this process, in the `SCHED_IDLE` scheduling class:
+//! on the machine it shares with the server, it takes only the CPU the
+//! server and the legitimate client leave idle, as if it ran on another
+//! machine.
 //!
 //! The cases run one at a time (they measure latency and memory on a shared
 //! machine). Each prints its figures:
@@ -57,8 +62,8 @@ use tokio::task::JoinSet;
 /// The legitimate client sends one request this often.
 const PROBE_EVERY: Duration = Duration::from_millis(1);
 /// Requests measured before the attack, and after it.
-const QUIET_BEFORE: usize = 800;
-const QUIET_AFTER: usize = 600;
+const QUIET_BEFORE: usize = 1200;
+const QUIET_AFTER: usize = 1000;
 /// Requests the attack window must hold for a stable p99.
 const ATTACK_SAMPLES: usize = 1500;
 /// How long attacks made of repeated waves go on.
@@ -70,24 +75,16 @@ const P99_FACTOR: u32 = 3;
 const WAVES_AT_MOST: Duration = Duration::from_secs(20);
 
 /// Latency the legitimate client's p99 may have on top of `P99_FACTOR` x its
-/// quiet p99: the scheduler's share. The attacker, the server and the
-/// legitimate client share the machine's cores, and the kernel's work for
-/// the attacker's connections (accepting and closing 20 at once) runs ahead
-/// of every thread; on a 2-core machine that puts the worst cases at 2 to
-/// 5 times the quiet p99 (about 0.1 ms in a release build), while a
-/// stalled server (a blocked worker, a lock held across I/O, handshakes or
-/// decompression on the serving threads) exceeds it by milliseconds.
-/// `NETPROTO_ATTACK_STRICT=1` makes it zero: the plain `P99_FACTOR`
-/// criterion.
+/// quiet p99. None in an optimised build: the criterion as stated. A debug
+/// build's crypto and compression cost the server 10 to 100 times more CPU
+/// for each attacking connection, which its latency measures instead of the
+/// server's design; it gets 100 ms, unless `NETPROTO_ATTACK_STRICT=1`.
 fn scheduling_allowance() -> Duration {
-    if std::env::var_os("NETPROTO_ATTACK_STRICT").is_some_and(|v| v == "1") {
-        Duration::ZERO
-    } else if cfg!(debug_assertions) {
-        // Unoptimised crypto and compression cost the server 10 to 100
-        // times more CPU for each attacking connection.
+    let strict = std::env::var_os("NETPROTO_ATTACK_STRICT").is_some_and(|v| v == "1");
+    if cfg!(debug_assertions) && !strict {
         Duration::from_millis(100)
     } else {
-        Duration::from_millis(1)
+        Duration::ZERO
     }
 }
 /// Memory the server may use beyond the connections' buffers: allocator
@@ -170,8 +167,9 @@ fn run_case<F, Fut>(
         let attack_from = Instant::now();
         std::thread::scope(|scope| {
             let attacker = scope.spawn(|| {
-                // The attacker yields the CPU to the server and the
-                // legitimate client, as if it ran on another machine.
+                // The attacker takes only the CPU the server and the
+                // legitimate client leave idle, as if it ran on another
+                // machine.
                 support::lower_thread_priority();
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -221,7 +219,7 @@ fn run_case<F, Fut>(
         );
         let allowance = scheduling_allowance();
         println!(
-            "{name}: p99 attack / quiet = {:.1} (criterion {P99_FACTOR}, plus {allowance:?} for the scheduler)",
+            "{name}: p99 attack / quiet = {:.1} (criterion {P99_FACTOR}, plus {allowance:?} for a debug build)",
             during.p99.as_secs_f64() / quiet.p99.as_secs_f64()
         );
         assert!(
