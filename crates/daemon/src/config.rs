@@ -66,11 +66,13 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Connections in the preface or handshake at once.
     pub max_handshakes: usize,
-    /// Threads that run prefaces and security handshakes, and decompress
-    /// large bodies (64 KiB and more), at a lower scheduling priority than
-    /// the threads serving established connections (nice 10 on Linux): a
-    /// flood of handshakes or of decompression bombs then does not delay
-    /// their requests. `0` does that work on the serving threads.
+    /// Threads that accept connections, run their prefaces, security
+    /// handshakes and first-header checks, and decompress large bodies
+    /// (64 KiB and more, at most one per core at once), at a lower
+    /// scheduling priority than the threads serving established connections
+    /// (nice 10 on Linux): a flood of connections, handshakes or
+    /// decompression bombs then does not delay their requests. `0` does that
+    /// work on the serving threads.
     pub handshake_threads: usize,
     /// Requests handled at once on one connection.
     pub max_in_flight: usize,
