@@ -83,8 +83,15 @@ const REFUSAL_REASONS: [&str; 3] = [
     "max_connections_per_ip",
     "max_handshakes",
 ];
-const HANDSHAKE_REASONS: [&str; 7] = [
-    "timeout", "preface", "noise", "tls", "closed", "io", "other",
+const HANDSHAKE_REASONS: [&str; 8] = [
+    "timeout",
+    "preface",
+    "noise",
+    "tls",
+    "first_header",
+    "closed",
+    "io",
+    "other",
 ];
 const ERROR_KINDS: [&str; 10] = [
     "timeout_idle",
@@ -226,8 +233,16 @@ impl ServerMetrics {
         self.handshakes.increment(1);
     }
 
-    pub(crate) fn handshake_failed(&self, error: &netproto_transport::Error) {
-        add(&self.handshake_failures, handshake_reason(error));
+    pub(crate) fn handshake_failed(
+        &self,
+        error: &netproto_transport::Error,
+        at_first_header: bool,
+    ) {
+        let reason = match error {
+            netproto_transport::Error::Protocol(_) if at_first_header => "first_header",
+            _ => handshake_reason(error),
+        };
+        add(&self.handshake_failures, reason);
     }
 
     /// Counts how an established connection ended, when it was an error.

@@ -495,22 +495,24 @@ impl Acceptor {
             guard.handshake_done();
             // The first frame's header is checked here too, so that garbage
             // and headers over the limit never reach the serving threads.
-            let accepted = match accepted {
-                Ok(mut accepted) => accepted
-                    .first_header(FIRST_HEADER_WAIT.min(handshake_timeout))
-                    .await
-                    .map(|()| accepted),
-                Err(error) => Err(error),
+            let result = match accepted {
+                Ok(mut accepted) => {
+                    let wait = FIRST_HEADER_WAIT.min(handshake_timeout);
+                    match accepted.first_header(wait).await {
+                        Ok(()) => Ok(accepted),
+                        Err(error) => Err((error, true)),
+                    }
+                }
+                Err(error) => Err((error, false)),
             };
-            let accepted = match accepted {
-                Ok(mut accepted) if detach => accepted
-                    .get_mut()
-                    .detach()
-                    .map(|()| accepted)
-                    .map_err(Into::into),
+            let result = match result {
+                Ok(mut accepted) if detach => match accepted.get_mut().detach() {
+                    Ok(()) => Ok(accepted),
+                    Err(error) => Err((error.into(), false)),
+                },
                 other => other,
             };
-            match accepted {
+            match result {
                 // The receiver is gone once the server stops accepting: the
                 // connection then closes.
                 Ok(accepted) => drop(established.send(Established {
@@ -518,10 +520,14 @@ impl Acceptor {
                     guard,
                     span,
                 })),
-                Err(error) => {
+                Err((error, at_first_header)) => {
                     stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    stats.metrics.handshake_failed(&error);
-                    tracing::debug!(%error, "handshake failed");
+                    stats.metrics.handshake_failed(&error, at_first_header);
+                    if at_first_header {
+                        tracing::debug!(%error, "first frame header refused");
+                    } else {
+                        tracing::debug!(%error, "handshake failed");
+                    }
                 }
             }
         }

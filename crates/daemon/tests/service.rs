@@ -124,7 +124,9 @@ async fn a_bad_first_header_is_turned_away_before_it_is_served() {
     use netproto_wire::{Compression, FrameKind, Header, PREFACE_LEN, Preface, SecurityMode};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let case = async {
-        let (handle, client_config, task) = start(base_config("plain")).await;
+        let mut config = base_config("plain");
+        config.server.metrics_address = Some("127.0.0.1:0".into());
+        let (handle, client_config, task) = start(config).await;
         let mut stream = tokio::net::TcpStream::connect(&client_config.client.address)
             .await
             .unwrap();
@@ -147,6 +149,11 @@ async fn a_bad_first_header_is_turned_away_before_it_is_served() {
         // Turned away where handshakes run: the serving threads never
         // started it.
         assert_eq!(stats.accepted(), 0);
+        let metrics = handle.metrics().unwrap();
+        assert!(
+            metrics.contains("netproto_handshakes_failed_total{reason=\"first_header\"} 1"),
+            "{metrics}"
+        );
         // A client that stays quiet longer than the server waits for a first
         // header is served all the same.
         let client = Client::connect(client_config).await.unwrap();
