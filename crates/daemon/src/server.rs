@@ -485,12 +485,14 @@ impl Acceptor {
         let established = self.established.clone();
         let handshake_timeout = self.limits.connection_timeout;
         async move {
-            let accepted = netproto_transport::accept_handshake(
+            // Boxed: its state is freed once done, and does not stay in the
+            // task while it waits for the first header.
+            let accepted = Box::pin(netproto_transport::accept_handshake(
                 io,
                 &security,
                 &connection_config,
                 handshake_timeout,
-            )
+            ))
             .await;
             guard.handshake_done();
             // The first frame's header is checked here too, so that garbage

@@ -228,10 +228,6 @@ pub async fn accept_handshake<I: Io>(
     })
 }
 
-/// The read buffer [`Accepted::first_header`] starts with: the reader keeps
-/// it while the connection is idle.
-const FIRST_READ: usize = 4 * 1024;
-
 /// A server connection whose preface and security handshake are done, and
 /// whose reader and writer tasks are not started yet: see
 /// [`accept_handshake`].
@@ -304,21 +300,28 @@ impl<I: Io> Accepted<I> {
         else {
             return Ok(());
         };
-        let buf = &mut self.leftover;
+        // Only the header is read here, into no allocation of its own: a
+        // quiet peer waits at the cost of its task alone.
+        let mut header = [0; HEADER_LEN];
+        let mut got = 0;
         let read = async {
-            while buf.len() < HEADER_LEN {
-                buf.reserve(FIRST_READ);
-                if io.read_buf(buf).await? == 0 {
+            while got < HEADER_LEN {
+                let n = io.read(header.get_mut(got..).unwrap_or_default()).await?;
+                if n == 0 {
                     return Err(Error::PeerClosed);
                 }
+                got += n;
             }
             Ok(())
         };
-        match tokio::time::timeout(wait, read).await {
+        let read = tokio::time::timeout(wait, read).await;
+        self.leftover
+            .extend_from_slice(header.get(..got).unwrap_or_default());
+        match read {
             Ok(read) => read?,
             Err(_) => return Ok(()),
         }
-        Decoder::new(self.config.max_frame_len).peek_header(buf)?;
+        Decoder::new(self.config.max_frame_len).peek_header(&self.leftover)?;
         Ok(())
     }
 
