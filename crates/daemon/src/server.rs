@@ -347,8 +347,22 @@ impl Server {
             stats: self.stats.clone(),
             offload: handshakes.clone(),
         };
+        // With handshake threads, the listener is registered with their
+        // runtime's driver, and so is every socket it accepts.
+        let listener = match &handshakes {
+            Some(runtime) => {
+                let _context = runtime.enter();
+                self.listener.rehome().map_err(|error| {
+                    crate::Error::Io(std::io::Error::new(
+                        error.kind(),
+                        format!("cannot move the listener to the handshake threads: {error}"),
+                    ))
+                })?
+            }
+            None => self.listener,
+        };
         let acceptor = Acceptor {
-            listener: self.listener,
+            listener,
             limits: self.config.server.clone(),
             stats: self.stats.clone(),
             per_ip: Arc::default(),
@@ -421,19 +435,10 @@ impl Acceptor {
     /// current runtime.
     ///
     /// With `own_runtime`, the acceptor runs on a runtime of its own (the
-    /// handshake threads): the listener, and so every socket it accepts, is
-    /// registered with that runtime's driver, and established sockets are
-    /// detached from it on their way to the serving threads.
-    async fn run(mut self, own_runtime: bool) {
-        if own_runtime {
-            self.listener = match self.listener.rehome() {
-                Ok(listener) => listener,
-                Err(error) => {
-                    tracing::error!(%error, "cannot move the listener to the handshake threads");
-                    return;
-                }
-            };
-        }
+    /// handshake threads), whose driver its listener is registered with:
+    /// established sockets are detached from it on their way to the serving
+    /// threads.
+    async fn run(self, own_runtime: bool) {
         let mut conn_id = 0u64;
         loop {
             let (io, peer) = match self.listener.accept().await {

@@ -301,12 +301,16 @@ impl<I: Io> Accepted<I> {
             return Ok(());
         };
         // Only the header is read here, into no allocation of its own: a
-        // quiet peer waits at the cost of its task alone.
+        // quiet peer waits at the cost of its task alone. Bytes already kept
+        // (by an earlier call) count towards it.
+        let need = HEADER_LEN.saturating_sub(self.leftover.len());
         let mut header = [0; HEADER_LEN];
         let mut got = 0;
         let read = async {
-            while got < HEADER_LEN {
-                let n = io.read(header.get_mut(got..).unwrap_or_default()).await?;
+            while got < need {
+                let n = io
+                    .read(header.get_mut(got..need).unwrap_or_default())
+                    .await?;
                 if n == 0 {
                     return Err(Error::PeerClosed);
                 }
