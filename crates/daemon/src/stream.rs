@@ -143,3 +143,70 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A runtime of its own, as the server's handshake threads are.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_detached_socket_serves_on_the_runtime_that_polls_it() {
+        let first = runtime();
+        let (mut ours, mut peer) = first.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+            let (peer, accepted) = tokio::join!(peer, listener.accept());
+            (Stream::Tcp(accepted.unwrap().0), peer.unwrap())
+        });
+        ours.detach().unwrap();
+        assert!(matches!(ours, Stream::Detached(_)));
+        // The first runtime is gone: only a registration with the second
+        // one can make the socket's readiness known.
+        drop(first);
+        let second = runtime();
+        let echoed = second.block_on(async move {
+            let serve = async {
+                let mut buf = [0; 5];
+                ours.read_exact(&mut buf).await.unwrap();
+                ours.write_all(&buf).await.unwrap();
+                ours
+            };
+            let ask = async {
+                // The peer's own socket came from the first runtime too.
+                peer = tokio::net::TcpStream::from_std(peer.into_std().unwrap()).unwrap();
+                peer.write_all(b"hello").await.unwrap();
+                let mut buf = [0; 5];
+                peer.read_exact(&mut buf).await.unwrap();
+                buf
+            };
+            let timeout = std::time::Duration::from_secs(10);
+            tokio::time::timeout(timeout, async { tokio::join!(serve, ask) })
+                .await
+                .unwrap()
+        });
+        assert!(matches!(echoed.0, Stream::Tcp(_)));
+        assert_eq!(&echoed.1, b"hello");
+    }
+
+    #[test]
+    fn a_socket_lost_between_runtimes_fails_every_use_clearly() {
+        runtime().block_on(async {
+            let mut gone = Stream::Gone;
+            let mut buf = [0; 1];
+            let read = gone.read(&mut buf).await.unwrap_err();
+            assert_eq!(read.kind(), io::ErrorKind::NotConnected);
+            let write = gone.write(b"x").await.unwrap_err();
+            assert_eq!(write.kind(), io::ErrorKind::NotConnected);
+            assert!(gone.detach().is_ok(), "nothing left to detach");
+        });
+    }
+}

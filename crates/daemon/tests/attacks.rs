@@ -11,7 +11,7 @@
 //!   attack is at most 3 times its quiet p99 (measured before and after the
 //!   attack). An optimised build checks exactly that; a debug build adds an
 //!   allowance for its unoptimised crypto and compression (see
-//!   `scheduling_allowance`; none with `NETPROTO_ATTACK_STRICT=1`).
+//!   `debug_build_allowance`; none with `NETPROTO_ATTACK_STRICT=1`).
 //!
 //! The attacker runs in this process, in the `SCHED_IDLE` scheduling class:
 //! on the machine it shares with the server, it takes only the CPU the
@@ -79,7 +79,7 @@ const WAVES_AT_MOST: Duration = Duration::from_secs(20);
 /// build's crypto and compression cost the server 10 to 100 times more CPU
 /// for each attacking connection, which its latency measures instead of the
 /// server's design; it gets 100 ms, unless `NETPROTO_ATTACK_STRICT=1`.
-fn scheduling_allowance() -> Duration {
+fn debug_build_allowance() -> Duration {
     let strict = std::env::var_os("NETPROTO_ATTACK_STRICT").is_some_and(|v| v == "1");
     if cfg!(debug_assertions) && !strict {
         Duration::from_millis(100)
@@ -217,7 +217,7 @@ fn run_case<F, Fut>(
             "{name}: only {} requests during the attack",
             during.requests
         );
-        let allowance = scheduling_allowance();
+        let allowance = debug_build_allowance();
         println!(
             "{name}: p99 attack / quiet = {:.1} (criterion {P99_FACTOR}, plus {allowance:?} for a debug build)",
             during.p99.as_secs_f64() / quiet.p99.as_secs_f64()
