@@ -54,6 +54,11 @@ pub struct ServerConfig {
     /// Time a new connection has for its preface and handshake.
     #[serde(with = "humantime_serde")]
     pub connection_timeout: Duration,
+    /// Time a new connection has to send its whole preface (8 bytes, sent
+    /// at once by every client), within `connection_timeout`: a socket that
+    /// sends nothing is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub preface_timeout: Duration,
     /// Ping a quiet connection this often; silent peers are dropped.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
@@ -64,8 +69,28 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Connections open at once from one IP address.
     pub max_connections_per_ip: usize,
-    /// Connections in the preface or handshake at once.
-    pub max_handshakes: usize,
+    /// Connections not established yet (preface or handshake in progress)
+    /// at once. When full, a new connection is not refused: it evicts the
+    /// oldest of the least advanced pending connections (a socket that has
+    /// sent nothing goes before one that is mid-handshake).
+    pub max_pending: usize,
+    /// Pending connections at once from one IP address; when full, a new
+    /// connection from there evicts one of that address's, as above.
+    pub max_pending_per_ip: usize,
+    /// Pending connections at once from one network prefix
+    /// (`ipv4_prefix_len`, `ipv6_prefix_len`); when full, a new connection
+    /// from there evicts one of that prefix's, as above.
+    pub max_pending_per_prefix: usize,
+    /// Length of the IPv4 prefixes the per-prefix limits count by (1 to 32).
+    pub ipv4_prefix_len: u8,
+    /// Length of the IPv6 prefixes the per-prefix limits count by (1 to
+    /// 128; a /64 is what one host or site usually gets).
+    pub ipv6_prefix_len: u8,
+    /// Handshakes one IP address may complete per second (bursts of one
+    /// second's worth); past it, its new connections are refused "busy".
+    pub handshake_rate_per_ip: u32,
+    /// Handshakes one network prefix may complete per second, as above.
+    pub handshake_rate_per_prefix: u32,
     /// Threads that accept connections, run their prefaces, security
     /// handshakes and first-header checks, and decompress large bodies
     /// (64 KiB and more, at most one per core at once), at a lower
@@ -90,11 +115,18 @@ impl Default for ServerConfig {
             address: "127.0.0.1:9000".into(),
             backpressure_limit: 1024,
             connection_timeout: Duration::from_secs(10),
+            preface_timeout: Duration::from_secs(2),
             heartbeat_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
-            max_handshakes: 256,
+            max_pending: 1024,
+            max_pending_per_ip: 64,
+            max_pending_per_prefix: 256,
+            ipv4_prefix_len: 24,
+            ipv6_prefix_len: 64,
+            handshake_rate_per_ip: 200,
+            handshake_rate_per_prefix: 1000,
             handshake_threads: 1,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
@@ -395,7 +427,33 @@ impl NetworkConfig {
         nonzero(s.backpressure_limit, "server.backpressure_limit")?;
         nonzero(s.max_connections, "server.max_connections")?;
         nonzero(s.max_connections_per_ip, "server.max_connections_per_ip")?;
-        nonzero(s.max_handshakes, "server.max_handshakes")?;
+        nonzero(s.max_pending, "server.max_pending")?;
+        nonzero(s.max_pending_per_ip, "server.max_pending_per_ip")?;
+        nonzero(s.max_pending_per_prefix, "server.max_pending_per_prefix")?;
+        nonzero(
+            s.handshake_rate_per_ip as usize,
+            "server.handshake_rate_per_ip",
+        )?;
+        nonzero(
+            s.handshake_rate_per_prefix as usize,
+            "server.handshake_rate_per_prefix",
+        )?;
+        for (len, most, name) in [
+            (s.ipv4_prefix_len, 32, "server.ipv4_prefix_len"),
+            (s.ipv6_prefix_len, 128, "server.ipv6_prefix_len"),
+        ] {
+            if !(1..=most).contains(&len) {
+                return Err(Error::Invalid(format!(
+                    "{name} must be 1 to {most}, not {len}"
+                )));
+            }
+        }
+        if s.preface_timeout > s.connection_timeout {
+            return Err(Error::Invalid(format!(
+                "server.preface_timeout ({:?}) must not be longer than server.connection_timeout ({:?})",
+                s.preface_timeout, s.connection_timeout
+            )));
+        }
         nonzero(s.max_in_flight, "server.max_in_flight")?;
         if s.handshake_threads > MAX_HANDSHAKE_THREADS {
             return Err(Error::Invalid(format!(
@@ -405,6 +463,7 @@ impl NetworkConfig {
         }
         for (value, name) in [
             (s.connection_timeout, "server.connection_timeout"),
+            (s.preface_timeout, "server.preface_timeout"),
             (s.heartbeat_interval, "server.heartbeat_interval"),
             (s.shutdown_timeout, "server.shutdown_timeout"),
             (s.request_timeout, "server.request_timeout"),

@@ -12,6 +12,7 @@
 //! - [`Balancer`]: requests spread over several servers, with failover.
 #![forbid(unsafe_code)]
 
+mod admission;
 mod balancer;
 mod client;
 mod cluster;

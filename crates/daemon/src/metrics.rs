@@ -15,9 +15,10 @@
 //! | Name | Type | Labels | Meaning |
 //! |------|------|--------|---------|
 //! | `netproto_connections_open` | gauge | | Connections open now, those still in their handshake included. |
-//! | `netproto_connections_refused_total` | counter | `reason`: `max_connections`, `max_connections_per_ip`, `max_handshakes` | Connections refused at a limit (answered "busy" and closed). |
+//! | `netproto_connections_refused_total` | counter | `reason`: `max_connections`, `max_connections_per_ip`, `handshake_rate_per_ip`, `handshake_rate_per_prefix` | Connections refused at a limit (answered "busy" and closed). |
+//! | `netproto_connections_evicted_total` | counter | `reason`: `max_pending`, `max_pending_per_ip`, `max_pending_per_prefix` | Connections not established yet that a newcomer evicted when that bound was full (closed at once, unanswered). |
 //! | `netproto_handshakes_completed_total` | counter | | Connections whose preface and security handshake succeeded. |
-//! | `netproto_handshakes_failed_total` | counter | `reason`: `timeout`, `preface`, `noise`, `tls`, `closed`, `io`, `other` | Connections whose preface or handshake failed: timed out, a bad or mismatched preface, a failed Noise handshake (or a client key not allowed), a failed TLS handshake or pin, the peer closing, a socket error. |
+//! | `netproto_handshakes_failed_total` | counter | `reason`: `preface_timeout`, `timeout`, `preface`, `noise`, `tls`, `first_header`, `closed`, `io`, `other` | Connections whose preface or handshake failed: no preface within `server.preface_timeout`, timed out, a bad or mismatched preface, a failed Noise handshake (or a client key not allowed), a failed TLS handshake or pin, the peer closing, a socket error. |
 //! | `netproto_connection_errors_total` | counter | `kind`: `timeout_idle`, `timeout_write`, `timeout_heartbeat`, `protocol`, `compression`, `crypto`, `tls`, `closed`, `io`, `other` | Established connections that ended with an error instead of a clean close: which timeout expired, a protocol violation, a corrupt compressed body, a record that failed to open, the peer vanishing mid-stream, a socket error. |
 //! | `netproto_frames_received_total` | counter | | Frames received and decoded (data and control). |
 //! | `netproto_frames_sent_total` | counter | | Frames written (data and control). |
@@ -52,6 +53,10 @@ pub use registry::{BUCKETS, Registry};
 pub const CONNECTIONS_OPEN: &str = "netproto_connections_open";
 /// Connections refused at a limit, by `reason` (counter).
 pub const CONNECTIONS_REFUSED: &str = "netproto_connections_refused_total";
+
+/// Connections not established yet that a newcomer evicted, by `reason`
+/// (counter).
+pub const CONNECTIONS_EVICTED: &str = "netproto_connections_evicted_total";
 /// Handshakes that succeeded (counter).
 pub const HANDSHAKES_COMPLETED: &str = "netproto_handshakes_completed_total";
 /// Handshakes that failed, by `reason` (counter).
@@ -78,12 +83,19 @@ pub const BACKPRESSURE_REFUSALS: &str = "netproto_backpressure_refusals_total";
 /// How often a live connection's transport counters are folded in.
 pub const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 
-const REFUSAL_REASONS: [&str; 3] = [
+const REFUSAL_REASONS: [&str; 4] = [
     "max_connections",
     "max_connections_per_ip",
-    "max_handshakes",
+    "handshake_rate_per_ip",
+    "handshake_rate_per_prefix",
 ];
-const HANDSHAKE_REASONS: [&str; 8] = [
+const EVICTION_REASONS: [&str; 3] = [
+    "max_pending",
+    "max_pending_per_ip",
+    "max_pending_per_prefix",
+];
+const HANDSHAKE_REASONS: [&str; 9] = [
+    "preface_timeout",
     "timeout",
     "preface",
     "noise",
@@ -111,6 +123,7 @@ const ERROR_KINDS: [&str; 10] = [
 pub(crate) struct ServerMetrics {
     open: Gauge,
     refused: Vec<(&'static str, Counter)>,
+    evicted: Vec<(&'static str, Counter)>,
     handshakes: Counter,
     handshake_failures: Vec<(&'static str, Counter)>,
     errors: Vec<(&'static str, Counter)>,
@@ -167,6 +180,10 @@ impl ServerMetrics {
                 "Connections refused at a limit, by reason",
             ),
             (
+                CONNECTIONS_EVICTED,
+                "Connections not established yet that a newcomer evicted, by the bound that was full",
+            ),
+            (
                 HANDSHAKES_FAILED,
                 "Prefaces or handshakes that failed, by reason",
             ),
@@ -182,6 +199,7 @@ impl ServerMetrics {
         Self {
             open,
             refused: labelled(CONNECTIONS_REFUSED, "reason", &REFUSAL_REASONS),
+            evicted: labelled(CONNECTIONS_EVICTED, "reason", &EVICTION_REASONS),
             handshakes: counter(HANDSHAKES_COMPLETED, "Handshakes that succeeded", count),
             handshake_failures: labelled(HANDSHAKES_FAILED, "reason", &HANDSHAKE_REASONS),
             errors: labelled(CONNECTION_ERRORS, "kind", &ERROR_KINDS),
@@ -227,6 +245,10 @@ impl ServerMetrics {
 
     pub(crate) fn refused(&self, reason: &str) {
         add(&self.refused, reason);
+    }
+
+    pub(crate) fn evicted(&self, reason: &str) {
+        add(&self.evicted, reason);
     }
 
     pub(crate) fn handshake_completed(&self) {
@@ -320,6 +342,10 @@ fn add(counters: &[(&'static str, Counter)], label: &str) {
 fn handshake_reason(error: &netproto_transport::Error) -> &'static str {
     use netproto_transport::Error as E;
     match error {
+        E::Timeout {
+            kind: TimeoutKind::Preface,
+            ..
+        } => "preface_timeout",
         E::Timeout { .. } => "timeout",
         E::Protocol(_) | E::ModeMismatch { .. } | E::Refused { .. } => "preface",
         E::Crypto(_) => "noise",

@@ -9,20 +9,23 @@ use std::time::Duration;
 
 use netproto_crypto::PublicKey;
 use netproto_dispatch::{Dispatcher, ServeConfig};
-use netproto_transport::{Accepted, ConnectionConfig, ServerSecurity};
+use netproto_transport::{AcceptLimits, Accepted, ConnectionConfig, ServerSecurity};
 use netproto_wire::PrefaceStatus;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::admission::{Admission, Ticket};
 use crate::config::ServerConfig;
 use crate::metrics::{Registry, ServerMetrics};
 use crate::security::server_security;
 use crate::stream::Stream;
 use crate::{NetworkConfig, Result, compression};
 
-/// Time a refused connection gets to read our "busy" answer.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Refusals in progress at most: each waits up to `server.preface_timeout`
+/// for the client's preface, to answer it "busy". Past this many, a refused
+/// connection is closed at once, unanswered.
+const MAX_REFUSALS: usize = 1024;
 
 /// How long a new connection waits on the handshake threads for its first
 /// frame header ([`netproto_transport::Accepted::first_header`]) before it is
@@ -36,8 +39,9 @@ pub struct ServerStats {
     accepted: AtomicU64,
     refused: AtomicU64,
     handshake_failures: AtomicU64,
+    evicted: AtomicU64,
     active: AtomicUsize,
-    handshaking: AtomicUsize,
+    refusing: AtomicUsize,
     metrics: ServerMetrics,
 }
 
@@ -55,6 +59,12 @@ impl ServerStats {
     /// Connections whose preface or handshake failed or timed out.
     pub fn handshake_failures(&self) -> u64 {
         self.handshake_failures.load(Ordering::Relaxed)
+    }
+
+    /// Connections not established yet that a newcomer evicted, because a
+    /// bound on pending connections was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     /// Connections open now.
@@ -366,6 +376,7 @@ impl Server {
             limits: self.config.server.clone(),
             stats: self.stats.clone(),
             per_ip: Arc::default(),
+            admission: Arc::new(Admission::new(&self.config.server)),
             security: Arc::new(self.security.clone()),
             connection_config,
             established: established_tx,
@@ -425,6 +436,7 @@ struct Acceptor {
     limits: ServerConfig,
     stats: Arc<ServerStats>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    admission: Arc<Admission>,
     security: Arc<ServerSecurity>,
     connection_config: Arc<ConnectionConfig>,
     established: mpsc::UnboundedSender<Established>,
@@ -453,26 +465,50 @@ impl Acceptor {
             conn_id += 1;
             let ip = peer.map(|p| p.ip());
             if let Some(reason) = self.check_limits(ip) {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                self.stats.metrics.refused(reason);
-                tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
-                let mode = self.security.mode();
-                // Refusals end by themselves within REFUSAL_TIMEOUT.
-                drop(tokio::spawn(async move {
-                    let mut io = io;
-                    let _ = tokio::time::timeout(
-                        REFUSAL_TIMEOUT,
-                        netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy),
-                    )
-                    .await;
-                }));
+                self.refuse(io, conn_id, peer, reason);
                 continue;
             }
             let guard = ConnectionGuard::new(self.stats.clone(), self.per_ip.clone(), ip);
+            let (ticket, evicted) = self.admission.admit(ip);
+            for eviction in evicted {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                self.stats.metrics.evicted(eviction.reason());
+                tracing::debug!(
+                    conn_id,
+                    reason = eviction.reason(),
+                    "evicted a pending connection"
+                );
+            }
+            let id = ticket.id();
             let span = tracing::info_span!("conn", conn_id, peer = ?peer);
-            let work = self.handshake(io, guard, span.clone(), own_runtime);
-            drop(tokio::spawn(work.instrument(span)));
+            let work = self.handshake(io, guard, ticket, span.clone(), own_runtime);
+            let task = tokio::spawn(work.instrument(span));
+            self.admission.attach(id, task.abort_handle());
         }
+    }
+
+    /// Answers a refused connection "busy" once its preface arrived, within
+    /// the preface timeout; closes it unanswered at once when
+    /// [`MAX_REFUSALS`] are already waiting.
+    fn refuse(&self, io: Stream, conn_id: u64, peer: Option<SocketAddr>, reason: &'static str) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.stats.metrics.refused(reason);
+        tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
+        let refusing = RefusalGuard::new(self.stats.clone());
+        if refusing.0.refusing.load(Ordering::Relaxed) > MAX_REFUSALS {
+            return;
+        }
+        let mode = self.security.mode();
+        let wait = self.limits.preface_timeout;
+        drop(tokio::spawn(async move {
+            let mut io = io;
+            let _ = tokio::time::timeout(
+                wait,
+                netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy),
+            )
+            .await;
+            drop(refusing);
+        }));
     }
 
     /// The preface, the security handshake and the first header of one
@@ -480,7 +516,8 @@ impl Acceptor {
     fn handshake(
         &self,
         io: Stream,
-        mut guard: ConnectionGuard,
+        guard: ConnectionGuard,
+        ticket: Ticket,
         span: tracing::Span,
         detach: bool,
     ) -> impl Future<Output = ()> + Send + 'static {
@@ -489,17 +526,22 @@ impl Acceptor {
         let stats = self.stats.clone();
         let established = self.established.clone();
         let handshake_timeout = self.limits.connection_timeout;
+        let limits = AcceptLimits::new(self.limits.preface_timeout, handshake_timeout);
         async move {
             // Boxed: its state is freed once done, and does not stay in the
             // task while it waits for the first header.
-            let accepted = Box::pin(netproto_transport::accept_handshake(
+            let accepted = Box::pin(netproto_transport::accept_handshake_within(
                 io,
                 &security,
                 &connection_config,
-                handshake_timeout,
+                &limits,
+                ticket.progress(),
             ))
             .await;
-            guard.handshake_done();
+            match &accepted {
+                Ok(_) => ticket.established(),
+                Err(_) => drop(ticket),
+            }
             // The first frame's header is checked here too, so that garbage
             // and headers over the limit never reach the serving threads.
             let result = match accepted {
@@ -546,16 +588,29 @@ impl Acceptor {
         if self.stats.active.load(Ordering::Relaxed) >= limits.max_connections {
             return Some("max_connections");
         }
-        if self.stats.handshaking.load(Ordering::Relaxed) >= limits.max_handshakes {
-            return Some("max_handshakes");
-        }
         if let Some(ip) = ip {
             let map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             if map.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
                 return Some("max_connections_per_ip");
             }
         }
-        None
+        self.admission.rate_limited(ip)
+    }
+}
+
+/// Counts one refusal in progress while it lives.
+struct RefusalGuard(Arc<ServerStats>);
+
+impl RefusalGuard {
+    fn new(stats: Arc<ServerStats>) -> Self {
+        stats.refusing.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for RefusalGuard {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -564,7 +619,6 @@ struct ConnectionGuard {
     stats: Arc<ServerStats>,
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     ip: Option<IpAddr>,
-    handshaking: bool,
 }
 
 impl ConnectionGuard {
@@ -575,7 +629,6 @@ impl ConnectionGuard {
     ) -> Self {
         stats.active.fetch_add(1, Ordering::Relaxed);
         stats.metrics.connection_opened();
-        stats.handshaking.fetch_add(1, Ordering::Relaxed);
         if let Some(ip) = ip {
             *per_ip
                 .lock()
@@ -583,24 +636,12 @@ impl ConnectionGuard {
                 .entry(ip)
                 .or_default() += 1;
         }
-        Self {
-            stats,
-            per_ip,
-            ip,
-            handshaking: true,
-        }
-    }
-
-    fn handshake_done(&mut self) {
-        if std::mem::replace(&mut self.handshaking, false) {
-            self.stats.handshaking.fetch_sub(1, Ordering::Relaxed);
-        }
+        Self { stats, per_ip, ip }
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.handshake_done();
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         self.stats.metrics.connection_closed();
         if let Some(ip) = self.ip {

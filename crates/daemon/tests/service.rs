@@ -326,6 +326,140 @@ async fn graceful_shutdown_answers_or_refuses_every_request() {
     tokio::time::timeout(LIMIT, case).await.unwrap();
 }
 
+/// Opens `n` TCP connections to `address` that send nothing.
+async fn silent_sockets(address: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        sockets.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    sockets
+}
+
+/// Whether the server closed `stream` (end of stream or reset), waiting at
+/// most `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0; 1];
+    matches!(
+        tokio::time::timeout(limit, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_evicted_for_new_clients() {
+    let case = async {
+        let mut config = base_config("noise");
+        config.server.max_pending = 16;
+        config.server.metrics_address = Some("127.0.0.1:0".into());
+        let (handle, client_config, task) = start(config).await;
+        let address = client_config.client.address.clone();
+        // Four times the budget of sockets that never send a byte.
+        let mut silent = silent_sockets(&address, 64).await;
+        let stats = handle.stats();
+        eventually(|| stats.evicted() >= 48).await;
+        // Every new client still gets in: the first evicts a silent socket,
+        // and each leaves its place to the next once established.
+        for i in 0..5 {
+            let client = Client::connect(client_config.clone()).await.unwrap();
+            let text = Message::Echo(format!("past the silent sockets {i}"));
+            assert_eq!(client.request(&text).await.unwrap(), text);
+            client.close().await.unwrap();
+        }
+        assert_eq!(stats.refused(), 0);
+        assert!(stats.evicted() >= 49, "{} evicted", stats.evicted());
+        // The oldest were evicted: closed by the server, unanswered.
+        for stream in silent.iter_mut().take(40) {
+            assert!(closed_within(stream, Duration::from_secs(1)).await);
+        }
+        let metrics = handle.metrics().unwrap();
+        assert!(
+            metrics.contains(&format!(
+                "netproto_connections_evicted_total{{reason=\"max_pending\"}} {}",
+                stats.evicted()
+            )),
+            "{metrics}"
+        );
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_without_a_preface_is_closed_at_the_preface_timeout() {
+    let case = async {
+        let mut config = base_config("noise");
+        config.server.preface_timeout = Duration::from_millis(300);
+        config.server.metrics_address = Some("127.0.0.1:0".into());
+        let (handle, client_config, task) = start(config).await;
+        let mut silent = silent_sockets(&client_config.client.address, 3).await;
+        let started = std::time::Instant::now();
+        for stream in &mut silent {
+            assert!(closed_within(stream, Duration::from_secs(5)).await);
+        }
+        // Closed by the preface timeout, long before the handshake timeout
+        // (10 s).
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let stats = handle.stats();
+        eventually(|| stats.handshake_failures() == 3).await;
+        let metrics = handle.metrics().unwrap();
+        assert!(
+            metrics.contains("netproto_handshakes_failed_total{reason=\"preface_timeout\"} 3"),
+            "{metrics}"
+        );
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_past_an_address_rate_are_refused_busy() {
+    let case = async {
+        let mut config = base_config("noise");
+        config.server.handshake_rate_per_ip = 3;
+        config.server.metrics_address = Some("127.0.0.1:0".into());
+        config.client.auto_reconnect = false;
+        let (handle, client_config, task) = start(config).await;
+        let mut refused = None;
+        let mut admitted = 0;
+        for _ in 0..10 {
+            match Client::connect(client_config.clone()).await {
+                Ok(client) => {
+                    admitted += 1;
+                    client.close().await.unwrap();
+                }
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
+        }
+        // The bucket holds one second's worth: 3, and maybe one more refilled
+        // meanwhile.
+        assert!((3..=4).contains(&admitted), "{admitted} admitted");
+        let error = refused.expect("a handshake past the rate is refused");
+        assert!(
+            matches!(&error, Error::GaveUp { last, .. } if matches!(**last, Error::Transport(netproto_transport::Error::Refused { status: netproto_wire::PrefaceStatus::Busy, .. }))),
+            "{error:?}"
+        );
+        let metrics = handle.metrics().unwrap();
+        assert!(
+            metrics
+                .contains("netproto_connections_refused_total{reason=\"handshake_rate_per_ip\"} 1"),
+            "{metrics}"
+        );
+        // The bucket refills: the address is admitted again.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let client = Client::connect(client_config).await.unwrap();
+        client.close().await.unwrap();
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_refuse_with_a_clear_error() {
     let case = async {

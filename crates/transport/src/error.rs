@@ -10,6 +10,9 @@ use std::time::Duration;
 pub enum TimeoutKind {
     /// Establishing the TCP or Unix connection.
     Connect,
+    /// The client's preface did not arrive in time (server side, see
+    /// [`AcceptLimits::preface_timeout`](crate::AcceptLimits::preface_timeout)).
+    Preface,
     /// The preface exchange and the security handshake.
     Handshake,
     /// No frame in either direction.
@@ -24,6 +27,7 @@ impl std::fmt::Display for TimeoutKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Connect => "connect",
+            Self::Preface => "preface",
             Self::Handshake => "handshake",
             Self::Idle => "idle",
             Self::Write => "write",

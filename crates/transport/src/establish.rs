@@ -1,6 +1,7 @@
 //! Establishing connections: preface, security handshake, then framing.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,7 +112,7 @@ pub async fn connect<I: Io>(
         server_name,
     } = security
     {
-        let stream = with_timeout(handshake_timeout, async move {
+        let stream = with_timeout(handshake_timeout, handshake_timeout, async move {
             preface::client(&mut io, SecurityMode::Tls).await?;
             connector.connect(server_name, io).await
         })
@@ -132,7 +133,8 @@ pub async fn connect<I: Io>(
             }
         }
     };
-    let (protection, leftover, info) = with_timeout(handshake_timeout, handshake).await?;
+    let (protection, leftover, info) =
+        with_timeout(handshake_timeout, handshake_timeout, handshake).await?;
     Ok(Connection::spawn(
         io, protection, leftover, info, config, None,
     ))
@@ -174,22 +176,138 @@ pub async fn accept<I: Io>(
 /// connections ([`Accepted::start`]) where its requests are served, so that a
 /// flood of handshakes does not delay the clients already connected.
 ///
+/// The same as [`accept_handshake_within`] with one timeout for both stages.
+///
 /// # Errors
 ///
 /// As [`accept`].
 pub async fn accept_handshake<I: Io>(
-    mut io: I,
+    io: I,
     security: &ServerSecurity,
     config: &ConnectionConfig,
     handshake_timeout: Duration,
 ) -> Result<Accepted<I>, Error> {
-    check_setup(config, handshake_timeout)?;
+    let limits = AcceptLimits {
+        preface_timeout: handshake_timeout,
+        handshake_timeout,
+    };
+    accept_handshake_within(io, security, config, &limits, &HandshakeProgress::default()).await
+}
+
+/// How long each stage of a server-side handshake may take: see
+/// [`accept_handshake_within`].
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptLimits {
+    /// Time from the start for the client's whole preface. A client sends
+    /// it at once, so this can be short: a connection that sends nothing
+    /// then costs its socket for this long at most.
+    pub preface_timeout: Duration,
+    /// Time from the start for the preface and the whole security
+    /// handshake; at least `preface_timeout` (the shorter one wins).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for AcceptLimits {
+    fn default() -> Self {
+        Self {
+            preface_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl AcceptLimits {
+    /// Both limits.
+    pub fn new(preface_timeout: Duration, handshake_timeout: Duration) -> Self {
+        Self {
+            preface_timeout,
+            handshake_timeout,
+        }
+    }
+}
+
+/// How far a server-side handshake got, in order: a server that must drop
+/// a connection that is not established yet drops one of the least
+/// advanced (a silent socket before a client that is mid-handshake).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HandshakeStage {
+    /// Connected; the client's preface is not complete yet.
+    Connected,
+    /// The preface arrived and was accepted; in Noise mode the client's
+    /// first handshake message is not complete yet.
+    Preface,
+    /// Noise: the client's first handshake message arrived and was valid
+    /// (not a replay, within the clock-skew window); the server has
+    /// answered it or is about to.
+    Handshake,
+}
+
+/// Where [`accept_handshake_within`] reports the [`HandshakeStage`] it has
+/// reached, for another task to read at any time (it is one atomic byte).
+#[derive(Debug, Default)]
+pub struct HandshakeProgress(AtomicU8);
+
+impl HandshakeProgress {
+    /// The stage reached so far.
+    pub fn stage(&self) -> HandshakeStage {
+        match self.0.load(Ordering::Relaxed) {
+            0 => HandshakeStage::Connected,
+            1 => HandshakeStage::Preface,
+            _ => HandshakeStage::Handshake,
+        }
+    }
+
+    /// Records that the handshake reached `stage`; a stage never moves back.
+    pub fn reached(&self, stage: HandshakeStage) {
+        let value = match stage {
+            HandshakeStage::Connected => 0,
+            HandshakeStage::Preface => 1,
+            HandshakeStage::Handshake => 2,
+        };
+        self.0.fetch_max(value, Ordering::Relaxed);
+    }
+}
+
+/// As [`accept_handshake`], with a time limit for each stage, reporting
+/// each stage reached to `progress`.
+///
+/// # Errors
+///
+/// As [`accept`]; [`Error::Timeout`] with [`TimeoutKind::Preface`] when the
+/// preface did not arrive within [`AcceptLimits::preface_timeout`], with
+/// [`TimeoutKind::Handshake`] when the handshake did not finish within
+/// [`AcceptLimits::handshake_timeout`].
+pub async fn accept_handshake_within<I: Io>(
+    mut io: I,
+    security: &ServerSecurity,
+    config: &ConnectionConfig,
+    limits: &AcceptLimits,
+    progress: &HandshakeProgress,
+) -> Result<Accepted<I>, Error> {
+    check_setup(config, limits.handshake_timeout)?;
+    check_duration(
+        limits.preface_timeout,
+        "preface timeout must be between 1 ms and one day",
+    )?;
+    let start = tokio::time::Instant::now();
+    let preface_within = limits.preface_timeout.min(limits.handshake_timeout);
+    let prologue =
+        match tokio::time::timeout(preface_within, preface::server(&mut io, security.mode())).await
+        {
+            Ok(prologue) => prologue?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    kind: TimeoutKind::Preface,
+                    after: preface_within,
+                });
+            }
+        };
+    progress.reached(HandshakeStage::Preface);
+    let left = limits.handshake_timeout.saturating_sub(start.elapsed());
     if let ServerSecurity::Tls(acceptor) = security {
-        let stream = with_timeout(handshake_timeout, async move {
-            preface::server(&mut io, SecurityMode::Tls).await?;
-            acceptor.accept(io).await
-        })
-        .await?;
+        let stream = with_timeout(left, limits.handshake_timeout, acceptor.accept(io)).await?;
         let certificate = tls::client_certificate(&stream).cloned();
         return Ok(Accepted {
             stream: AcceptedStream::Tls(Box::new(stream)),
@@ -201,7 +319,6 @@ pub async fn accept_handshake<I: Io>(
         });
     }
     let handshake = async {
-        let prologue = preface::server(&mut io, security.mode()).await?;
         match security {
             ServerSecurity::Plain | ServerSecurity::Tls(_) => {
                 Ok((Protection::Plain, BytesMut::new(), plain_info(config)))
@@ -210,14 +327,21 @@ pub async fn accept_handshake<I: Io>(
                 config: noise_config,
                 replay,
             } => {
-                let (session, leftover) =
-                    noise::server(&mut io, &prologue, noise_config, offered(config), replay)
-                        .await?;
+                let (session, leftover) = noise::server(
+                    &mut io,
+                    &prologue,
+                    noise_config,
+                    offered(config),
+                    replay,
+                    progress,
+                )
+                .await?;
                 Ok(noise_parts(session, leftover, config))
             }
         }
     };
-    let (protection, leftover, info) = with_timeout(handshake_timeout, handshake).await?;
+    let (protection, leftover, info) =
+        with_timeout(left, limits.handshake_timeout, handshake).await?;
     Ok(Accepted {
         stream: AcceptedStream::Plain(io),
         protection,
@@ -416,11 +540,14 @@ pub async fn connect_pipe(
     Ok(tokio::net::windows::named_pipe::ClientOptions::new().open(name)?)
 }
 
+/// Runs `work` for at most `within`; a timeout reports the handshake
+/// timeout `after` (of which `within` may be what is left).
 async fn with_timeout<T>(
+    within: Duration,
     after: Duration,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(after, work).await {
+    match tokio::time::timeout(within, work).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout {
             kind: TimeoutKind::Handshake,

@@ -67,8 +67,9 @@ pub use establish::connect_pipe;
 #[cfg(unix)]
 pub use establish::connect_unix;
 pub use establish::{
-    Accepted, ClientSecurity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, ServerSecurity,
-    accept, accept_handshake, connect, connect_tcp,
+    AcceptLimits, Accepted, ClientSecurity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+    HandshakeProgress, HandshakeStage, ServerSecurity, accept, accept_handshake,
+    accept_handshake_within, connect, connect_tcp,
 };
 pub use noise::NoiseConfig;
 pub use stats::{ConnectionStats, StatsSnapshot};

@@ -9,7 +9,7 @@ use netproto_crypto::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Error, Io};
+use crate::{Error, HandshakeProgress, HandshakeStage, Io};
 
 /// Largest framed handshake message: 2 length bytes and 65535 bytes.
 const MAX_HANDSHAKE_MESSAGE: usize = 2 + 65_535;
@@ -112,6 +112,7 @@ pub(crate) async fn server<I: Io>(
     config: &NoiseConfig,
     capabilities: netproto_crypto::Capabilities,
     replay: &Mutex<ReplayCache>,
+    progress: &HandshakeProgress,
 ) -> Result<(Session, BytesMut), Error> {
     let mut responder = config
         .builder(prologue, capabilities)
@@ -133,6 +134,7 @@ pub(crate) async fn server<I: Io>(
                     responder.read_message(&mut input, now_ms(), &mut cache)?
                 };
                 if done {
+                    progress.reached(HandshakeStage::Handshake);
                     break;
                 }
                 read_more(io, &mut input).await?;

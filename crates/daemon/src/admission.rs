@@ -1,0 +1,504 @@
+//! Admission: what a connection that is not established yet may cost the
+//! server.
+//!
+//! A connection is *pending* from `accept` until its preface and security
+//! handshake are done. Pending connections are bounded in total, per IP
+//! address and per network prefix (IPv4 /24 and IPv6 /64 by default). When
+//! a bound is reached, the newcomer is not refused: it evicts the oldest of
+//! the least advanced pending connections in that scope
+//! ([`HandshakeStage`]), whose task is aborted and whose socket closes at
+//! once. A few hundred (or thousand) silent sockets therefore only evict
+//! each other, while a client that sends its preface and handshake at once
+//! is past them before its turn to be evicted could come.
+//!
+//! Completed handshakes are rate-limited per address and per prefix (token
+//! buckets holding one second's worth), so that a flood of valid handshakes
+//! from a few addresses cannot take the handshake threads from everyone
+//! else: past the rate, new connections from there are refused ("busy").
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use netproto_transport::{HandshakeProgress, HandshakeStage};
+use tokio::task::AbortHandle;
+
+use crate::config::ServerConfig;
+
+/// Rate buckets kept at most before full ones are forgotten.
+const BUCKETS_KEPT: usize = 4096;
+
+/// Why a pending connection was evicted: the bound that was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    /// `server.max_pending`.
+    Total,
+    /// `server.max_pending_per_ip`.
+    PerIp,
+    /// `server.max_pending_per_prefix`.
+    PerPrefix,
+}
+
+impl Eviction {
+    /// The metrics label.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Self::Total => "max_pending",
+            Self::PerIp => "max_pending_per_ip",
+            Self::PerPrefix => "max_pending_per_prefix",
+        }
+    }
+}
+
+/// The server's pending connections and handshake rates.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    limits: Limits,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    total: usize,
+    per_ip: usize,
+    per_prefix: usize,
+    ipv4_prefix_len: u8,
+    ipv6_prefix_len: u8,
+}
+
+#[derive(Debug)]
+struct State {
+    next_id: u64,
+    /// By id: ids grow with time, so the first entries are the oldest.
+    pending: BTreeMap<u64, Pending>,
+    per_ip: HashMap<IpAddr, usize>,
+    per_prefix: HashMap<IpAddr, usize>,
+    rate_ip: Buckets,
+    rate_prefix: Buckets,
+    /// Evicted before [`Admission::attach`] gave their task (not seen in
+    /// practice: the acceptor attaches each task right after admitting it).
+    unattached_evictions: Vec<u64>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    ip: Option<IpAddr>,
+    prefix: Option<IpAddr>,
+    progress: Arc<HandshakeProgress>,
+    /// The task running the handshake, once spawned.
+    task: Option<AbortHandle>,
+}
+
+impl Admission {
+    /// Admission with the limits of `config`.
+    pub(crate) fn new(config: &ServerConfig) -> Self {
+        let rate = |per_second: u32| Buckets::new(f64::from(per_second));
+        Self {
+            limits: Limits {
+                total: config.max_pending,
+                per_ip: config.max_pending_per_ip,
+                per_prefix: config.max_pending_per_prefix,
+                ipv4_prefix_len: config.ipv4_prefix_len,
+                ipv6_prefix_len: config.ipv6_prefix_len,
+            },
+            state: Mutex::new(State {
+                next_id: 0,
+                pending: BTreeMap::new(),
+                per_ip: HashMap::new(),
+                per_prefix: HashMap::new(),
+                rate_ip: rate(config.handshake_rate_per_ip),
+                rate_prefix: rate(config.handshake_rate_per_prefix),
+                unattached_evictions: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update leaves the maps consistent before it can panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The refusal reason when `ip` (or its prefix) completed handshakes
+    /// faster than its rate allows.
+    pub(crate) fn rate_limited(&self, ip: Option<IpAddr>) -> Option<&'static str> {
+        let ip = ip?;
+        let prefix = self.prefix(ip);
+        let now = Instant::now();
+        let state = self.lock();
+        if !state.rate_ip.available(ip, now) {
+            return Some("handshake_rate_per_ip");
+        }
+        if !state.rate_prefix.available(prefix, now) {
+            return Some("handshake_rate_per_prefix");
+        }
+        None
+    }
+
+    /// Counts a new connection from `ip` as pending, evicting whatever the
+    /// full bounds require; returns its ticket and the evictions made.
+    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> (Ticket, Vec<Eviction>) {
+        let prefix = ip.map(|ip| self.prefix(ip));
+        let limits = self.limits;
+        let mut evicted = Vec::new();
+        let mut state = self.lock();
+        if let Some(ip) = ip
+            && state.per_ip.get(&ip).copied().unwrap_or(0) >= limits.per_ip
+            && state.evict(|p| p.ip == Some(ip))
+        {
+            evicted.push(Eviction::PerIp);
+        }
+        if let Some(prefix) = prefix
+            && state.per_prefix.get(&prefix).copied().unwrap_or(0) >= limits.per_prefix
+            && state.evict(|p| p.prefix == Some(prefix))
+        {
+            evicted.push(Eviction::PerPrefix);
+        }
+        if state.pending.len() >= limits.total && state.evict(|_| true) {
+            evicted.push(Eviction::Total);
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let progress = Arc::new(HandshakeProgress::default());
+        if let Some(ip) = ip {
+            *state.per_ip.entry(ip).or_default() += 1;
+        }
+        if let Some(prefix) = prefix {
+            *state.per_prefix.entry(prefix).or_default() += 1;
+        }
+        state.pending.insert(
+            id,
+            Pending {
+                ip,
+                prefix,
+                progress: progress.clone(),
+                task: None,
+            },
+        );
+        drop(state);
+        let ticket = Ticket {
+            admission: self.clone(),
+            id,
+            ip,
+            progress,
+            done: false,
+        };
+        (ticket, evicted)
+    }
+
+    /// Records the task running the handshake of ticket `id`, so that an
+    /// eviction can abort it.
+    pub(crate) fn attach(&self, id: u64, task: AbortHandle) {
+        let mut state = self.lock();
+        match state.pending.get_mut(&id) {
+            Some(pending) => pending.task = Some(task),
+            // Evicted before its task was known: stop it now. Otherwise the
+            // handshake is already over.
+            None => {
+                if let Some(at) = state.unattached_evictions.iter().position(|e| *e == id) {
+                    state.unattached_evictions.swap_remove(at);
+                    task.abort();
+                }
+            }
+        }
+    }
+
+    /// Connections pending now.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// The network prefix `ip` belongs to, for the per-prefix limits.
+    fn prefix(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.limits.ipv4_prefix_len.min(32)))
+                    .unwrap_or(0);
+                IpAddr::V4((bits & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.limits.ipv6_prefix_len.min(128)))
+                    .unwrap_or(0);
+                IpAddr::V6((bits & mask).into())
+            }
+        }
+    }
+}
+
+impl State {
+    /// Evicts the oldest of the least advanced pending connections that
+    /// `within` selects; false if it selects none.
+    fn evict(&mut self, within: impl Fn(&Pending) -> bool) -> bool {
+        let mut victim: Option<(u64, HandshakeStage)> = None;
+        for (id, pending) in &self.pending {
+            if !within(pending) {
+                continue;
+            }
+            let stage = pending.progress.stage();
+            if victim.is_none_or(|(_, least)| stage < least) {
+                victim = Some((*id, stage));
+                if stage == HandshakeStage::Connected {
+                    // None is less advanced, and this one is the oldest.
+                    break;
+                }
+            }
+        }
+        let Some((id, _)) = victim else {
+            return false;
+        };
+        if let Some(pending) = self.remove(id) {
+            match pending.task {
+                Some(task) => task.abort(),
+                None => self.unattached_evictions.push(id),
+            }
+        }
+        true
+    }
+
+    /// Removes a pending connection and its counts.
+    fn remove(&mut self, id: u64) -> Option<Pending> {
+        let pending = self.pending.remove(&id)?;
+        if let Some(ip) = pending.ip {
+            decrement(&mut self.per_ip, ip);
+        }
+        if let Some(prefix) = pending.prefix {
+            decrement(&mut self.per_prefix, prefix);
+        }
+        Some(pending)
+    }
+}
+
+fn decrement(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {
+    if let Some(count) = map.get_mut(&key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            map.remove(&key);
+        }
+    }
+}
+
+/// One pending connection's place in [`Admission`]; gives it up when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    admission: Arc<Admission>,
+    id: u64,
+    ip: Option<IpAddr>,
+    progress: Arc<HandshakeProgress>,
+    done: bool,
+}
+
+impl Ticket {
+    /// Its id, for [`Admission::attach`].
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Where the handshake reports its stage.
+    pub(crate) fn progress(&self) -> &HandshakeProgress {
+        &self.progress
+    }
+
+    /// The handshake completed: the connection is no longer pending, and
+    /// counts against its address's and prefix's handshake rates.
+    pub(crate) fn established(mut self) {
+        self.done = true;
+        let now = Instant::now();
+        let prefix = self.ip.map(|ip| self.admission.prefix(ip));
+        let mut state = self.admission.lock();
+        state.remove(self.id);
+        if let (Some(ip), Some(prefix)) = (self.ip, prefix) {
+            state.rate_ip.take(ip, now);
+            state.rate_prefix.take(prefix, now);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done {
+            self.admission.lock().remove(self.id);
+        }
+    }
+}
+
+/// Token buckets by address or prefix: `rate` tokens a second, holding at
+/// most one second's worth.
+#[derive(Debug)]
+struct Buckets {
+    rate: f64,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Buckets {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// The tokens of `bucket` at `now`.
+    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        (bucket.tokens + elapsed * self.rate).min(self.rate)
+    }
+
+    /// Whether `key` has a token left.
+    fn available(&self, key: IpAddr, now: Instant) -> bool {
+        self.buckets
+            .get(&key)
+            .is_none_or(|bucket| self.refilled(*bucket, now) >= 1.0)
+    }
+
+    /// Takes a token from `key`. Handshakes admitted while the bucket still
+    /// had a token may complete after it ran out: the bucket then goes into
+    /// debt (at most one second's worth), repaid before the next admission.
+    fn take(&mut self, key: IpAddr, now: Instant) {
+        if self.buckets.len() >= BUCKETS_KEPT {
+            // Forget the buckets that are full again: they would admit
+            // exactly as a new one does.
+            let rate = self.rate;
+            self.buckets.retain(|_, bucket| {
+                let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+                bucket.tokens + elapsed * rate < rate
+            });
+        }
+        let tokens = match self.buckets.get(&key) {
+            Some(bucket) => self.refilled(*bucket, now),
+            None => self.rate,
+        };
+        self.buckets.insert(
+            key,
+            Bucket {
+                tokens: (tokens - 1.0).max(-self.rate),
+                at: now,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ServerConfig {
+        let mut config = ServerConfig::default();
+        config.max_pending = 4;
+        config.max_pending_per_ip = 3;
+        config.max_pending_per_prefix = 4;
+        config.handshake_rate_per_ip = 2;
+        config.handshake_rate_per_prefix = 3;
+        config
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_oldest_least_advanced_is_evicted_when_full() {
+        let admission = Arc::new(Admission::new(&config()));
+        let (a, _) = admission.admit(ip("10.0.1.1"));
+        let (b, _) = admission.admit(ip("10.0.2.1"));
+        let (c, _) = admission.admit(ip("10.0.3.1"));
+        let (d, _) = admission.admit(ip("10.0.4.1"));
+        a.progress().reached(HandshakeStage::Handshake);
+        c.progress().reached(HandshakeStage::Preface);
+        // b is the oldest that sent nothing.
+        let (_e, evicted) = admission.admit(ip("10.0.5.1"));
+        assert_eq!(evicted, vec![Eviction::Total]);
+        let state = admission.lock();
+        assert!(state.pending.contains_key(&a.id()));
+        assert!(!state.pending.contains_key(&b.id()));
+        assert!(state.pending.contains_key(&c.id()));
+        assert!(state.pending.contains_key(&d.id()));
+        assert_eq!(state.pending.len(), 4);
+    }
+
+    #[test]
+    fn a_full_address_evicts_its_own_connection() {
+        let admission = Arc::new(Admission::new(&config()));
+        let (other, _) = admission.admit(ip("10.0.9.9"));
+        let held: Vec<_> = (0..3).map(|_| admission.admit(ip("10.0.1.1")).0).collect();
+        let (_new, evicted) = admission.admit(ip("10.0.1.1"));
+        assert_eq!(evicted, vec![Eviction::PerIp]);
+        let state = admission.lock();
+        assert!(state.pending.contains_key(&other.id()), "another address");
+        assert!(!state.pending.contains_key(&held[0].id()), "the oldest");
+        assert_eq!(state.per_ip.get(&"10.0.1.1".parse().unwrap()), Some(&3));
+    }
+
+    #[test]
+    fn ipv6_addresses_share_a_64_prefix() {
+        let admission = Arc::new(Admission::new(&config()));
+        let held: Vec<_> = (1..=4)
+            .map(|i| admission.admit(ip(&format!("2001:db8::{i}"))).0)
+            .collect();
+        let (_new, evicted) = admission.admit(ip("2001:db8::ffff"));
+        assert_eq!(evicted, vec![Eviction::PerPrefix]);
+        assert!(!admission.lock().pending.contains_key(&held[0].id()));
+        // Another /64 is not affected.
+        let (_far, evicted) = admission.admit(ip("2001:db8:0:1::1"));
+        assert_eq!(evicted, vec![Eviction::Total]);
+    }
+
+    #[test]
+    fn dropped_and_established_tickets_free_their_place() {
+        let admission = Arc::new(Admission::new(&config()));
+        let (a, _) = admission.admit(ip("10.0.1.1"));
+        let (b, _) = admission.admit(ip("10.0.1.1"));
+        assert_eq!(admission.pending(), 2);
+        drop(a);
+        b.established();
+        assert_eq!(admission.pending(), 0);
+        let state = admission.lock();
+        assert!(state.per_ip.is_empty());
+        assert!(state.per_prefix.is_empty());
+    }
+
+    #[test]
+    fn completed_handshakes_are_rate_limited_per_address_and_prefix() {
+        let admission = Arc::new(Admission::new(&config()));
+        for _ in 0..2 {
+            assert_eq!(admission.rate_limited(ip("10.0.1.1")), None);
+            admission.admit(ip("10.0.1.1")).0.established();
+        }
+        assert_eq!(
+            admission.rate_limited(ip("10.0.1.1")),
+            Some("handshake_rate_per_ip")
+        );
+        // A failed handshake costs no token.
+        drop(admission.admit(ip("10.0.1.2")).0);
+        assert_eq!(admission.rate_limited(ip("10.0.1.2")), None);
+        admission.admit(ip("10.0.1.2")).0.established();
+        assert_eq!(
+            admission.rate_limited(ip("10.0.1.3")),
+            Some("handshake_rate_per_prefix")
+        );
+        assert_eq!(admission.rate_limited(ip("10.0.2.1")), None);
+    }
+
+    #[test]
+    fn buckets_refill_at_their_rate() {
+        let mut buckets = Buckets::new(10.0);
+        let key: IpAddr = "10.0.0.1".parse().unwrap();
+        let start = Instant::now();
+        for _ in 0..10 {
+            buckets.take(key, start);
+        }
+        assert!(!buckets.available(key, start));
+        assert!(buckets.available(key, start + std::time::Duration::from_millis(100)));
+    }
+}
