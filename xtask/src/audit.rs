@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use xshell::{Shell, cmd};
 
 /// The live advisory database cargo-deny fetches by default.
@@ -16,7 +16,10 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         .run()
         .is_err()
     {
-        bail!("cargo-deny is not installed: `cargo install cargo-deny --locked` (about 3 minutes)");
+        eprintln!("audit: cargo-deny is missing: installing it from crates.io (about 3 minutes)");
+        cmd!(sh, "cargo install cargo-deny --locked")
+            .run()
+            .context("cannot install cargo-deny")?;
     }
     // The workspace, then the fuzz workspace with its own lock file. Each
     // run allows the one lint that only fits the other graph (the libFuzzer

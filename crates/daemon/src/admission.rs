@@ -4,12 +4,17 @@
 //! A connection is *pending* from `accept` until its preface and security
 //! handshake are done. Pending connections are bounded in total, per IP
 //! address and per network prefix (IPv4 /24 and IPv6 /64 by default). When
-//! a bound is reached, the newcomer is not refused: it evicts the oldest of
-//! the least advanced pending connections in that scope
-//! ([`HandshakeStage`]), whose task is aborted and whose socket closes at
-//! once. A few hundred (or thousand) silent sockets therefore only evict
-//! each other, while a client that sends its preface and handshake at once
-//! is past them before its turn to be evicted could come.
+//! a bound is reached, the newcomer is not refused: it evicts the pending
+//! connection in that scope that has gone longest without progress (see
+//! [`HandshakeProgress::progressed_at`]), whose task is aborted and whose
+//! socket closes at once. A few hundred (or thousand) silent sockets, or
+//! stalled handshakes, therefore only evict each other, while a client that
+//! sends its preface and handshake at once has always progressed more
+//! recently than they have.
+//!
+//! Why not strictly the least advanced stage first: attackers that stall
+//! at a later stage (half-open handshakes) would then evict every honest
+//! newcomer in the moment before its first handshake message arrives.
 //!
 //! Completed handshakes are rate-limited per address and per prefix (token
 //! buckets holding one second's worth), so that a flood of valid handshakes
@@ -83,6 +88,7 @@ struct State {
 
 #[derive(Debug)]
 struct Pending {
+    admitted: Instant,
     ip: Option<IpAddr>,
     prefix: Option<IpAddr>,
     progress: Arc<HandshakeProgress>,
@@ -169,6 +175,7 @@ impl Admission {
         state.pending.insert(
             id,
             Pending {
+                admitted: progress.progressed_at(),
                 ip,
                 prefix,
                 progress: progress.clone(),
@@ -231,24 +238,30 @@ impl Admission {
 }
 
 impl State {
-    /// Evicts the oldest of the least advanced pending connections that
-    /// `within` selects; false if it selects none.
+    /// Evicts, of the pending connections that `within` selects, the one
+    /// that has gone longest without progress (a socket silent since it was
+    /// accepted before a handshake that stalled later; the less advanced of
+    /// two alike); false if `within` selects none.
     fn evict(&mut self, within: impl Fn(&Pending) -> bool) -> bool {
-        let mut victim: Option<(u64, HandshakeStage)> = None;
+        let mut victim: Option<(u64, Instant, HandshakeStage)> = None;
         for (id, pending) in &self.pending {
+            if let Some((_, best, _)) = victim
+                && pending.admitted > best
+            {
+                // Admitted later (in id order) than the best so far last
+                // progressed: none from here on has waited longer.
+                break;
+            }
             if !within(pending) {
                 continue;
             }
+            let at = pending.progress.progressed_at();
             let stage = pending.progress.stage();
-            if victim.is_none_or(|(_, least)| stage < least) {
-                victim = Some((*id, stage));
-                if stage == HandshakeStage::Connected {
-                    // None is less advanced, and this one is the oldest.
-                    break;
-                }
+            if victim.is_none_or(|(_, best, least)| (at, stage) < (best, least)) {
+                victim = Some((*id, at, stage));
             }
         }
-        let Some((id, _)) = victim else {
+        let Some((id, _, _)) = victim else {
             return false;
         };
         if let Some(pending) = self.remove(id) {
@@ -408,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_least_advanced_is_evicted_when_full() {
+    fn the_socket_longest_without_progress_is_evicted_when_full() {
         let admission = Arc::new(Admission::new(&config()));
         let (a, _) = admission.admit(ip("10.0.1.1"));
         let (b, _) = admission.admit(ip("10.0.2.1"));
@@ -425,6 +438,27 @@ mod tests {
         assert!(state.pending.contains_key(&c.id()));
         assert!(state.pending.contains_key(&d.id()));
         assert_eq!(state.pending.len(), 4);
+    }
+
+    #[test]
+    fn a_stalled_handshake_goes_before_a_newer_silent_socket() {
+        let admission = Arc::new(Admission::new(&config()));
+        let held: Vec<_> = (0..3)
+            .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))).0)
+            .collect();
+        for ticket in &held {
+            ticket.progress().reached(HandshakeStage::Handshake);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let (newer, _) = admission.admit(ip("10.0.9.1"));
+        // Half-open handshakes that stalled before the newcomer arrived go
+        // first, oldest first, though they are further along.
+        let (_e, evicted) = admission.admit(ip("10.0.8.1"));
+        assert_eq!(evicted, vec![Eviction::Total]);
+        let state = admission.lock();
+        assert!(!state.pending.contains_key(&held[0].id()));
+        assert!(state.pending.contains_key(&held[1].id()));
+        assert!(state.pending.contains_key(&newer.id()));
     }
 
     #[test]

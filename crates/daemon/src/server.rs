@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use netproto_crypto::PublicKey;
 use netproto_dispatch::{Dispatcher, ServeConfig};
-use netproto_transport::{AcceptLimits, Accepted, ConnectionConfig, ServerSecurity};
+use netproto_transport::{
+    AcceptLimits, Accepted, ConnectionConfig, HandshakeStage, ServerSecurity,
+};
 use netproto_wire::PrefaceStatus;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -479,6 +481,9 @@ impl Acceptor {
                     "evicted a pending connection"
                 );
             }
+            if preface_waiting(&io) {
+                ticket.progress().reached(HandshakeStage::Preface);
+            }
             let id = ticket.id();
             let span = tracing::info_span!("conn", conn_id, peer = ?peer);
             let work = self.handshake(io, guard, ticket, span.clone(), own_runtime);
@@ -596,6 +601,23 @@ impl Acceptor {
         }
         self.admission.rate_limited(ip)
     }
+}
+
+/// Whether a whole preface is already waiting on a just-accepted TCP
+/// connection (peeked, not read). A client sends it at once, so it has
+/// usually arrived while the connection queued for `accept`: the
+/// connection then counts as past its preface from the start, before its
+/// task ever runs, and a flood of newcomers cannot evict it meanwhile.
+fn preface_waiting(io: &Stream) -> bool {
+    use futures::FutureExt;
+    let Stream::Tcp(stream) = io else {
+        return false;
+    };
+    let mut bytes = [0; netproto_wire::PREFACE_LEN];
+    matches!(
+        stream.peek(&mut bytes).now_or_never(),
+        Some(Ok(netproto_wire::PREFACE_LEN))
+    ) && matches!(netproto_wire::Preface::parse(&bytes), Ok(Some(_)))
 }
 
 /// Counts one refusal in progress while it lives.

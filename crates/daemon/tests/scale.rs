@@ -3,7 +3,8 @@
 //! connection (target: at most 16 KiB) and checks that the server still
 //! answers a legitimate client while they are open.
 //!
-//! `cargo test --release -p netproto-daemon --test scale -- --nocapture`
+//! It runs in `cargo xtask stress` (built only with the `stress` feature):
+//! `cargo test --release -p netproto-daemon --features stress --test scale -- --nocapture`
 //! prints the figures (15.4 KiB per connection measured). It skips itself,
 //! saying why, when `NETPROTO_SCALE=0` is set, and when the open-file limit
 //! cannot be raised high enough for 10,000 sockets on each side.
@@ -35,7 +36,8 @@ const CONNECTIONS: usize = 10_000;
 /// Source addresses the connections come from (all loopback), so that no
 /// single address passes the per-IP limit (1,000 by default).
 const SOURCES: usize = 20;
-/// Connections opened at once: below `max_handshakes` (256 by default).
+/// Connections opened at once: 10 from each source, below
+/// `max_pending_per_ip` (64 by default).
 const BATCH: usize = 200;
 /// Target memory per idle plain-TCP connection.
 const PER_CONNECTION: u64 = 16 << 10;
@@ -52,13 +54,17 @@ fn ten_thousand_idle_connections() {
     let limit = support::raise_file_limit();
     if limit < CONNECTIONS as u64 + SPARE_FILES {
         println!(
-            "skipped: the open-file limit is {limit} and cannot be raised to {} (raise the hard limit, e.g. `ulimit -Hn 20000`, and run `cargo test -p netproto-daemon --test scale -- --nocapture`)",
+            "skipped: the open-file limit is {limit} and cannot be raised to {} (raise the hard limit, e.g. `ulimit -Hn 20000`, and run `cargo test --release -p netproto-daemon --features stress --test scale -- --nocapture`)",
             CONNECTIONS as u64 + SPARE_FILES
         );
         return;
     }
     let settings = Settings::default()
         .set("server", "max_connections", "10100")
+        // 500 connections from each source, opened as fast as they can be:
+        // far past the default handshake rates, which this test is not about.
+        .set("server", "handshake_rate_per_ip", "1000000")
+        .set("server", "handshake_rate_per_prefix", "1000000")
         // No heartbeat traffic while the connections sit idle.
         .set("server", "heartbeat_interval", "\"60s\"");
     let runtime = tokio::runtime::Builder::new_current_thread()

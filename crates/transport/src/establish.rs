@@ -1,9 +1,9 @@
 //! Establishing connections: preface, security handshake, then framing.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use netproto_crypto::{Capabilities, CompressionSet, ReplayCache};
@@ -245,28 +245,62 @@ pub enum HandshakeStage {
 }
 
 /// Where [`accept_handshake_within`] reports the [`HandshakeStage`] it has
-/// reached, for another task to read at any time (it is one atomic byte).
-#[derive(Debug, Default)]
-pub struct HandshakeProgress(AtomicU8);
+/// reached and when, for another task to read at any time (two atomics).
+#[derive(Debug)]
+pub struct HandshakeProgress {
+    stage: AtomicU8,
+    /// When the stage was last reached: microseconds since [`base`].
+    at: AtomicU64,
+}
+
+/// The instant progress times count from.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn micros_since_base(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(base()).as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Default for HandshakeProgress {
+    /// [`HandshakeStage::Connected`], now.
+    fn default() -> Self {
+        Self {
+            stage: AtomicU8::new(0),
+            at: AtomicU64::new(micros_since_base(Instant::now())),
+        }
+    }
+}
 
 impl HandshakeProgress {
     /// The stage reached so far.
     pub fn stage(&self) -> HandshakeStage {
-        match self.0.load(Ordering::Relaxed) {
+        match self.stage.load(Ordering::Relaxed) {
             0 => HandshakeStage::Connected,
             1 => HandshakeStage::Preface,
             _ => HandshakeStage::Handshake,
         }
     }
 
-    /// Records that the handshake reached `stage`; a stage never moves back.
+    /// When the handshake last progressed: when it reached its stage (for
+    /// [`HandshakeStage::Connected`], when this was created).
+    pub fn progressed_at(&self) -> Instant {
+        base() + Duration::from_micros(self.at.load(Ordering::Relaxed))
+    }
+
+    /// Records that the handshake reached `stage` now; a stage never moves
+    /// back, and reaching it again changes nothing.
     pub fn reached(&self, stage: HandshakeStage) {
         let value = match stage {
             HandshakeStage::Connected => 0,
             HandshakeStage::Preface => 1,
             HandshakeStage::Handshake => 2,
         };
-        self.0.fetch_max(value, Ordering::Relaxed);
+        if self.stage.fetch_max(value, Ordering::Relaxed) < value {
+            self.at
+                .store(micros_since_base(Instant::now()), Ordering::Relaxed);
+        }
     }
 }
 

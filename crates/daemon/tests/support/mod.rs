@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -157,7 +158,11 @@ impl ServerProcess {
         std::fs::create_dir_all(&dir).unwrap();
         let config_file = dir.join("netproto.toml");
         std::fs::write(&config_file, settings.to_toml()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_netproto"));
+        // Another build of the server (an older one, to measure before and
+        // after a change side by side) when NETPROTO_STRESS_SERVER names it.
+        let program = std::env::var_os("NETPROTO_STRESS_SERVER")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_netproto").into());
+        let mut command = Command::new(program);
         command
             .arg("serve")
             .arg("--config")
@@ -374,8 +379,25 @@ impl std::fmt::Display for Latency {
     }
 }
 
-/// A legitimate client on its own thread and runtime, sending one ECHO
-/// request every `every` and recording each latency and whether the right
+/// What a legitimate client does each time it measures.
+pub(crate) enum Probe {
+    /// Keeps one connection (a [`Client`]) and sends a request on it.
+    Established(NetworkConfig),
+    /// Opens a fresh connection from each of `sources` in turn: preface,
+    /// handshake (Noise when `key` is set, pinning it), one ECHO request,
+    /// close; measured from connect to reply.
+    Fresh {
+        /// The server.
+        addr: SocketAddr,
+        /// The server's key, in Noise mode.
+        key: Option<PublicKey>,
+        /// Source addresses, used in turn.
+        sources: Vec<IpAddr>,
+    },
+}
+
+/// A legitimate client on its own thread and runtime, measuring one
+/// [`Probe`] every `every` and recording each latency and whether the right
 /// reply came.
 pub(crate) struct Prober {
     stop: Arc<AtomicBool>,
@@ -385,8 +407,9 @@ pub(crate) struct Prober {
 }
 
 impl Prober {
-    /// Connects (panics if it cannot) and starts sending.
-    pub(crate) fn start(config: NetworkConfig, every: Duration) -> Self {
+    /// Starts measuring (an established probe connects first, and panics
+    /// if it cannot).
+    pub(crate) fn start(probe: Probe, every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::with_capacity(8192)));
         let (ready, connected) = mpsc::channel();
@@ -398,33 +421,42 @@ impl Prober {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let client = match Client::connect(config).await {
-                    Ok(client) => client,
-                    Err(error) => {
-                        let _ = ready.send(Err(error.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(()));
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut n = 0u64;
-                while !flag.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    n += 1;
-                    let text = format!("probe {n}");
-                    let at = Instant::now();
-                    let reply = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        client.request(&Message::Echo(text.clone())),
-                    )
-                    .await;
-                    let took = at.elapsed();
-                    let ok = matches!(reply, Ok(Ok(Message::Echo(ref back))) if *back == text);
-                    record.lock().unwrap().push(Sample { at, took, ok });
-                    counter.fetch_add(1, Ordering::Relaxed);
+                match probe {
+                    Probe::Established(config) => {
+                        let client = match Client::connect(config).await {
+                            Ok(client) => client,
+                            Err(error) => {
+                                let _ = ready.send(Err(error.to_string()));
+                                return;
+                            }
+                        };
+                        let _ = ready.send(Ok(()));
+                        while !flag.load(Ordering::Relaxed) {
+                            tick.tick().await;
+                            n += 1;
+                            let text = format!("probe {n}");
+                            let message = Message::Echo(text.clone());
+                            measure(&record, &counter, async {
+                                let reply = client.request(&message).await;
+                                matches!(reply, Ok(Message::Echo(back)) if back == text)
+                            })
+                            .await;
+                        }
+                        let _ = client.close().await;
+                    }
+                    Probe::Fresh { addr, key, sources } => {
+                        let _ = ready.send(Ok(()));
+                        while !flag.load(Ordering::Relaxed) {
+                            tick.tick().await;
+                            n += 1;
+                            let source = sources[n as usize % sources.len()];
+                            measure(&record, &counter, fresh_echo(addr, source, key, n)).await;
+                        }
+                    }
                 }
-                let _ = client.close().await;
             });
         });
         match connected.recv_timeout(Duration::from_secs(20)) {
@@ -501,6 +533,73 @@ impl Drop for Prober {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Runs one measurement of a [`Prober`] (at most 10 s) and records how
+/// long it took and whether the right reply came.
+async fn measure(
+    record: &Mutex<Vec<Sample>>,
+    counter: &AtomicUsize,
+    probe: impl Future<Output = bool>,
+) {
+    let at = Instant::now();
+    let ok = tokio::time::timeout(Duration::from_secs(10), probe)
+        .await
+        .unwrap_or(false);
+    record.lock().unwrap().push(Sample {
+        at,
+        took: at.elapsed(),
+        ok,
+    });
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One fresh connection from `source`: preface, handshake (Noise when
+/// `key` is set), an ECHO request and its reply; whether it all worked.
+pub(crate) async fn fresh_echo(
+    addr: SocketAddr,
+    source: IpAddr,
+    key: Option<PublicKey>,
+    n: u64,
+) -> bool {
+    let text = format!("fresh {n}");
+    let request = echo_frame(1, &text);
+    let Ok(mut stream) = connect_from(addr, Some(source)).await else {
+        return false;
+    };
+    match key {
+        None => {
+            if !matches!(
+                preface(&mut stream, SecurityMode::Plain).await,
+                Ok(PrefaceStatus::Accept)
+            ) {
+                return false;
+            }
+            let mut reply = vec![0; request.len()];
+            stream.write_all(&request).await.is_ok()
+                && stream.read_exact(&mut reply).await.is_ok()
+                && reply == request[..]
+        }
+        Some(key) => {
+            let mut session = match RawNoise::handshake(stream, key).await {
+                Ok(session) => session,
+                Err(error) => {
+                    if std::env::var_os("NETPROTO_STRESS_DEBUG").is_some() {
+                        println!("fresh client {n}: {error}");
+                    }
+                    return false;
+                }
+            };
+            let record = session.seal(&request);
+            if session.stream.write_all(&record).await.is_err() {
+                return false;
+            }
+            let (reply, _) = session
+                .read_plaintext(request.len(), Duration::from_secs(10))
+                .await;
+            reply == request
         }
     }
 }
@@ -607,43 +706,67 @@ pub(crate) struct RawNoise {
 }
 
 impl RawNoise {
-    /// Runs the preface and a full XX handshake as the initiator.
+    /// Runs the preface and a full XX handshake as the initiator; panics
+    /// if either fails.
     pub(crate) async fn connect(addr: SocketAddr, server_key: PublicKey) -> Self {
-        let mut stream = connect_from(addr, None).await.unwrap();
+        let stream = connect_from(addr, None).await.unwrap();
+        Self::handshake(stream, server_key).await.unwrap()
+    }
+
+    /// Runs the preface and a full XX handshake as the initiator over
+    /// `stream`, pinning `server_key`; says what failed.
+    pub(crate) async fn handshake(
+        mut stream: TcpStream,
+        server_key: PublicKey,
+    ) -> Result<Self, String> {
         let prologue = Preface::new(SecurityMode::Noise).to_bytes();
         let mut sent = prologue.to_vec();
-        assert_eq!(
-            preface(&mut stream, SecurityMode::Noise).await.unwrap(),
-            PrefaceStatus::Accept
-        );
+        let status = preface(&mut stream, SecurityMode::Noise)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != PrefaceStatus::Accept {
+            return Err(format!("preface answered {status:?}"));
+        }
         let mut initiator = SessionBuilder::new(Keypair::generate(&mut rand::rngs::OsRng))
             .prologue(&prologue)
             .allowed_peers([server_key])
             .build_initiator(&mut rand::rngs::OsRng)
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let mut input = BytesMut::new();
         let mut out = BytesMut::new();
         while !initiator.is_finished() {
             if initiator.wants_write() {
                 out.clear();
-                initiator.write_message(now_ms(), &mut out).unwrap();
-                stream.write_all(&out).await.unwrap();
+                initiator
+                    .write_message(now_ms(), &mut out)
+                    .map_err(|e| e.to_string())?;
+                stream.write_all(&out).await.map_err(|e| e.to_string())?;
                 sent.extend_from_slice(&out);
             } else {
-                while !initiator.read_message(&mut input).unwrap() {
+                while !initiator
+                    .read_message(&mut input)
+                    .map_err(|e| e.to_string())?
+                {
                     input.reserve(4096);
-                    assert!(stream.read_buf(&mut input).await.unwrap() > 0, "closed");
+                    match stream.read_buf(&mut input).await {
+                        Ok(0) => return Err("closed during the handshake".into()),
+                        Ok(_) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
                 }
             }
         }
-        let (sealer, opener) = initiator.into_session().unwrap().into_split();
-        Self {
+        let (sealer, opener) = initiator
+            .into_session()
+            .map_err(|e| e.to_string())?
+            .into_split();
+        Ok(Self {
             stream,
             sent,
             sealer,
             opener,
             input,
-        }
+        })
     }
 
     /// Seals `plaintext` into one record.
