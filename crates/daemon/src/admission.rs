@@ -407,13 +407,14 @@ mod tests {
     use super::*;
 
     fn config() -> ServerConfig {
-        let mut config = ServerConfig::default();
-        config.max_pending = 4;
-        config.max_pending_per_ip = 3;
-        config.max_pending_per_prefix = 4;
-        config.handshake_rate_per_ip = 2;
-        config.handshake_rate_per_prefix = 3;
-        config
+        ServerConfig {
+            max_pending: 4,
+            max_pending_per_ip: 3,
+            max_pending_per_prefix: 4,
+            handshake_rate_per_ip: 2,
+            handshake_rate_per_prefix: 3,
+            ..ServerConfig::default()
+        }
     }
 
     fn ip(text: &str) -> Option<IpAddr> {
