@@ -100,13 +100,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         Ok(cmd!(sh, "cargo test --workspace --locked").run()?)
     })?;
     step("supply chain (cargo xtask audit)", || audit::run(sh))?;
-    step("stress (cargo xtask stress, latency reported)", || {
-        // Time-independent properties fail the step; the latency criterion
-        // (medians within 3x quiet) is printed per case, not enforced here
-        // yet: see docs/OPERATIONS.md, "Admission".
-        let _report = sh.push_env("NETPROTO_STRESS_LATENCY", "report");
-        stress(sh)
-    })?;
+    step("stress (cargo xtask stress)", || stress(sh))?;
     step("examples against a live server", || examples::run(sh))?;
     step("benches compile", || {
         Ok(cmd!(sh, "cargo bench -p netproto-benches --no-run --locked").run()?)

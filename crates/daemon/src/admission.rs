@@ -4,17 +4,14 @@
 //! A connection is *pending* from `accept` until its preface and security
 //! handshake are done. Pending connections are bounded in total, per IP
 //! address and per network prefix (IPv4 /24 and IPv6 /64 by default). When
-//! a bound is reached, the newcomer is not refused: it evicts the pending
-//! connection in that scope that has gone longest without progress (see
-//! [`HandshakeProgress::progressed_at`]), whose task is aborted and whose
-//! socket closes at once. A few hundred (or thousand) silent sockets, or
-//! stalled handshakes, therefore only evict each other, while a client that
-//! sends its preface and handshake at once has always progressed more
-//! recently than they have.
-//!
-//! Why not strictly the least advanced stage first: attackers that stall
-//! at a later stage (half-open handshakes) would then evict every honest
-//! newcomer in the moment before its first handshake message arrives.
+//! a bound is reached, the newcomer is not refused: it evicts a pending
+//! connection in that scope, whose task is aborted and whose socket closes
+//! at once: one that has sent no whole preface if there is any, else the
+//! one that has gone longest without progress (see [`eviction_rank`]). A
+//! few hundred (or thousand) silent sockets, or stalled handshakes,
+//! therefore only evict each other, while a client that sends its preface
+//! and handshake at once is past the silent ones and has progressed more
+//! recently than the stalled ones.
 //!
 //! Completed handshakes are rate-limited per address and per prefix (token
 //! buckets holding one second's worth), so that a flood of valid handshakes
@@ -43,6 +40,11 @@ pub(crate) enum Eviction {
     PerIp,
     /// `server.max_pending_per_prefix`.
     PerPrefix,
+    /// `server.max_connections`, with pending connections among them.
+    Connections,
+    /// `server.max_connections_per_ip`, with pending connections of that
+    /// address among them.
+    ConnectionsPerIp,
 }
 
 impl Eviction {
@@ -52,6 +54,8 @@ impl Eviction {
             Self::Total => "max_pending",
             Self::PerIp => "max_pending_per_ip",
             Self::PerPrefix => "max_pending_per_prefix",
+            Self::Connections => "max_connections",
+            Self::ConnectionsPerIp => "max_connections_per_ip",
         }
     }
 }
@@ -193,6 +197,12 @@ impl Admission {
         (ticket, evicted)
     }
 
+    /// Evicts a pending connection (from `ip`, when given), as a newcomer
+    /// does when a pending bound is full; false if there is none.
+    pub(crate) fn evict_for(&self, ip: Option<IpAddr>) -> bool {
+        self.lock().evict(|p| ip.is_none() || p.ip == ip)
+    }
+
     /// Records the task running the handshake of ticket `id`, so that an
     /// eviction can abort it.
     pub(crate) fn attach(&self, id: u64, task: AbortHandle) {
@@ -220,48 +230,46 @@ impl Admission {
     fn prefix(&self, ip: IpAddr) -> IpAddr {
         match ip {
             IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.limits.ipv4_prefix_len.min(32)))
-                    .unwrap_or(0);
-                IpAddr::V4((bits & mask).into())
+                let bits = leading(u32::from(v4).into(), 32, self.limits.ipv4_prefix_len);
+                IpAddr::V4(u32::try_from(bits).unwrap_or(0).into())
             }
             IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.limits.ipv6_prefix_len.min(128)))
-                    .unwrap_or(0);
-                IpAddr::V6((bits & mask).into())
+                IpAddr::V6(leading(v6.into(), 128, self.limits.ipv6_prefix_len).into())
             }
         }
     }
 }
 
+/// The first `len` of the `width` bits of `bits`, the others cleared.
+fn leading(bits: u128, width: u32, len: u8) -> u128 {
+    let cleared = width.saturating_sub(u32::from(len));
+    bits.checked_shr(cleared)
+        .and_then(|kept| kept.checked_shl(cleared))
+        .unwrap_or(0)
+}
+
 impl State {
     /// Evicts, of the pending connections that `within` selects, the one
-    /// that has gone longest without progress (a socket silent since it was
-    /// accepted before a handshake that stalled later; the less advanced of
-    /// two alike); false if `within` selects none.
+    /// to lose first (see [`eviction_rank`]); false if `within` selects none.
     fn evict(&mut self, within: impl Fn(&Pending) -> bool) -> bool {
-        let mut victim: Option<(u64, Instant, HandshakeStage)> = None;
+        let mut victim: Option<(u64, Rank)> = None;
         for (id, pending) in &self.pending {
-            if let Some((_, best, _)) = victim
-                && pending.admitted > best
+            if let Some((_, (false, silent_since, _))) = victim
+                && pending.admitted > silent_since
             {
-                // Admitted later (in id order) than the best so far last
-                // progressed: none from here on has waited longer.
+                // The best so far sent nothing, and every connection from
+                // here on was admitted after it: none ranks before it.
                 break;
             }
             if !within(pending) {
                 continue;
             }
-            let at = pending.progress.progressed_at();
-            let stage = pending.progress.stage();
-            if victim.is_none_or(|(_, best, least)| (at, stage) < (best, least)) {
-                victim = Some((*id, at, stage));
+            let rank = eviction_rank(&pending.progress);
+            if victim.is_none_or(|(_, best)| rank < best) {
+                victim = Some((*id, rank));
             }
         }
-        let Some((id, _, _)) = victim else {
+        let Some((id, _)) = victim else {
             return false;
         };
         if let Some(pending) = self.remove(id) {
@@ -284,6 +292,29 @@ impl State {
         }
         Some(pending)
     }
+}
+
+/// Which pending connection a newcomer evicts first: lowest rank.
+type Rank = (bool, Instant, HandshakeStage);
+
+/// A pending connection's eviction rank: one that has sent no whole
+/// preface goes before any that has (however long either waited), then
+/// the one that has gone longest without progress, then the less advanced.
+///
+/// Not strictly the least advanced first: attackers that stall at a later
+/// stage (half-open handshakes) would then evict every honest newcomer in
+/// the moment before its first handshake message arrives. Not strictly the
+/// longest without progress either: under a flood of silent sockets, an
+/// honest client whose preface has arrived would then be evicted whenever
+/// the server took longer to answer it than the flood takes to turn the
+/// budget over.
+fn eviction_rank(progress: &HandshakeProgress) -> Rank {
+    let stage = progress.stage();
+    (
+        stage != HandshakeStage::Connected,
+        progress.progressed_at(),
+        stage,
+    )
 }
 
 fn decrement(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {
@@ -442,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_handshake_goes_before_a_newer_silent_socket() {
+    fn a_stalled_handshake_goes_before_a_newer_client_past_its_preface() {
         let admission = Arc::new(Admission::new(&config()));
         let held: Vec<_> = (0..3)
             .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))).0)
@@ -452,6 +483,7 @@ mod tests {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
         let (newer, _) = admission.admit(ip("10.0.9.1"));
+        newer.progress().reached(HandshakeStage::Preface);
         // Half-open handshakes that stalled before the newcomer arrived go
         // first, oldest first, though they are further along.
         let (_e, evicted) = admission.admit(ip("10.0.8.1"));
@@ -460,6 +492,25 @@ mod tests {
         assert!(!state.pending.contains_key(&held[0].id()));
         assert!(state.pending.contains_key(&held[1].id()));
         assert!(state.pending.contains_key(&newer.id()));
+    }
+
+    #[test]
+    fn a_silent_socket_goes_before_any_that_sent_its_preface() {
+        let admission = Arc::new(Admission::new(&config()));
+        let past: Vec<_> = (0..3)
+            .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))).0)
+            .collect();
+        for ticket in &past {
+            ticket.progress().reached(HandshakeStage::Preface);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        // Newer than all of them, but silent.
+        let (silent, _) = admission.admit(ip("10.0.9.1"));
+        let (_e, evicted) = admission.admit(ip("10.0.8.1"));
+        assert_eq!(evicted, vec![Eviction::Total]);
+        let state = admission.lock();
+        assert!(!state.pending.contains_key(&silent.id()));
+        assert!(past.iter().all(|t| state.pending.contains_key(&t.id())));
     }
 
     #[test]
@@ -487,6 +538,41 @@ mod tests {
         // Another /64 is not affected.
         let (_far, evicted) = admission.admit(ip("2001:db8:0:1::1"));
         assert_eq!(evicted, vec![Eviction::Total]);
+    }
+
+    #[test]
+    fn evict_for_takes_a_pending_connection_of_that_address_if_any() {
+        let admission = Arc::new(Admission::new(&config()));
+        assert!(!admission.evict_for(None), "nothing pending");
+        let (a, _) = admission.admit(ip("10.0.1.1"));
+        let (b, _) = admission.admit(ip("10.0.2.1"));
+        assert!(!admission.evict_for(ip("10.0.3.1")));
+        assert!(admission.evict_for(ip("10.0.2.1")));
+        let state = admission.lock();
+        assert!(state.pending.contains_key(&a.id()));
+        assert!(!state.pending.contains_key(&b.id()));
+    }
+
+    #[tokio::test]
+    async fn evicted_tasks_are_aborted_even_when_attached_after() {
+        let admission = Arc::new(Admission::new(&ServerConfig {
+            max_pending: 1,
+            ..config()
+        }));
+        let (first, _) = admission.admit(ip("10.0.1.1"));
+        // Evicted before its task was attached.
+        let (second, evicted) = admission.admit(ip("10.0.2.1"));
+        assert_eq!(evicted, vec![Eviction::Total]);
+        let late = tokio::spawn(std::future::pending::<()>());
+        admission.attach(first.id(), late.abort_handle());
+        assert!(late.await.unwrap_err().is_cancelled());
+        // Attached first, then evicted.
+        let running = tokio::spawn(std::future::pending::<()>());
+        admission.attach(second.id(), running.abort_handle());
+        let (_third, evicted) = admission.admit(ip("10.0.3.1"));
+        assert_eq!(evicted, vec![Eviction::Total]);
+        assert!(running.await.unwrap_err().is_cancelled());
+        assert!(admission.lock().unattached_evictions.is_empty());
     }
 
     #[test]
@@ -523,6 +609,31 @@ mod tests {
             Some("handshake_rate_per_prefix")
         );
         assert_eq!(admission.rate_limited(ip("10.0.2.1")), None);
+    }
+
+    #[test]
+    fn prefixes_keep_their_leading_bits() {
+        let admission = Admission::new(&ServerConfig {
+            ipv4_prefix_len: 20,
+            ipv6_prefix_len: 48,
+            ..ServerConfig::default()
+        });
+        let prefix = |text: &str| admission.prefix(text.parse().unwrap()).to_string();
+        assert_eq!(prefix("10.1.47.200"), "10.1.32.0");
+        assert_eq!(prefix("2001:db8:aaaa:bbbb::1"), "2001:db8:aaaa::");
+        let whole = Admission::new(&ServerConfig {
+            ipv4_prefix_len: 32,
+            ipv6_prefix_len: 128,
+            ..ServerConfig::default()
+        });
+        assert_eq!(
+            whole.prefix("10.1.47.200".parse().unwrap()).to_string(),
+            "10.1.47.200"
+        );
+        assert_eq!(
+            whole.prefix("2001:db8::7".parse().unwrap()).to_string(),
+            "2001:db8::7"
+        );
     }
 
     #[test]

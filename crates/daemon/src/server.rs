@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::admission::{Admission, Ticket};
+use crate::admission::{Admission, Eviction, Ticket};
 use crate::config::ServerConfig;
 use crate::metrics::{Registry, ServerMetrics};
 use crate::security::server_security;
@@ -466,13 +466,16 @@ impl Acceptor {
             };
             conn_id += 1;
             let ip = peer.map(|p| p.ip());
-            if let Some(reason) = self.check_limits(ip) {
-                self.refuse(io, conn_id, peer, reason);
-                continue;
-            }
+            let made_room = match self.check_limits(ip) {
+                Ok(made_room) => made_room,
+                Err(reason) => {
+                    self.refuse(io, conn_id, peer, reason);
+                    continue;
+                }
+            };
             let guard = ConnectionGuard::new(self.stats.clone(), self.per_ip.clone(), ip);
             let (ticket, evicted) = self.admission.admit(ip);
-            for eviction in evicted {
+            for eviction in made_room.into_iter().chain(evicted) {
                 self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                 self.stats.metrics.evicted(eviction.reason());
                 tracing::debug!(
@@ -587,19 +590,38 @@ impl Acceptor {
         }
     }
 
-    /// Which limit, if any, refuses a new connection from `ip`.
-    fn check_limits(&self, ip: Option<IpAddr>) -> Option<&'static str> {
+    /// Applies the limits to a new connection from `ip`: the limit that
+    /// refuses it, or the eviction that made room for it. At
+    /// `max_connections` (or an address's `max_connections_per_ip`) a
+    /// pending connection (of that address) is evicted rather than the
+    /// newcomer refused, as long as there is one: connections that never
+    /// speak cannot fill those limits against new clients either. The
+    /// evicted connection's count drops as soon as its aborted task is
+    /// dropped, a moment later.
+    fn check_limits(&self, ip: Option<IpAddr>) -> Result<Option<Eviction>, &'static str> {
+        if let Some(reason) = self.admission.rate_limited(ip) {
+            return Err(reason);
+        }
         let limits = &self.limits;
         if self.stats.active.load(Ordering::Relaxed) >= limits.max_connections {
-            return Some("max_connections");
+            return match self.admission.evict_for(None) {
+                true => Ok(Some(Eviction::Connections)),
+                false => Err("max_connections"),
+            };
         }
         if let Some(ip) = ip {
-            let map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if map.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
-                return Some("max_connections_per_ip");
+            let count = {
+                let map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                map.get(&ip).copied().unwrap_or(0)
+            };
+            if count >= limits.max_connections_per_ip {
+                return match self.admission.evict_for(Some(ip)) {
+                    true => Ok(Some(Eviction::ConnectionsPerIp)),
+                    false => Err("max_connections_per_ip"),
+                };
             }
         }
-        self.admission.rate_limited(ip)
+        Ok(None)
     }
 }
 

@@ -130,6 +130,27 @@ const MARGIN: Duration = Duration::from_millis(1500);
 /// No attack may take longer than this.
 const CASE_LIMIT: Duration = Duration::from_secs(45);
 
+/// Whether the suite runs against another build of the server
+/// (`NETPROTO_STRESS_SERVER`, to measure before and after a change): its
+/// checks then print what fails and go on, so that every case gives its
+/// figures.
+fn comparing() -> bool {
+    std::env::var_os("NETPROTO_STRESS_SERVER").is_some()
+}
+
+/// Fails the case unless `holds`; against another build, prints instead.
+fn expect(holds: bool, what: impl FnOnce() -> String) {
+    if holds {
+        return;
+    }
+    let what = what();
+    if comparing() {
+        println!("NOT MET by this build: {what}");
+    } else {
+        panic!("{what}");
+    }
+}
+
 /// What an attack gets: the server's address and key, and its settings.
 #[derive(Clone)]
 struct Target {
@@ -272,15 +293,11 @@ where
             "the fresh client's median p99 ratio {fresh:.2} > {P99_FACTOR}"
         ));
     }
-    // `cargo xtask ci` reports the latency criterion without failing on it
-    // (NETPROTO_STRESS_LATENCY=report): see issue 14's note for the cases
-    // where it is not met reliably yet on a 2-core machine.
-    let report_only = std::env::var_os("NETPROTO_STRESS_LATENCY").is_some_and(|v| v == "report");
     for line in &unmet {
         println!("{name}: LATENCY CRITERION NOT MET: {line}");
     }
-    if allowance.is_zero() && !report_only {
-        assert!(unmet.is_empty(), "{name}: {}", unmet.join("; "));
+    if allowance.is_zero() {
+        expect(unmet.is_empty(), || format!("{name}: {}", unmet.join("; ")));
     }
 }
 
@@ -379,38 +396,34 @@ where
             attack_to - attack_from,
         );
         server.assert_healthy();
-        assert_eq!(lost, 0, "{name}: the established client lost requests");
-        assert!(
-            during.requests >= ATTACK_SAMPLES,
-            "{name}: only {} requests during the attack",
-            during.requests
-        );
+        expect(lost == 0, || format!("{name}: the established client lost {lost} requests"));
+        expect(during.requests >= ATTACK_SAMPLES, || {
+            format!("{name}: only {} requests during the attack", during.requests)
+        });
         match case.fresh {
-            // Not asserted: in about one run in three, one fresh connection
-            // of about a thousand is reset while the server reads its
-            // preface (issue 14's note); the 0.5 % bound is asserted.
-            Fresh::NoFailure if fresh_during.lost > 0 => println!(
-                "{name}: NOT MET: {} fresh connections failed during the attack, where none may: {fresh_during}",
-                fresh_during.lost
-            ),
-            Fresh::NoFailure | Fresh::Criterion => assert!(
+            Fresh::NoFailure => expect(fresh_during.lost == 0, || {
+                format!("{name}: fresh connections failed during the attack: {fresh_during}")
+            }),
+            Fresh::Criterion => expect(
                 fresh_during.lost as f64 <= FRESH_FAILURES * fresh_during.requests as f64,
-                "{name}: too many fresh connections failed during the attack: {fresh_during}"
+                || format!("{name}: too many fresh connections failed during the attack: {fresh_during}"),
             ),
             Fresh::Measured(why) => println!("{name}: fresh client measured only: {why}"),
         }
-        assert_eq!(fresh_quiet.lost, 0, "{name}: fresh connections failed while quiet");
-        assert!(
-            peak - rss_before <= case.bound + SLACK,
-            "{name}: server memory grew by {} bytes, bound {}",
-            peak - rss_before,
-            case.bound + SLACK
-        );
-        assert!(
-            // The fresh client may hold one connection at either count.
-            left <= sockets + 1,
-            "{name}: the server still holds {left} sockets, {sockets} before the attack"
-        );
+        expect(fresh_quiet.lost == 0, || {
+            format!("{name}: fresh connections failed while quiet: {fresh_quiet}")
+        });
+        expect(peak - rss_before <= case.bound + SLACK, || {
+            format!(
+                "{name}: server memory grew by {} bytes, bound {}",
+                peak - rss_before,
+                case.bound + SLACK
+            )
+        });
+        // The fresh client may hold one connection at either count.
+        expect(left <= sockets + 1, || {
+            format!("{name}: the server still holds {left} sockets, {sockets} before the attack")
+        });
         Run {
             established_ratio,
             fresh_ratio,
@@ -442,10 +455,12 @@ impl Closures {
             self.count, self.slowest
         );
         assert!(self.count > 0, "{what}: no connection was made");
-        assert_eq!(
-            self.open, 0,
-            "{what}: connections still open after {limit:?}"
-        );
+        expect(self.open == 0, || {
+            format!(
+                "{what}: {} connections still open after {limit:?}",
+                self.open
+            )
+        });
     }
 }
 
@@ -986,14 +1001,16 @@ fn defaults() -> netproto_daemon::ServerConfig {
     netproto_daemon::NetworkConfig::default().server
 }
 
-/// Keeps `sockets` attacking connections open for the whole case, from the
-/// 64 addresses of [`attacker`] in turn (or from `from` when given), each
-/// replaced at once when the server closes it: `connection(stream)` does
-/// what one attacking connection does, until the server closes it.
+/// Keeps `sockets` attacking connections open for the whole case (at least
+/// `at_least`), from the 64 addresses of [`attacker`] in turn (or from
+/// `from` when given), each replaced at once when the server closes it:
+/// `connection(stream)` does what one attacking connection does, until the
+/// server closes it.
 async fn hold<F, Fut>(
     target: &Target,
     sockets: usize,
     from: Option<IpAddr>,
+    at_least: Duration,
     connection: F,
 ) -> Closures
 where
@@ -1007,7 +1024,7 @@ where
         let connection = connection.clone();
         tasks.spawn(async move {
             let mut closures = Closures::default();
-            while target.keep_going(started) {
+            while started.elapsed() < at_least || target.keep_going(started) {
                 let source = from.unwrap_or_else(|| attacker(i));
                 let Ok(stream) = connect_from(target.addr, Some(source)).await else {
                     // Out of local ports or descriptors for a moment.
@@ -1037,34 +1054,41 @@ where
 /// `limit`).
 async fn silent(mut stream: tokio::net::TcpStream, limit: Duration) -> End {
     let (end, received) = wait_closed(&mut stream, limit).await;
-    assert_eq!(received, 0, "the server answered a preface it never got");
+    expect(received == 0, || {
+        "the server answered a preface it never got".into()
+    });
     end
 }
 
 /// 5,000 sockets that connect and send nothing, from 64 addresses, each
-/// replaced at once when closed, with the default configuration: each
-/// newcomer evicts the oldest silent socket once `max_pending` (1,024) or an
-/// address's `max_pending_per_ip` (64) is full, so the fresh client, which
-/// sends its preface at once, always gets in.
+/// replaced at once when closed (for at least two preface timeouts), with
+/// the default configuration: they fit in `max_pending` (8,192) and an
+/// address's `max_pending_per_ip` (128), so each costs a task and a socket
+/// until the preface timeout (2 s) closes it, and the fresh client, which
+/// sends its preface at once, gets in beside them.
 #[test]
 fn silent_sockets() {
-    let bound = 1024 * TASK;
+    let bound = 5000 * TASK;
     run_case(
         Case::new("silent sockets", "noise", Settings::default())
-            .bound(bound, "1,024 pending sockets x 16 KiB")
+            .bound(bound, "5,000 pending sockets x 16 KiB")
             .fresh(Fresh::NoFailure),
         |target| async move {
             let limit = defaults().preface_timeout + MARGIN;
-            let closures = hold(&target, 5000, None, move |stream| silent(stream, limit)).await;
+            let replaced_twice = defaults().preface_timeout * 2 + Duration::from_secs(1);
+            let closures = hold(&target, 5000, None, replaced_twice, move |stream| {
+                silent(stream, limit)
+            })
+            .await;
             closures.check("silent sockets", limit);
         },
     );
 }
 
 /// 1,000 sockets that dribble the preface one byte a second, from 64
-/// addresses, each replaced at once when closed, with the default
-/// configuration: the preface timeout (2 s) closes each after 2 bytes, if
-/// a newcomer did not evict it before.
+/// addresses, each replaced at once when closed (for at least two preface
+/// timeouts), with the default configuration: the preface timeout (2 s)
+/// closes each after 2 bytes.
 #[test]
 fn dribbling_sockets() {
     let bound = 1000 * TASK;
@@ -1074,24 +1098,37 @@ fn dribbling_sockets() {
             .fresh(Fresh::NoFailure),
         |target| async move {
             let limit = defaults().preface_timeout + MARGIN;
-            let closures = hold(&target, 1000, None, move |mut stream| async move {
-                let start = Instant::now();
-                let preface = Preface::new(SecurityMode::Noise).to_bytes();
-                let mut buf = [0; 64];
-                for byte in preface {
-                    if stream.write_all(&[byte]).await.is_err() {
-                        return End::Closed(start.elapsed());
+            let replaced_twice = defaults().preface_timeout * 2 + Duration::from_secs(1);
+            let closures = hold(
+                &target,
+                1000,
+                None,
+                replaced_twice,
+                move |mut stream| async move {
+                    let start = Instant::now();
+                    let preface = Preface::new(SecurityMode::Noise).to_bytes();
+                    let mut buf = [0; 64];
+                    for byte in preface {
+                        if stream.write_all(&[byte]).await.is_err() {
+                            return End::Closed(start.elapsed());
+                        }
+                        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf))
+                            .await
+                        {
+                            Ok(Ok(0) | Err(_)) => return End::Closed(start.elapsed()),
+                            Ok(Ok(_)) => {
+                                expect(false, || {
+                                    "the server answered a preface it never got whole".into()
+                                });
+                                return End::Closed(start.elapsed());
+                            }
+                            Err(_) if start.elapsed() >= limit => return End::Open,
+                            Err(_) => {}
+                        }
                     }
-                    match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await
-                    {
-                        Ok(Ok(0) | Err(_)) => return End::Closed(start.elapsed()),
-                        Ok(Ok(_)) => panic!("the server answered a preface it never got whole"),
-                        Err(_) if start.elapsed() >= limit => return End::Open,
-                        Err(_) => {}
-                    }
-                }
-                panic!("a preface dribbled over 8 s was not closed");
-            })
+                    panic!("a preface dribbled over 8 s was not closed");
+                },
+            )
             .await;
             closures.check("dribbling sockets", limit);
         },
@@ -1106,7 +1143,12 @@ async fn half_open(mut stream: tokio::net::TcpStream, limit: Duration) -> End {
     let prologue = Preface::new(SecurityMode::Noise).to_bytes();
     match preface(&mut stream, SecurityMode::Noise).await {
         Ok(PrefaceStatus::Accept) => {}
-        Ok(status) => panic!("a half-open handshake was refused at the preface: {status:?}"),
+        Ok(status) => {
+            expect(false, || {
+                format!("a half-open handshake was refused at the preface: {status:?}")
+            });
+            return End::Closed(start.elapsed());
+        }
         Err(_) => return End::Closed(start.elapsed()),
     }
     let mut initiator = SessionBuilder::new(Keypair::generate(&mut rand::rngs::OsRng))
@@ -1125,21 +1167,24 @@ async fn half_open(mut stream: tokio::net::TcpStream, limit: Duration) -> End {
 }
 
 /// 2,000 half-open Noise handshakes (message 0 sent, message 2 never) from
-/// 64 addresses, each replaced at once when closed, with the default
-/// configuration. They are past their preface, so they evict each other
-/// (oldest first) once `max_pending` (1,024) is full, and the handshake
-/// timeout (10 s) closes the rest.
+/// 64 addresses, held until the server closes them, with the default
+/// configuration: each costs the server the Diffie-Hellman work of its
+/// answer on the handshake thread, and a task and a socket until the
+/// handshake timeout (10 s) closes it. Past `max_pending` they would evict
+/// each other, the longest stalled first (the unit tests of admission and
+/// `silent_sockets_are_evicted_for_new_clients` check eviction).
 #[test]
 fn half_open_noise_handshakes() {
-    let bound = 1024 * (TASK + 70_000);
+    let bound = 2000 * TASK;
     run_case(
-        Case::new("half-open handshakes", "noise", Settings::default()).bound(
-            bound,
-            "1,024 pending handshakes x (16 KiB + a 64 KiB message)",
-        ),
+        Case::new("half-open handshakes", "noise", Settings::default())
+            .bound(bound, "2,000 pending handshakes x 16 KiB"),
         |target| async move {
             let limit = defaults().connection_timeout + MARGIN;
-            let closures = hold(&target, 2000, None, move |stream| half_open(stream, limit)).await;
+            let closures = hold(&target, 2000, None, Duration::ZERO, move |stream| {
+                half_open(stream, limit)
+            })
+            .await;
             closures.check("half-open handshakes", limit);
         },
     );
@@ -1165,10 +1210,9 @@ fn complete_handshake_flood() {
                 counts.0, counts.1
             );
             assert!(counts.0 > 0, "no attacking handshake completed");
-            assert!(
-                counts.1 > 0,
-                "no attacking handshake was refused past the rate"
-            );
+            expect(counts.1 > 0, || {
+                "no attacking handshake was refused past the rate".into()
+            });
         },
     );
 }
@@ -1218,8 +1262,8 @@ fn attacker_sharing_the_clients_address() {
     let shared = IpAddr::V4(Ipv4Addr::new(127, 1, 0, 1));
     let mut case = Case::new("shared address", "noise", Settings::default())
         .bound(
-            64 * TASK + 2 * IDLE_CONNECTION,
-            "64 pending sockets x 16 KiB + 2 connections x 144 KiB",
+            300 * TASK + 2 * IDLE_CONNECTION,
+            "300 pending sockets x 16 KiB + 2 connections x 144 KiB",
         )
         .fresh(Fresh::Measured(
             "the attacker shares its address, and so its limits",
@@ -1229,7 +1273,7 @@ fn attacker_sharing_the_clients_address() {
         let limit = defaults().preface_timeout + MARGIN;
         let sources = [shared, shared];
         let handshakes = complete_handshakes(&target, &sources);
-        let silent = hold(&target, 300, Some(shared), move |stream| {
+        let silent = hold(&target, 300, Some(shared), Duration::ZERO, move |stream| {
             silent(stream, limit)
         });
         let ((completed, refused), closures) = tokio::join!(handshakes, silent);

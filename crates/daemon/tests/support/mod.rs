@@ -134,10 +134,18 @@ impl Settings {
         )
     }
 
+    /// The settings as TOML, leaving out the `section.field` names listed
+    /// in `NETPROTO_STRESS_OMIT` (comma-separated): settings an older build
+    /// run with `NETPROTO_STRESS_SERVER` does not know, and would refuse.
     fn to_toml(&self) -> String {
+        let omit = std::env::var("NETPROTO_STRESS_OMIT").unwrap_or_default();
+        let omitted: Vec<&str> = omit.split(',').map(str::trim).collect();
         let mut text = String::new();
         let mut current = "";
         for ((section, field), value) in &self.0 {
+            if omitted.contains(&format!("{section}.{field}").as_str()) {
+                continue;
+            }
             if *section != current {
                 text.push_str(&format!("\n[{section}]\n"));
                 current = section;
@@ -568,43 +576,79 @@ pub(crate) async fn fresh_echo(
     key: Option<PublicKey>,
     n: u64,
 ) -> bool {
+    let started = Instant::now();
+    match fresh_echo_or_why(addr, source, key, n).await {
+        Ok(()) => true,
+        Err(why) => {
+            // Rare, and what the closing note needs: printed every time.
+            println!(
+                "fresh client {n} from {source} failed after {:?}: {why}",
+                started.elapsed()
+            );
+            false
+        }
+    }
+}
+
+async fn fresh_echo_or_why(
+    addr: SocketAddr,
+    source: IpAddr,
+    key: Option<PublicKey>,
+    n: u64,
+) -> Result<(), String> {
     let text = format!("fresh {n}");
     let request = echo_frame(1, &text);
-    let Ok(mut stream) = connect_from(addr, Some(source)).await else {
-        return false;
-    };
-    match key {
+    let started = Instant::now();
+    let mut stream = connect_from(addr, Some(source))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let connected = started.elapsed();
+    let reply = match key {
         None => {
-            if !matches!(
-                preface(&mut stream, SecurityMode::Plain).await,
-                Ok(PrefaceStatus::Accept)
-            ) {
-                return false;
+            let status = preface(&mut stream, SecurityMode::Plain)
+                .await
+                .map_err(|e| format!("preface: {e}"))?;
+            if status != PrefaceStatus::Accept {
+                return Err(format!("preface answered {status:?}"));
             }
             let mut reply = vec![0; request.len()];
-            stream.write_all(&request).await.is_ok()
-                && stream.read_exact(&mut reply).await.is_ok()
-                && reply == request[..]
+            stream
+                .write_all(&request)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            stream
+                .read_exact(&mut reply)
+                .await
+                .map_err(|e| format!("reply: {e}"))?;
+            BytesMut::from(&reply[..])
         }
         Some(key) => {
-            let mut session = match RawNoise::handshake(stream, key).await {
-                Ok(session) => session,
-                Err(error) => {
-                    if std::env::var_os("NETPROTO_STRESS_DEBUG").is_some() {
-                        println!("fresh client {n}: {error}");
-                    }
-                    return false;
-                }
-            };
-            let record = session.seal(&request);
-            if session.stream.write_all(&record).await.is_err() {
-                return false;
+            let mut session = RawNoise::handshake(stream, key).await?;
+            let handshaken = started.elapsed();
+            if std::env::var_os("NETPROTO_STRESS_DEBUG").is_some()
+                && handshaken > Duration::from_millis(4)
+            {
+                println!(
+                    "fresh client {n}: slow: connected after {connected:?}, preface answered {:?} later, handshake done after {handshaken:?}",
+                    session.answered_after
+                );
             }
-            let (reply, _) = session
+            let record = session.seal(&request);
+            session
+                .stream
+                .write_all(&record)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            session
                 .read_plaintext(request.len(), Duration::from_secs(10))
-                .await;
-            reply == request
+                .await
+                .0
         }
+    };
+    if reply == request {
+        Ok(())
+    } else {
+        Err(format!("wrong reply: {} bytes", reply.len()))
     }
 }
 
@@ -707,6 +751,8 @@ pub(crate) struct RawNoise {
     pub(crate) opener: Opener,
     /// Record bytes received and not yet opened.
     pub(crate) input: BytesMut,
+    /// How long the server took to answer the preface.
+    pub(crate) answered_after: Duration,
 }
 
 impl RawNoise {
@@ -725,12 +771,14 @@ impl RawNoise {
     ) -> Result<Self, String> {
         let prologue = Preface::new(SecurityMode::Noise).to_bytes();
         let mut sent = prologue.to_vec();
+        let started = Instant::now();
         let status = preface(&mut stream, SecurityMode::Noise)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("preface: {e}"))?;
         if status != PrefaceStatus::Accept {
             return Err(format!("preface answered {status:?}"));
         }
+        let answered_after = started.elapsed();
         let mut initiator = SessionBuilder::new(Keypair::generate(&mut rand::rngs::OsRng))
             .prologue(&prologue)
             .allowed_peers([server_key])
@@ -755,7 +803,7 @@ impl RawNoise {
                     match stream.read_buf(&mut input).await {
                         Ok(0) => return Err("closed during the handshake".into()),
                         Ok(_) => {}
-                        Err(e) => return Err(e.to_string()),
+                        Err(e) => return Err(format!("handshake: {e}")),
                     }
                 }
             }
@@ -770,6 +818,7 @@ impl RawNoise {
             sealer,
             opener,
             input,
+            answered_after,
         })
     }
 
