@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use netproto_transport::{HandshakeProgress, HandshakeStage};
 use tokio::task::AbortHandle;
@@ -130,19 +130,21 @@ impl Admission {
     }
 
     /// The refusal reason when `ip` (or its prefix) completed handshakes
-    /// faster than its rate allows.
-    pub(crate) fn rate_limited(&self, ip: Option<IpAddr>) -> Option<&'static str> {
+    /// faster than its rate allows, and how long until it may again.
+    pub(crate) fn rate_limited(&self, ip: Option<IpAddr>) -> Option<(&'static str, Duration)> {
         let ip = ip?;
         let prefix = self.prefix(ip);
         let now = Instant::now();
         let state = self.lock();
-        if !state.rate_ip.available(ip, now) {
-            return Some("handshake_rate_per_ip");
+        let ip_wait = state.rate_ip.wait(ip, now);
+        let prefix_wait = state.rate_prefix.wait(prefix, now);
+        if ip_wait >= prefix_wait && !ip_wait.is_zero() {
+            Some(("handshake_rate_per_ip", ip_wait))
+        } else if !prefix_wait.is_zero() {
+            Some(("handshake_rate_per_prefix", prefix_wait))
+        } else {
+            None
         }
-        if !state.rate_prefix.available(prefix, now) {
-            return Some("handshake_rate_per_prefix");
-        }
-        None
     }
 
     /// Counts a new connection from `ip` as pending, evicting whatever the
@@ -399,11 +401,16 @@ impl Buckets {
         (bucket.tokens + elapsed * self.rate).min(self.rate)
     }
 
-    /// Whether `key` has a token left.
-    fn available(&self, key: IpAddr, now: Instant) -> bool {
-        self.buckets
-            .get(&key)
-            .is_none_or(|bucket| self.refilled(*bucket, now) >= 1.0)
+    /// How long until `key` has a token: zero if it has one now.
+    fn wait(&self, key: IpAddr, now: Instant) -> Duration {
+        let Some(bucket) = self.buckets.get(&key) else {
+            return Duration::ZERO;
+        };
+        let missing = 1.0 - self.refilled(*bucket, now);
+        if missing <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::MAX)
     }
 
     /// Takes a token from `key`. Handshakes admitted while the bucket still
@@ -596,16 +603,21 @@ mod tests {
             assert_eq!(admission.rate_limited(ip("10.0.1.1")), None);
             admission.admit(ip("10.0.1.1")).0.established();
         }
-        assert_eq!(
-            admission.rate_limited(ip("10.0.1.1")),
-            Some("handshake_rate_per_ip")
+        let (reason, wait) = admission.rate_limited(ip("10.0.1.1")).unwrap();
+        assert_eq!(reason, "handshake_rate_per_ip");
+        // Two a second: the next token is at most half a second away.
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
         );
         // A failed handshake costs no token.
         drop(admission.admit(ip("10.0.1.2")).0);
         assert_eq!(admission.rate_limited(ip("10.0.1.2")), None);
         admission.admit(ip("10.0.1.2")).0.established();
         assert_eq!(
-            admission.rate_limited(ip("10.0.1.3")),
+            admission
+                .rate_limited(ip("10.0.1.3"))
+                .map(|(reason, _)| reason),
             Some("handshake_rate_per_prefix")
         );
         assert_eq!(admission.rate_limited(ip("10.0.2.1")), None);
@@ -644,7 +656,10 @@ mod tests {
         for _ in 0..10 {
             buckets.take(key, start);
         }
-        assert!(!buckets.available(key, start));
-        assert!(buckets.available(key, start + std::time::Duration::from_millis(100)));
+        assert_eq!(buckets.wait(key, start), Duration::from_millis(100));
+        assert_eq!(
+            buckets.wait(key, start + Duration::from_millis(100)),
+            Duration::ZERO
+        );
     }
 }

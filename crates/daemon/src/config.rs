@@ -125,7 +125,7 @@ impl Default for ServerConfig {
             max_pending_per_prefix: 512,
             ipv4_prefix_len: 24,
             ipv6_prefix_len: 64,
-            handshake_rate_per_ip: 100,
+            handshake_rate_per_ip: 20,
             handshake_rate_per_prefix: 1000,
             handshake_threads: 1,
             max_in_flight: 256,

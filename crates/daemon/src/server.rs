@@ -25,9 +25,14 @@ use crate::stream::Stream;
 use crate::{NetworkConfig, Result, compression};
 
 /// Refusals in progress at most: each waits up to `server.preface_timeout`
-/// for the client's preface, to answer it "busy". Past this many, a refused
+/// for the client's preface (plus, past a handshake rate, until the address
+/// may connect again, at most [`RATE_REFUSAL_DELAY`]), to answer it "busy". Past this many, a refused
 /// connection is closed at once, unanswered.
 const MAX_REFUSALS: usize = 1024;
+
+/// The longest a refusal past a handshake rate waits before it is
+/// answered: until the address may connect again, at most this.
+const RATE_REFUSAL_DELAY: Duration = Duration::from_secs(1);
 
 /// How long a new connection waits on the handshake threads for its first
 /// frame header ([`netproto_transport::Accepted::first_header`]) before it is
@@ -468,8 +473,8 @@ impl Acceptor {
             let ip = peer.map(|p| p.ip());
             let made_room = match self.check_limits(ip) {
                 Ok(made_room) => made_room,
-                Err(reason) => {
-                    self.refuse(io, conn_id, peer, reason);
+                Err(refusal) => {
+                    self.refuse(io, conn_id, peer, refusal);
                     continue;
                 }
             };
@@ -495,10 +500,11 @@ impl Acceptor {
         }
     }
 
-    /// Answers a refused connection "busy" once its preface arrived, within
-    /// the preface timeout; closes it unanswered at once when
-    /// [`MAX_REFUSALS`] are already waiting.
-    fn refuse(&self, io: Stream, conn_id: u64, peer: Option<SocketAddr>, reason: &'static str) {
+    /// Answers a refused connection "busy" once its preface arrived (within
+    /// the preface timeout) and the refusal's delay passed; closes it
+    /// unanswered at once when [`MAX_REFUSALS`] are already waiting.
+    fn refuse(&self, io: Stream, conn_id: u64, peer: Option<SocketAddr>, refusal: Refusal) {
+        let Refusal { reason, delay } = refusal;
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         self.stats.metrics.refused(reason);
         tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
@@ -507,14 +513,14 @@ impl Acceptor {
             return;
         }
         let mode = self.security.mode();
-        let wait = self.limits.preface_timeout;
+        let wait = self.limits.preface_timeout + delay;
         drop(tokio::spawn(async move {
             let mut io = io;
-            let _ = tokio::time::timeout(
-                wait,
-                netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy),
-            )
-            .await;
+            let answer = async {
+                tokio::time::sleep(delay).await;
+                netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy).await
+            };
+            let _ = tokio::time::timeout(wait, answer).await;
             drop(refusing);
         }));
     }
@@ -598,15 +604,22 @@ impl Acceptor {
     /// speak cannot fill those limits against new clients either. The
     /// evicted connection's count drops as soon as its aborted task is
     /// dropped, a moment later.
-    fn check_limits(&self, ip: Option<IpAddr>) -> Result<Option<Eviction>, &'static str> {
-        if let Some(reason) = self.admission.rate_limited(ip) {
-            return Err(reason);
+    fn check_limits(&self, ip: Option<IpAddr>) -> Result<Option<Eviction>, Refusal> {
+        if let Some((reason, wait)) = self.admission.rate_limited(ip) {
+            // Answered once the address may connect again (at most
+            // RATE_REFUSAL_DELAY): a client retrying at once, or an
+            // attacker looping on refusals, then comes back no faster than
+            // its rate, instead of churning through refusals.
+            return Err(Refusal {
+                reason,
+                delay: wait.min(RATE_REFUSAL_DELAY),
+            });
         }
         let limits = &self.limits;
         if self.stats.active.load(Ordering::Relaxed) >= limits.max_connections {
             return match self.admission.evict_for(None) {
                 true => Ok(Some(Eviction::Connections)),
-                false => Err("max_connections"),
+                false => Err(Refusal::now("max_connections")),
             };
         }
         if let Some(ip) = ip {
@@ -617,7 +630,7 @@ impl Acceptor {
             if count >= limits.max_connections_per_ip {
                 return match self.admission.evict_for(Some(ip)) {
                     true => Ok(Some(Eviction::ConnectionsPerIp)),
-                    false => Err("max_connections_per_ip"),
+                    false => Err(Refusal::now("max_connections_per_ip")),
                 };
             }
         }
@@ -640,6 +653,22 @@ fn preface_waiting(io: &Stream) -> bool {
         stream.peek(&mut bytes).now_or_never(),
         Some(Ok(netproto_wire::PREFACE_LEN))
     ) && matches!(netproto_wire::Preface::parse(&bytes), Ok(Some(_)))
+}
+
+/// Why a new connection is refused, and how long before it is answered.
+struct Refusal {
+    reason: &'static str,
+    delay: Duration,
+}
+
+impl Refusal {
+    /// A refusal answered as soon as the preface arrives.
+    fn now(reason: &'static str) -> Self {
+        Self {
+            reason,
+            delay: Duration::ZERO,
+        }
+    }
 }
 
 /// Counts one refusal in progress while it lives.

@@ -72,8 +72,9 @@ const RUNS: usize = 3;
 /// The established client sends one request this often.
 const PROBE_EVERY: Duration = Duration::from_millis(1);
 /// The fresh client opens one connection this often, from each of
-/// [`fresh_sources`] in turn: 62.5 handshakes a second from each address,
-/// under the default `server.handshake_rate_per_ip` (100).
+/// [`fresh_sources`] in turn: about 16 handshakes a second from each
+/// address, under the default `server.handshake_rate_per_ip` (20), and 500
+/// from their /24, under `server.handshake_rate_per_prefix` (1,000).
 const FRESH_EVERY: Duration = Duration::from_millis(2);
 /// Requests of the established client measured before the attack, and after it.
 const QUIET_BEFORE: usize = 1000;
@@ -92,7 +93,7 @@ const FRESH_FAILURES: f64 = 0.005;
 
 /// Where the fresh client connects from: a /24 no attacker uses.
 fn fresh_sources() -> Vec<IpAddr> {
-    (1..=8)
+    (1..=32)
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 1, 0, i)))
         .collect()
 }
@@ -202,6 +203,8 @@ struct Case {
     fresh: Fresh,
     /// Where the fresh client connects from.
     fresh_sources: Vec<IpAddr>,
+    /// How often the fresh client connects.
+    fresh_every: Duration,
 }
 
 impl Case {
@@ -214,6 +217,7 @@ impl Case {
             explain: "",
             fresh: Fresh::Criterion,
             fresh_sources: fresh_sources(),
+            fresh_every: FRESH_EVERY,
         }
     }
 
@@ -325,7 +329,7 @@ where
                 key,
                 sources: case.fresh_sources.clone(),
             },
-            FRESH_EVERY,
+            case.fresh_every,
         );
         let warm = Instant::now();
         prober.wait_for(warm, 100).await;
@@ -410,9 +414,12 @@ where
             ),
             Fresh::Measured(why) => println!("{name}: fresh client measured only: {why}"),
         }
-        expect(fresh_quiet.lost == 0, || {
-            format!("{name}: fresh connections failed while quiet: {fresh_quiet}")
-        });
+        // A measured-only case's limits may still weigh on the fresh client
+        // after the attack (a shared address's handshake rate in debt).
+        expect(
+            fresh_quiet.lost == 0 || matches!(case.fresh, Fresh::Measured(_)),
+            || format!("{name}: fresh connections failed while quiet: {fresh_quiet}"),
+        );
         expect(peak - rss_before <= case.bound + SLACK, || {
             format!(
                 "{name}: server memory grew by {} bytes, bound {}",
@@ -1192,8 +1199,9 @@ fn half_open_noise_handshakes() {
 
 /// Complete Noise handshakes, each followed by a close, as fast as 4
 /// attacking tasks can make them, from 4 addresses, with the default
-/// configuration: past `handshake_rate_per_ip` (100 a second) each address
-/// is refused "busy" until its bucket refills.
+/// configuration: past `handshake_rate_per_ip` (20 a second) each address
+/// is refused "busy", answered only once its bucket has a token again, so
+/// that looping on refusals gains the attacker nothing.
 #[test]
 fn complete_handshake_flood() {
     run_case(
@@ -1269,6 +1277,8 @@ fn attacker_sharing_the_clients_address() {
             "the attacker shares its address, and so its limits",
         ));
     case.fresh_sources = vec![shared];
+    // 10 a second, within the address's handshake rate while it is quiet.
+    case.fresh_every = Duration::from_millis(100);
     run_case(case, |target| async move {
         let limit = defaults().preface_timeout + MARGIN;
         let sources = [shared, shared];
