@@ -3,15 +3,22 @@
 //!
 //! A connection is *pending* from `accept` until its preface and security
 //! handshake are done. Pending connections are bounded in total, per IP
-//! address and per network prefix (IPv4 /24 and IPv6 /64 by default). When
-//! a bound is reached, the newcomer is not refused: it evicts a pending
-//! connection in that scope, whose task is aborted and whose socket closes
-//! at once: one that has sent no whole preface if there is any, else the
-//! one that has gone longest without progress (see [`eviction_rank`]). A
-//! few hundred (or thousand) silent sockets, or stalled handshakes,
-//! therefore only evict each other, while a client that sends its preface
-//! and handshake at once is past the silent ones and has progressed more
-//! recently than the stalled ones.
+//! address and per network prefix (IPv4 /24 and IPv6 /64 by default).
+//!
+//! When the total is reached (or `max_connections`, with pending
+//! connections among them), the newcomer is not refused: it evicts a
+//! pending connection, whose task is aborted and whose socket closes at
+//! once: one that has sent no whole preface if there is any, else the one
+//! that has gone longest without progress (see [`eviction_rank`]). Silent
+//! sockets and stalled handshakes spread over many addresses therefore only
+//! evict each other, while a client that sends its preface and handshake
+//! at once is past the silent ones and has progressed more recently than
+//! the stalled ones.
+//!
+//! An address (or prefix) at its own bound is refused instead: evicting
+//! its own connections would only have the server churn through an
+//! attacker's sockets as fast as it reconnects them, while a refusal waits
+//! for a preface (up to the preface timeout) before it closes.
 //!
 //! Completed handshakes are rate-limited per address and per prefix (token
 //! buckets holding one second's worth), so that a flood of valid handshakes
@@ -36,15 +43,8 @@ const BUCKETS_KEPT: usize = 4096;
 pub(crate) enum Eviction {
     /// `server.max_pending`.
     Total,
-    /// `server.max_pending_per_ip`.
-    PerIp,
-    /// `server.max_pending_per_prefix`.
-    PerPrefix,
     /// `server.max_connections`, with pending connections among them.
     Connections,
-    /// `server.max_connections_per_ip`, with pending connections of that
-    /// address among them.
-    ConnectionsPerIp,
 }
 
 impl Eviction {
@@ -52,10 +52,7 @@ impl Eviction {
     pub(crate) fn reason(self) -> &'static str {
         match self {
             Self::Total => "max_pending",
-            Self::PerIp => "max_pending_per_ip",
-            Self::PerPrefix => "max_pending_per_prefix",
             Self::Connections => "max_connections",
-            Self::ConnectionsPerIp => "max_connections_per_ip",
         }
     }
 }
@@ -147,28 +144,32 @@ impl Admission {
         }
     }
 
-    /// Counts a new connection from `ip` as pending, evicting whatever the
-    /// full bounds require; returns its ticket and the evictions made.
-    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> (Ticket, Vec<Eviction>) {
+    /// The refusal reason when `ip`, or its prefix, already has as many
+    /// pending connections as it may: past its own budget, an address is
+    /// refused rather than let evict its own connections, which would only
+    /// have the server churn through an attacker's sockets as fast as it
+    /// reconnects them (its refusal waits for a preface, up to the preface
+    /// timeout, like any other).
+    pub(crate) fn address_full(&self, ip: Option<IpAddr>) -> Option<&'static str> {
+        let ip = ip?;
+        let prefix = self.prefix(ip);
+        let state = self.lock();
+        if state.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip {
+            return Some("max_pending_per_ip");
+        }
+        if state.per_prefix.get(&prefix).copied().unwrap_or(0) >= self.limits.per_prefix {
+            return Some("max_pending_per_prefix");
+        }
+        None
+    }
+
+    /// Counts a new connection from `ip` as pending, evicting one when
+    /// `max_pending` is full; returns its ticket and the eviction made.
+    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> (Ticket, Option<Eviction>) {
         let prefix = ip.map(|ip| self.prefix(ip));
-        let limits = self.limits;
-        let mut evicted = Vec::new();
         let mut state = self.lock();
-        if let Some(ip) = ip
-            && state.per_ip.get(&ip).copied().unwrap_or(0) >= limits.per_ip
-            && state.evict(|p| p.ip == Some(ip))
-        {
-            evicted.push(Eviction::PerIp);
-        }
-        if let Some(prefix) = prefix
-            && state.per_prefix.get(&prefix).copied().unwrap_or(0) >= limits.per_prefix
-            && state.evict(|p| p.prefix == Some(prefix))
-        {
-            evicted.push(Eviction::PerPrefix);
-        }
-        if state.pending.len() >= limits.total && state.evict(|_| true) {
-            evicted.push(Eviction::Total);
-        }
+        let evicted = (state.pending.len() >= self.limits.total && state.evict(|_| true))
+            .then_some(Eviction::Total);
         let id = state.next_id;
         state.next_id += 1;
         let progress = Arc::new(HandshakeProgress::default());
@@ -199,10 +200,10 @@ impl Admission {
         (ticket, evicted)
     }
 
-    /// Evicts a pending connection (from `ip`, when given), as a newcomer
-    /// does when a pending bound is full; false if there is none.
-    pub(crate) fn evict_for(&self, ip: Option<IpAddr>) -> bool {
-        self.lock().evict(|p| ip.is_none() || p.ip == ip)
+    /// Evicts a pending connection, as a newcomer does when `max_pending`
+    /// is full; false if there is none.
+    pub(crate) fn evict_one(&self) -> bool {
+        self.lock().evict(|_| true)
     }
 
     /// Records the task running the handshake of ticket `id`, so that an
@@ -470,7 +471,7 @@ mod tests {
         c.progress().reached(HandshakeStage::Preface);
         // b is the oldest that sent nothing.
         let (_e, evicted) = admission.admit(ip("10.0.5.1"));
-        assert_eq!(evicted, vec![Eviction::Total]);
+        assert_eq!(evicted, Some(Eviction::Total));
         let state = admission.lock();
         assert!(state.pending.contains_key(&a.id()));
         assert!(!state.pending.contains_key(&b.id()));
@@ -494,7 +495,7 @@ mod tests {
         // Half-open handshakes that stalled before the newcomer arrived go
         // first, oldest first, though they are further along.
         let (_e, evicted) = admission.admit(ip("10.0.8.1"));
-        assert_eq!(evicted, vec![Eviction::Total]);
+        assert_eq!(evicted, Some(Eviction::Total));
         let state = admission.lock();
         assert!(!state.pending.contains_key(&held[0].id()));
         assert!(state.pending.contains_key(&held[1].id()));
@@ -514,50 +515,54 @@ mod tests {
         // Newer than all of them, but silent.
         let (silent, _) = admission.admit(ip("10.0.9.1"));
         let (_e, evicted) = admission.admit(ip("10.0.8.1"));
-        assert_eq!(evicted, vec![Eviction::Total]);
+        assert_eq!(evicted, Some(Eviction::Total));
         let state = admission.lock();
         assert!(!state.pending.contains_key(&silent.id()));
         assert!(past.iter().all(|t| state.pending.contains_key(&t.id())));
     }
 
     #[test]
-    fn a_full_address_evicts_its_own_connection() {
+    fn a_full_address_or_prefix_is_refused_and_evicts_nothing() {
         let admission = Arc::new(Admission::new(&config()));
-        let (other, _) = admission.admit(ip("10.0.9.9"));
-        let held: Vec<_> = (0..3).map(|_| admission.admit(ip("10.0.1.1")).0).collect();
-        let (_new, evicted) = admission.admit(ip("10.0.1.1"));
-        assert_eq!(evicted, vec![Eviction::PerIp]);
-        let state = admission.lock();
-        assert!(state.pending.contains_key(&other.id()), "another address");
-        assert!(!state.pending.contains_key(&held[0].id()), "the oldest");
-        assert_eq!(state.per_ip.get(&"10.0.1.1".parse().unwrap()), Some(&3));
-    }
-
-    #[test]
-    fn ipv6_addresses_share_a_64_prefix() {
-        let admission = Arc::new(Admission::new(&config()));
-        let held: Vec<_> = (1..=4)
+        let _held: Vec<_> = (0..3).map(|_| admission.admit(ip("10.0.1.1")).0).collect();
+        assert_eq!(
+            admission.address_full(ip("10.0.1.1")),
+            Some("max_pending_per_ip")
+        );
+        // Its prefix has room for one more, from another address.
+        assert_eq!(admission.address_full(ip("10.0.1.2")), None);
+        let (_fourth, _) = admission.admit(ip("10.0.1.2"));
+        assert_eq!(
+            admission.address_full(ip("10.0.1.3")),
+            Some("max_pending_per_prefix")
+        );
+        // IPv6 addresses count by their /64.
+        let _v6: Vec<_> = (1..=3)
             .map(|i| admission.admit(ip(&format!("2001:db8::{i}"))).0)
             .collect();
-        let (_new, evicted) = admission.admit(ip("2001:db8::ffff"));
-        assert_eq!(evicted, vec![Eviction::PerPrefix]);
-        assert!(!admission.lock().pending.contains_key(&held[0].id()));
-        // Another /64 is not affected.
-        let (_far, evicted) = admission.admit(ip("2001:db8:0:1::1"));
-        assert_eq!(evicted, vec![Eviction::Total]);
+        assert_eq!(admission.address_full(ip("2001:db8::ffff")), None);
+        let _one_more = admission.admit(ip("2001:db8::ffff"));
+        assert_eq!(
+            admission.address_full(ip("2001:db8::1:2")),
+            Some("max_pending_per_prefix")
+        );
+        assert_eq!(admission.address_full(ip("2001:db8:0:1::1")), None);
+        assert_eq!(admission.address_full(None), None);
     }
 
     #[test]
-    fn evict_for_takes_a_pending_connection_of_that_address_if_any() {
+    fn evict_one_takes_a_pending_connection_if_any() {
         let admission = Arc::new(Admission::new(&config()));
-        assert!(!admission.evict_for(None), "nothing pending");
+        assert!(!admission.evict_one(), "nothing pending");
         let (a, _) = admission.admit(ip("10.0.1.1"));
         let (b, _) = admission.admit(ip("10.0.2.1"));
-        assert!(!admission.evict_for(ip("10.0.3.1")));
-        assert!(admission.evict_for(ip("10.0.2.1")));
+        assert!(admission.evict_one());
         let state = admission.lock();
-        assert!(state.pending.contains_key(&a.id()));
-        assert!(!state.pending.contains_key(&b.id()));
+        assert!(
+            !state.pending.contains_key(&a.id()),
+            "the oldest silent one"
+        );
+        assert!(state.pending.contains_key(&b.id()));
     }
 
     #[tokio::test]
@@ -569,7 +574,7 @@ mod tests {
         let (first, _) = admission.admit(ip("10.0.1.1"));
         // Evicted before its task was attached.
         let (second, evicted) = admission.admit(ip("10.0.2.1"));
-        assert_eq!(evicted, vec![Eviction::Total]);
+        assert_eq!(evicted, Some(Eviction::Total));
         let late = tokio::spawn(std::future::pending::<()>());
         admission.attach(first.id(), late.abort_handle());
         assert!(late.await.unwrap_err().is_cancelled());
@@ -577,7 +582,7 @@ mod tests {
         let running = tokio::spawn(std::future::pending::<()>());
         admission.attach(second.id(), running.abort_handle());
         let (_third, evicted) = admission.admit(ip("10.0.3.1"));
-        assert_eq!(evicted, vec![Eviction::Total]);
+        assert_eq!(evicted, Some(Eviction::Total));
         assert!(running.await.unwrap_err().is_cancelled());
         assert!(admission.lock().unattached_evictions.is_empty());
     }

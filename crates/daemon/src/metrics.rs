@@ -15,8 +15,8 @@
 //! | Name | Type | Labels | Meaning |
 //! |------|------|--------|---------|
 //! | `netproto_connections_open` | gauge | | Connections open now, those still in their handshake included. |
-//! | `netproto_connections_refused_total` | counter | `reason`: `max_connections`, `max_connections_per_ip`, `handshake_rate_per_ip`, `handshake_rate_per_prefix` | Connections refused at a limit (answered "busy" and closed). |
-//! | `netproto_connections_evicted_total` | counter | `reason`: `max_pending`, `max_pending_per_ip`, `max_pending_per_prefix`, `max_connections`, `max_connections_per_ip` | Connections not established yet that a newcomer evicted when that bound was full (closed at once, unanswered). |
+//! | `netproto_connections_refused_total` | counter | `reason`: `max_connections`, `max_connections_per_ip`, `max_pending_per_ip`, `max_pending_per_prefix`, `handshake_rate_per_ip`, `handshake_rate_per_prefix` | Connections refused at a limit (answered "busy" once their preface arrives, and closed). |
+//! | `netproto_connections_evicted_total` | counter | `reason`: `max_pending`, `max_connections` | Connections not established yet that a newcomer evicted when that bound was full (closed at once, unanswered). |
 //! | `netproto_handshakes_completed_total` | counter | | Connections whose preface and security handshake succeeded. |
 //! | `netproto_handshakes_failed_total` | counter | `reason`: `preface_timeout`, `timeout`, `preface`, `noise`, `tls`, `first_header`, `closed`, `io`, `other` | Connections whose preface or handshake failed: no preface within `server.preface_timeout`, timed out, a bad or mismatched preface, a failed Noise handshake (or a client key not allowed), a failed TLS handshake or pin, the peer closing, a socket error. |
 //! | `netproto_connection_errors_total` | counter | `kind`: `timeout_idle`, `timeout_write`, `timeout_heartbeat`, `protocol`, `compression`, `crypto`, `tls`, `closed`, `io`, `other` | Established connections that ended with an error instead of a clean close: which timeout expired, a protocol violation, a corrupt compressed body, a record that failed to open, the peer vanishing mid-stream, a socket error. |
@@ -83,19 +83,15 @@ pub const BACKPRESSURE_REFUSALS: &str = "netproto_backpressure_refusals_total";
 /// How often a live connection's transport counters are folded in.
 pub const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 
-const REFUSAL_REASONS: [&str; 4] = [
+const REFUSAL_REASONS: [&str; 6] = [
     "max_connections",
     "max_connections_per_ip",
+    "max_pending_per_ip",
+    "max_pending_per_prefix",
     "handshake_rate_per_ip",
     "handshake_rate_per_prefix",
 ];
-const EVICTION_REASONS: [&str; 5] = [
-    "max_pending",
-    "max_pending_per_ip",
-    "max_pending_per_prefix",
-    "max_connections",
-    "max_connections_per_ip",
-];
+const EVICTION_REASONS: [&str; 2] = ["max_pending", "max_connections"];
 const HANDSHAKE_REASONS: [&str; 9] = [
     "preface_timeout",
     "timeout",

@@ -598,12 +598,13 @@ impl Acceptor {
 
     /// Applies the limits to a new connection from `ip`: the limit that
     /// refuses it, or the eviction that made room for it. At
-    /// `max_connections` (or an address's `max_connections_per_ip`) a
-    /// pending connection (of that address) is evicted rather than the
+    /// `max_connections` a pending connection is evicted rather than the
     /// newcomer refused, as long as there is one: connections that never
-    /// speak cannot fill those limits against new clients either. The
+    /// speak cannot fill that limit against new clients either. (The
     /// evicted connection's count drops as soon as its aborted task is
-    /// dropped, a moment later.
+    /// dropped, a moment later.) The limits of one address or prefix refuse:
+    /// evicting an address's own connections for it would only churn
+    /// through an attacker's sockets as fast as it reconnects them.
     fn check_limits(&self, ip: Option<IpAddr>) -> Result<Option<Eviction>, Refusal> {
         if let Some((reason, wait)) = self.admission.rate_limited(ip) {
             // Answered once the address may connect again (at most
@@ -615,24 +616,23 @@ impl Acceptor {
                 delay: wait.min(RATE_REFUSAL_DELAY),
             });
         }
-        let limits = &self.limits;
-        if self.stats.active.load(Ordering::Relaxed) >= limits.max_connections {
-            return match self.admission.evict_for(None) {
-                true => Ok(Some(Eviction::Connections)),
-                false => Err(Refusal::now("max_connections")),
-            };
-        }
         if let Some(ip) = ip {
             let count = {
                 let map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
                 map.get(&ip).copied().unwrap_or(0)
             };
-            if count >= limits.max_connections_per_ip {
-                return match self.admission.evict_for(Some(ip)) {
-                    true => Ok(Some(Eviction::ConnectionsPerIp)),
-                    false => Err(Refusal::now("max_connections_per_ip")),
-                };
+            if count >= self.limits.max_connections_per_ip {
+                return Err(Refusal::now("max_connections_per_ip"));
             }
+        }
+        if let Some(reason) = self.admission.address_full(ip) {
+            return Err(Refusal::now(reason));
+        }
+        if self.stats.active.load(Ordering::Relaxed) >= self.limits.max_connections {
+            return match self.admission.evict_one() {
+                true => Ok(Some(Eviction::Connections)),
+                false => Err(Refusal::now("max_connections")),
+            };
         }
         Ok(None)
     }

@@ -1261,10 +1261,11 @@ async fn complete_handshakes(target: &Target, from: &[IpAddr]) -> (usize, usize)
 
 /// An attacker on the fresh client's own address: 300 silent sockets,
 /// replaced when closed, and 2 tasks completing handshakes as fast as they
-/// can. Measured, not judged: the address's pending connections evict each
-/// other (the fresh client's is past its preface, so it is not the one
-/// evicted), but the address's handshake rate is shared, so some of the
-/// fresh client's connections are refused "busy".
+/// can. Measured, not judged: the address's limits are the attacker's too.
+/// Past its `max_pending_per_ip` (128) the address's newcomers are refused
+/// "busy" (a refusal waits for the preface, so the silent ones are held up
+/// to the preface timeout instead of churning), and its handshakes count
+/// against one rate.
 #[test]
 fn attacker_sharing_the_clients_address() {
     let shared = IpAddr::V4(Ipv4Addr::new(127, 1, 0, 1));

@@ -387,39 +387,71 @@ async fn silent_sockets_are_evicted_for_new_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_sockets_at_the_connection_limits_are_evicted_for_new_clients() {
+async fn silent_sockets_at_max_connections_are_evicted_for_new_clients() {
     let case = async {
-        for (total, per_ip, reason) in [
-            (20, 1000, "max_connections"),
-            (1000, 20, "max_connections_per_ip"),
-        ] {
-            let mut config = base_config("noise");
-            config.server.max_connections = total;
-            config.server.max_connections_per_ip = per_ip;
-            config.server.metrics_address = Some("127.0.0.1:0".into());
-            config.client.auto_reconnect = false;
-            let (handle, client_config, task) = start(config).await;
-            let _silent = silent_sockets(&client_config.client.address, 30).await;
-            let stats = handle.stats();
-            eventually(|| stats.evicted() >= 10).await;
-            // The limit is full of sockets that never spoke: a client still
-            // gets in, in place of one of them.
-            let client = Client::connect(client_config.clone()).await.unwrap();
-            let text = Message::Echo(format!("past the silent sockets at {reason}"));
-            assert_eq!(client.request(&text).await.unwrap(), text);
-            client.close().await.unwrap();
-            assert_eq!(stats.refused(), 0);
-            let metrics = handle.metrics().unwrap();
-            assert!(
-                metrics.contains(&format!(
-                    "netproto_connections_evicted_total{{reason=\"{reason}\"}} {}",
-                    stats.evicted()
-                )),
-                "{metrics}"
-            );
-            handle.shutdown(Some(Duration::from_secs(2))).await;
-            task.await.unwrap();
+        let mut config = base_config("noise");
+        config.server.max_connections = 20;
+        config.server.metrics_address = Some("127.0.0.1:0".into());
+        config.client.auto_reconnect = false;
+        let (handle, client_config, task) = start(config).await;
+        let _silent = silent_sockets(&client_config.client.address, 30).await;
+        let stats = handle.stats();
+        eventually(|| stats.evicted() >= 10).await;
+        // The limit is full of sockets that never spoke: a client still
+        // gets in, in place of one of them.
+        let client = Client::connect(client_config.clone()).await.unwrap();
+        let text = Message::Echo("past the silent sockets at max_connections".into());
+        assert_eq!(client.request(&text).await.unwrap(), text);
+        client.close().await.unwrap();
+        assert_eq!(stats.refused(), 0);
+        let metrics = handle.metrics().unwrap();
+        assert!(
+            metrics.contains(&format!(
+                "netproto_connections_evicted_total{{reason=\"max_connections\"}} {}",
+                stats.evicted()
+            )),
+            "{metrics}"
+        );
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_past_its_pending_budget_is_refused_busy() {
+    let case = async {
+        let mut config = base_config("noise");
+        config.server.max_pending_per_ip = 5;
+        config.server.metrics_address = Some("127.0.0.1:0".into());
+        config.client.auto_reconnect = false;
+        let (handle, client_config, task) = start(config).await;
+        let silent = silent_sockets(&client_config.client.address, 5).await;
+        // Its own silent sockets are not evicted for it: it is refused.
+        let error = Client::connect(client_config.clone()).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::GaveUp { last, .. } if matches!(**last, Error::Transport(netproto_transport::Error::Refused { status: netproto_wire::PrefaceStatus::Busy, .. }))),
+            "{error:?}"
+        );
+        assert_eq!(handle.stats().evicted(), 0);
+        let metrics = handle.metrics().unwrap();
+        assert!(
+            metrics.contains("netproto_connections_refused_total{reason=\"max_pending_per_ip\"} 1"),
+            "{metrics}"
+        );
+        // Once they go, the address is admitted again.
+        drop(silent);
+        let mut admitted = None;
+        for _ in 0..50 {
+            if let Ok(client) = Client::connect(client_config.clone()).await {
+                admitted = Some(client);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        admitted.expect("admitted once its pending sockets closed");
+        handle.shutdown(Some(Duration::from_secs(2))).await;
+        task.await.unwrap();
     };
     tokio::time::timeout(LIMIT, case).await.unwrap();
 }
