@@ -35,6 +35,12 @@ use tokio::task::AbortHandle;
 
 use crate::config::ServerConfig;
 
+/// How long a handshake must have made no progress before a newcomer may
+/// evict it: a client answers within a round trip, so one silent this long
+/// has stalled, while one that progressed more recently is still running and
+/// is left to finish (the newcomer is refused if nothing else can go).
+pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(1);
+
 /// Rate buckets kept at most before full ones are forgotten.
 const BUCKETS_KEPT: usize = 4096;
 
@@ -71,6 +77,9 @@ struct Limits {
     per_prefix: usize,
     ipv4_prefix_len: u8,
     ipv6_prefix_len: u8,
+    /// How long a connection past its preface must have made no progress
+    /// before it may be evicted: [`STALLED_AFTER`].
+    stalled_after: Duration,
 }
 
 #[derive(Debug)]
@@ -108,6 +117,7 @@ impl Admission {
                 per_prefix: config.max_pending_per_prefix,
                 ipv4_prefix_len: config.ipv4_prefix_len,
                 ipv6_prefix_len: config.ipv6_prefix_len,
+                stalled_after: STALLED_AFTER,
             },
             state: Mutex::new(State {
                 next_id: 0,
@@ -144,32 +154,41 @@ impl Admission {
         }
     }
 
-    /// The refusal reason when `ip`, or its prefix, already has as many
-    /// pending connections as it may: past its own budget, an address is
-    /// refused rather than let evict its own connections, which would only
-    /// have the server churn through an attacker's sockets as fast as it
-    /// reconnects them (its refusal waits for a preface, up to the preface
-    /// timeout, like any other).
-    pub(crate) fn address_full(&self, ip: Option<IpAddr>) -> Option<&'static str> {
-        let ip = ip?;
-        let prefix = self.prefix(ip);
-        let state = self.lock();
-        if state.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip {
-            return Some("max_pending_per_ip");
-        }
-        if state.per_prefix.get(&prefix).copied().unwrap_or(0) >= self.limits.per_prefix {
-            return Some("max_pending_per_prefix");
-        }
-        None
-    }
-
-    /// Counts a new connection from `ip` as pending, evicting one when
-    /// `max_pending` is full; returns its ticket and the eviction made.
-    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> (Ticket, Option<Eviction>) {
+    /// Makes room for a new pending connection from `ip`: the eviction
+    /// made, if any, or the refusal reason. An address (or prefix) at its
+    /// own budget is refused rather than let evict its own connections,
+    /// which would only have the server churn through an attacker's sockets
+    /// as fast as it reconnects them (its refusal waits for a preface, up
+    /// to the preface timeout, like any other). At the total budget a
+    /// pending connection is evicted if one may go ([`State::evict`]), and
+    /// the newcomer refused if none may.
+    pub(crate) fn make_room(&self, ip: Option<IpAddr>) -> Result<Option<Eviction>, &'static str> {
         let prefix = ip.map(|ip| self.prefix(ip));
         let mut state = self.lock();
-        let evicted = (state.pending.len() >= self.limits.total && state.evict(|_| true))
-            .then_some(Eviction::Total);
+        if let Some(ip) = ip
+            && state.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip
+        {
+            return Err("max_pending_per_ip");
+        }
+        if let Some(prefix) = prefix
+            && state.per_prefix.get(&prefix).copied().unwrap_or(0) >= self.limits.per_prefix
+        {
+            return Err("max_pending_per_prefix");
+        }
+        if state.pending.len() < self.limits.total {
+            return Ok(None);
+        }
+        match state.evict(self.limits.stalled_after) {
+            true => Ok(Some(Eviction::Total)),
+            false => Err("max_pending"),
+        }
+    }
+
+    /// Counts a new connection from `ip` as pending (after
+    /// [`make_room`](Self::make_room)); returns its ticket.
+    pub(crate) fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Ticket {
+        let prefix = ip.map(|ip| self.prefix(ip));
+        let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
         let progress = Arc::new(HandshakeProgress::default());
@@ -190,20 +209,19 @@ impl Admission {
             },
         );
         drop(state);
-        let ticket = Ticket {
+        Ticket {
             admission: self.clone(),
             id,
             ip,
             progress,
             done: false,
-        };
-        (ticket, evicted)
+        }
     }
 
     /// Evicts a pending connection, as a newcomer does when `max_pending`
-    /// is full; false if there is none.
+    /// is full; false if none may go (see [`State::evict`]).
     pub(crate) fn evict_one(&self) -> bool {
-        self.lock().evict(|_| true)
+        self.lock().evict(self.limits.stalled_after)
     }
 
     /// Records the task running the handshake of ticket `id`, so that an
@@ -252,9 +270,12 @@ fn leading(bits: u128, width: u32, len: u8) -> u128 {
 }
 
 impl State {
-    /// Evicts, of the pending connections that `within` selects, the one
-    /// to lose first (see [`eviction_rank`]); false if `within` selects none.
-    fn evict(&mut self, within: impl Fn(&Pending) -> bool) -> bool {
+    /// Evicts the pending connection to lose first (see [`eviction_rank`]),
+    /// of those that may go: any that has sent no whole preface, and those
+    /// past it that have made no progress for `stalled_after`. False if
+    /// none may.
+    fn evict(&mut self, stalled_after: Duration) -> bool {
+        let now = Instant::now();
         let mut victim: Option<(u64, Rank)> = None;
         for (id, pending) in &self.pending {
             if let Some((_, (false, silent_since, _))) = victim
@@ -264,10 +285,11 @@ impl State {
                 // here on was admitted after it: none ranks before it.
                 break;
             }
-            if !within(pending) {
+            let rank = eviction_rank(&pending.progress);
+            let (spoke, progressed_at, _) = rank;
+            if spoke && now.saturating_duration_since(progressed_at) < stalled_after {
                 continue;
             }
-            let rank = eviction_rank(&pending.progress);
             if victim.is_none_or(|(_, best)| rank < best) {
                 victim = Some((*id, rank));
             }
@@ -456,22 +478,32 @@ mod tests {
         }
     }
 
+    /// Admission with `config`, where a handshake has stalled after 1 ms.
+    fn admission(config: ServerConfig) -> Arc<Admission> {
+        let mut admission = Admission::new(&config);
+        admission.limits.stalled_after = Duration::from_millis(1);
+        Arc::new(admission)
+    }
+
     fn ip(text: &str) -> Option<IpAddr> {
         Some(text.parse().unwrap())
     }
 
     #[test]
     fn the_socket_longest_without_progress_is_evicted_when_full() {
-        let admission = Arc::new(Admission::new(&config()));
-        let (a, _) = admission.admit(ip("10.0.1.1"));
-        let (b, _) = admission.admit(ip("10.0.2.1"));
-        let (c, _) = admission.admit(ip("10.0.3.1"));
-        let (d, _) = admission.admit(ip("10.0.4.1"));
+        let admission = admission(config());
+        let a = admission.admit(ip("10.0.1.1"));
+        let b = admission.admit(ip("10.0.2.1"));
+        let c = admission.admit(ip("10.0.3.1"));
+        let d = admission.admit(ip("10.0.4.1"));
         a.progress().reached(HandshakeStage::Handshake);
         c.progress().reached(HandshakeStage::Preface);
         // b is the oldest that sent nothing.
-        let (_e, evicted) = admission.admit(ip("10.0.5.1"));
-        assert_eq!(evicted, Some(Eviction::Total));
+        assert_eq!(
+            admission.make_room(ip("10.0.5.1")),
+            Ok(Some(Eviction::Total))
+        );
+        let _e = admission.admit(ip("10.0.5.1"));
         let state = admission.lock();
         assert!(state.pending.contains_key(&a.id()));
         assert!(!state.pending.contains_key(&b.id()));
@@ -482,20 +514,23 @@ mod tests {
 
     #[test]
     fn a_stalled_handshake_goes_before_a_newer_client_past_its_preface() {
-        let admission = Arc::new(Admission::new(&config()));
+        let admission = admission(config());
         let held: Vec<_> = (0..3)
-            .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))).0)
+            .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))))
             .collect();
         for ticket in &held {
             ticket.progress().reached(HandshakeStage::Handshake);
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let (newer, _) = admission.admit(ip("10.0.9.1"));
+        std::thread::sleep(Duration::from_millis(2));
+        let newer = admission.admit(ip("10.0.9.1"));
         newer.progress().reached(HandshakeStage::Preface);
         // Half-open handshakes that stalled before the newcomer arrived go
         // first, oldest first, though they are further along.
-        let (_e, evicted) = admission.admit(ip("10.0.8.1"));
-        assert_eq!(evicted, Some(Eviction::Total));
+        assert_eq!(
+            admission.make_room(ip("10.0.8.1")),
+            Ok(Some(Eviction::Total))
+        );
+        let _e = admission.admit(ip("10.0.8.1"));
         let state = admission.lock();
         assert!(!state.pending.contains_key(&held[0].id()));
         assert!(state.pending.contains_key(&held[1].id()));
@@ -503,19 +538,38 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_socket_goes_before_any_that_sent_its_preface() {
+    fn a_handshake_that_is_still_progressing_is_not_evicted() {
+        // With the real threshold (1 s), handshakes that just progressed
+        // are left to finish: the newcomer is refused.
         let admission = Arc::new(Admission::new(&config()));
+        let held: Vec<_> = (0..4)
+            .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))))
+            .collect();
+        for ticket in &held {
+            ticket.progress().reached(HandshakeStage::Handshake);
+        }
+        assert!(!admission.evict_one());
+        assert_eq!(admission.make_room(ip("10.0.9.1")), Err("max_pending"));
+        assert_eq!(admission.pending(), 4);
+    }
+
+    #[test]
+    fn a_silent_socket_goes_before_any_that_sent_its_preface() {
+        let admission = admission(config());
         let past: Vec<_> = (0..3)
-            .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))).0)
+            .map(|i| admission.admit(ip(&format!("10.0.{i}.1"))))
             .collect();
         for ticket in &past {
             ticket.progress().reached(HandshakeStage::Preface);
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(2));
         // Newer than all of them, but silent.
-        let (silent, _) = admission.admit(ip("10.0.9.1"));
-        let (_e, evicted) = admission.admit(ip("10.0.8.1"));
-        assert_eq!(evicted, Some(Eviction::Total));
+        let silent = admission.admit(ip("10.0.9.1"));
+        assert_eq!(
+            admission.make_room(ip("10.0.8.1")),
+            Ok(Some(Eviction::Total))
+        );
+        let _e = admission.admit(ip("10.0.8.1"));
         let state = admission.lock();
         assert!(!state.pending.contains_key(&silent.id()));
         assert!(past.iter().all(|t| state.pending.contains_key(&t.id())));
@@ -523,39 +577,42 @@ mod tests {
 
     #[test]
     fn a_full_address_or_prefix_is_refused_and_evicts_nothing() {
-        let admission = Arc::new(Admission::new(&config()));
-        let _held: Vec<_> = (0..3).map(|_| admission.admit(ip("10.0.1.1")).0).collect();
+        let admission = admission(ServerConfig {
+            max_pending: 100,
+            ..config()
+        });
+        let _held: Vec<_> = (0..3).map(|_| admission.admit(ip("10.0.1.1"))).collect();
         assert_eq!(
-            admission.address_full(ip("10.0.1.1")),
+            admission.make_room(ip("10.0.1.1")).err(),
             Some("max_pending_per_ip")
         );
         // Its prefix has room for one more, from another address.
-        assert_eq!(admission.address_full(ip("10.0.1.2")), None);
-        let (_fourth, _) = admission.admit(ip("10.0.1.2"));
+        assert_eq!(admission.make_room(ip("10.0.1.2")).err(), None);
+        let _fourth = admission.admit(ip("10.0.1.2"));
         assert_eq!(
-            admission.address_full(ip("10.0.1.3")),
+            admission.make_room(ip("10.0.1.3")).err(),
             Some("max_pending_per_prefix")
         );
         // IPv6 addresses count by their /64.
         let _v6: Vec<_> = (1..=3)
-            .map(|i| admission.admit(ip(&format!("2001:db8::{i}"))).0)
+            .map(|i| admission.admit(ip(&format!("2001:db8::{i}"))))
             .collect();
-        assert_eq!(admission.address_full(ip("2001:db8::ffff")), None);
+        assert_eq!(admission.make_room(ip("2001:db8::ffff")).err(), None);
         let _one_more = admission.admit(ip("2001:db8::ffff"));
         assert_eq!(
-            admission.address_full(ip("2001:db8::1:2")),
+            admission.make_room(ip("2001:db8::1:2")).err(),
             Some("max_pending_per_prefix")
         );
-        assert_eq!(admission.address_full(ip("2001:db8:0:1::1")), None);
-        assert_eq!(admission.address_full(None), None);
+        assert_eq!(admission.make_room(ip("2001:db8:0:1::1")).err(), None);
+        assert_eq!(admission.make_room(None).err(), None);
     }
 
     #[test]
     fn evict_one_takes_a_pending_connection_if_any() {
-        let admission = Arc::new(Admission::new(&config()));
+        let admission = admission(config());
         assert!(!admission.evict_one(), "nothing pending");
-        let (a, _) = admission.admit(ip("10.0.1.1"));
-        let (b, _) = admission.admit(ip("10.0.2.1"));
+        let a = admission.admit(ip("10.0.1.1"));
+        let b = admission.admit(ip("10.0.2.1"));
         assert!(admission.evict_one());
         let state = admission.lock();
         assert!(
@@ -567,31 +624,37 @@ mod tests {
 
     #[tokio::test]
     async fn evicted_tasks_are_aborted_even_when_attached_after() {
-        let admission = Arc::new(Admission::new(&ServerConfig {
+        let admission = admission(ServerConfig {
             max_pending: 1,
             ..config()
-        }));
-        let (first, _) = admission.admit(ip("10.0.1.1"));
+        });
+        let first = admission.admit(ip("10.0.1.1"));
         // Evicted before its task was attached.
-        let (second, evicted) = admission.admit(ip("10.0.2.1"));
-        assert_eq!(evicted, Some(Eviction::Total));
+        assert_eq!(
+            admission.make_room(ip("10.0.2.1")),
+            Ok(Some(Eviction::Total))
+        );
+        let second = admission.admit(ip("10.0.2.1"));
         let late = tokio::spawn(std::future::pending::<()>());
         admission.attach(first.id(), late.abort_handle());
         assert!(late.await.unwrap_err().is_cancelled());
         // Attached first, then evicted.
         let running = tokio::spawn(std::future::pending::<()>());
         admission.attach(second.id(), running.abort_handle());
-        let (_third, evicted) = admission.admit(ip("10.0.3.1"));
-        assert_eq!(evicted, Some(Eviction::Total));
+        assert_eq!(
+            admission.make_room(ip("10.0.3.1")),
+            Ok(Some(Eviction::Total))
+        );
+        let _third = admission.admit(ip("10.0.3.1"));
         assert!(running.await.unwrap_err().is_cancelled());
         assert!(admission.lock().unattached_evictions.is_empty());
     }
 
     #[test]
     fn dropped_and_established_tickets_free_their_place() {
-        let admission = Arc::new(Admission::new(&config()));
-        let (a, _) = admission.admit(ip("10.0.1.1"));
-        let (b, _) = admission.admit(ip("10.0.1.1"));
+        let admission = admission(config());
+        let a = admission.admit(ip("10.0.1.1"));
+        let b = admission.admit(ip("10.0.1.1"));
         assert_eq!(admission.pending(), 2);
         drop(a);
         b.established();
@@ -603,10 +666,10 @@ mod tests {
 
     #[test]
     fn completed_handshakes_are_rate_limited_per_address_and_prefix() {
-        let admission = Arc::new(Admission::new(&config()));
+        let admission = admission(config());
         for _ in 0..2 {
             assert_eq!(admission.rate_limited(ip("10.0.1.1")), None);
-            admission.admit(ip("10.0.1.1")).0.established();
+            admission.admit(ip("10.0.1.1")).established();
         }
         let (reason, wait) = admission.rate_limited(ip("10.0.1.1")).unwrap();
         assert_eq!(reason, "handshake_rate_per_ip");
@@ -616,9 +679,9 @@ mod tests {
             "{wait:?}"
         );
         // A failed handshake costs no token.
-        drop(admission.admit(ip("10.0.1.2")).0);
+        drop(admission.admit(ip("10.0.1.2")));
         assert_eq!(admission.rate_limited(ip("10.0.1.2")), None);
-        admission.admit(ip("10.0.1.2")).0.established();
+        admission.admit(ip("10.0.1.2")).established();
         assert_eq!(
             admission
                 .rate_limited(ip("10.0.1.3"))

@@ -15,7 +15,7 @@
 //! | Name | Type | Labels | Meaning |
 //! |------|------|--------|---------|
 //! | `netproto_connections_open` | gauge | | Connections open now, those still in their handshake included. |
-//! | `netproto_connections_refused_total` | counter | `reason`: `max_connections`, `max_connections_per_ip`, `max_pending_per_ip`, `max_pending_per_prefix`, `handshake_rate_per_ip`, `handshake_rate_per_prefix` | Connections refused at a limit (answered "busy" once their preface arrives, and closed). |
+//! | `netproto_connections_refused_total` | counter | `reason`: `max_connections`, `max_connections_per_ip`, `max_pending`, `max_pending_per_ip`, `max_pending_per_prefix`, `handshake_rate_per_ip`, `handshake_rate_per_prefix` | Connections refused at a limit (answered "busy" once their preface arrives, and closed). |
 //! | `netproto_connections_evicted_total` | counter | `reason`: `max_pending`, `max_connections` | Connections not established yet that a newcomer evicted when that bound was full (closed at once, unanswered). |
 //! | `netproto_handshakes_completed_total` | counter | | Connections whose preface and security handshake succeeded. |
 //! | `netproto_handshakes_failed_total` | counter | `reason`: `preface_timeout`, `timeout`, `preface`, `noise`, `tls`, `first_header`, `closed`, `io`, `other` | Connections whose preface or handshake failed: no preface within `server.preface_timeout`, timed out, a bad or mismatched preface, a failed Noise handshake (or a client key not allowed), a failed TLS handshake or pin, the peer closing, a socket error. |
@@ -83,9 +83,10 @@ pub const BACKPRESSURE_REFUSALS: &str = "netproto_backpressure_refusals_total";
 /// How often a live connection's transport counters are folded in.
 pub const FOLD_INTERVAL: Duration = Duration::from_secs(1);
 
-const REFUSAL_REASONS: [&str; 6] = [
+const REFUSAL_REASONS: [&str; 7] = [
     "max_connections",
     "max_connections_per_ip",
+    "max_pending",
     "max_pending_per_ip",
     "max_pending_per_prefix",
     "handshake_rate_per_ip",

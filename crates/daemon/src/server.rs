@@ -479,8 +479,8 @@ impl Acceptor {
                 }
             };
             let guard = ConnectionGuard::new(self.stats.clone(), self.per_ip.clone(), ip);
-            let (ticket, evicted) = self.admission.admit(ip);
-            for eviction in made_room.into_iter().chain(evicted) {
+            let ticket = self.admission.admit(ip);
+            for eviction in made_room.into_iter().flatten() {
                 self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                 self.stats.metrics.evicted(eviction.reason());
                 tracing::debug!(
@@ -597,15 +597,16 @@ impl Acceptor {
     }
 
     /// Applies the limits to a new connection from `ip`: the limit that
-    /// refuses it, or the eviction that made room for it. At
-    /// `max_connections` a pending connection is evicted rather than the
-    /// newcomer refused, as long as there is one: connections that never
-    /// speak cannot fill that limit against new clients either. (The
-    /// evicted connection's count drops as soon as its aborted task is
-    /// dropped, a moment later.) The limits of one address or prefix refuse:
-    /// evicting an address's own connections for it would only churn
-    /// through an attacker's sockets as fast as it reconnects them.
-    fn check_limits(&self, ip: Option<IpAddr>) -> Result<Option<Eviction>, Refusal> {
+    /// refuses it, or the evictions that made room for it. At `max_pending`
+    /// and at `max_connections` a pending connection that may go (see
+    /// `Admission::make_room`) is evicted rather than the newcomer refused:
+    /// connections that never speak cannot fill those limits against new
+    /// clients. (An evicted connection's count drops as soon as its aborted
+    /// task is dropped, a moment later.) The limits of one address or
+    /// prefix refuse: evicting an address's own connections for it would
+    /// only churn through an attacker's sockets as fast as it reconnects
+    /// them.
+    fn check_limits(&self, ip: Option<IpAddr>) -> Result<[Option<Eviction>; 2], Refusal> {
         if let Some((reason, wait)) = self.admission.rate_limited(ip) {
             // Answered once the address may connect again (at most
             // RATE_REFUSAL_DELAY): a client retrying at once, or an
@@ -625,16 +626,17 @@ impl Acceptor {
                 return Err(Refusal::now("max_connections_per_ip"));
             }
         }
-        if let Some(reason) = self.admission.address_full(ip) {
-            return Err(Refusal::now(reason));
-        }
-        if self.stats.active.load(Ordering::Relaxed) >= self.limits.max_connections {
-            return match self.admission.evict_one() {
-                true => Ok(Some(Eviction::Connections)),
-                false => Err(Refusal::now("max_connections")),
+        let pending = self.admission.make_room(ip).map_err(Refusal::now)?;
+        let connections =
+            if self.stats.active.load(Ordering::Relaxed) >= self.limits.max_connections {
+                match self.admission.evict_one() {
+                    true => Some(Eviction::Connections),
+                    false => return Err(Refusal::now("max_connections")),
+                }
+            } else {
+                None
             };
-        }
-        Ok(None)
+        Ok([pending, connections])
     }
 }
 

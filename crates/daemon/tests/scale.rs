@@ -5,7 +5,7 @@
 //!
 //! It runs in `cargo xtask stress` (built only with the `stress` feature):
 //! `cargo test --release -p netproto-daemon --features stress --test scale -- --nocapture`
-//! prints the figures (15.4 KiB per connection measured). It skips itself,
+//! prints the figures (15.4-15.6 KiB per connection measured). It skips itself,
 //! saying why, when `NETPROTO_SCALE=0` is set, and when the open-file limit
 //! cannot be raised high enough for 10,000 sockets on each side.
 

@@ -427,13 +427,15 @@ async fn an_address_past_its_pending_budget_is_refused_busy() {
         config.client.auto_reconnect = false;
         let (handle, client_config, task) = start(config).await;
         let silent = silent_sockets(&client_config.client.address, 5).await;
+        let stats = handle.stats();
+        eventually(|| stats.active() == 5).await;
         // Its own silent sockets are not evicted for it: it is refused.
         let error = Client::connect(client_config.clone()).await.unwrap_err();
         assert!(
             matches!(&error, Error::GaveUp { last, .. } if matches!(**last, Error::Transport(netproto_transport::Error::Refused { status: netproto_wire::PrefaceStatus::Busy, .. }))),
             "{error:?}"
         );
-        assert_eq!(handle.stats().evicted(), 0);
+        assert_eq!(stats.evicted(), 0);
         let metrics = handle.metrics().unwrap();
         assert!(
             metrics.contains("netproto_connections_refused_total{reason=\"max_pending_per_ip\"} 1"),
