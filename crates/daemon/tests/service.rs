@@ -349,71 +349,43 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_are_evicted_for_new_clients() {
     let case = async {
-        let mut config = base_config("noise");
-        config.server.max_pending = 16;
-        config.server.metrics_address = Some("127.0.0.1:0".into());
-        let (handle, client_config, task) = start(config).await;
-        let address = client_config.client.address.clone();
-        // Four times the budget of sockets that never send a byte.
-        let mut silent = silent_sockets(&address, 64).await;
-        let stats = handle.stats();
-        eventually(|| stats.evicted() >= 48).await;
-        // Every new client still gets in: the first evicts a silent socket,
-        // and each leaves its place to the next once established.
-        for i in 0..5 {
-            let client = Client::connect(client_config.clone()).await.unwrap();
-            let text = Message::Echo(format!("past the silent sockets {i}"));
-            assert_eq!(client.request(&text).await.unwrap(), text);
-            client.close().await.unwrap();
+        // A budget of 16, as max_pending and as max_connections.
+        for (max_pending, max_connections, reason) in
+            [(16, 10_000, "max_pending"), (8192, 16, "max_connections")]
+        {
+            let mut config = base_config("noise");
+            config.server.max_pending = max_pending;
+            config.server.max_connections = max_connections;
+            config.server.metrics_address = Some("127.0.0.1:0".into());
+            let (handle, client_config, task) = start(config).await;
+            // Four times the budget of sockets that never send a byte.
+            let mut silent = silent_sockets(&client_config.client.address, 64).await;
+            let stats = handle.stats();
+            eventually(|| stats.evicted() >= 48).await;
+            // Every new client still gets in, in place of a silent socket.
+            for i in 0..5 {
+                let client = Client::connect(client_config.clone()).await.unwrap();
+                let text = Message::Echo(format!("past the silent sockets at {reason}, {i}"));
+                assert_eq!(client.request(&text).await.unwrap(), text);
+                client.close().await.unwrap();
+            }
+            assert_eq!(stats.refused(), 0);
+            assert!(stats.evicted() >= 49, "{} evicted", stats.evicted());
+            // The oldest were evicted: closed by the server, unanswered.
+            for stream in silent.iter_mut().take(40) {
+                assert!(closed_within(stream, Duration::from_secs(1)).await);
+            }
+            let metrics = handle.metrics().unwrap();
+            assert!(
+                metrics.contains(&format!(
+                    "netproto_connections_evicted_total{{reason=\"{reason}\"}} {}",
+                    stats.evicted()
+                )),
+                "{metrics}"
+            );
+            handle.shutdown(Some(Duration::from_secs(2))).await;
+            task.await.unwrap();
         }
-        assert_eq!(stats.refused(), 0);
-        assert!(stats.evicted() >= 49, "{} evicted", stats.evicted());
-        // The oldest were evicted: closed by the server, unanswered.
-        for stream in silent.iter_mut().take(40) {
-            assert!(closed_within(stream, Duration::from_secs(1)).await);
-        }
-        let metrics = handle.metrics().unwrap();
-        assert!(
-            metrics.contains(&format!(
-                "netproto_connections_evicted_total{{reason=\"max_pending\"}} {}",
-                stats.evicted()
-            )),
-            "{metrics}"
-        );
-        handle.shutdown(Some(Duration::from_secs(2))).await;
-        task.await.unwrap();
-    };
-    tokio::time::timeout(LIMIT, case).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_sockets_at_max_connections_are_evicted_for_new_clients() {
-    let case = async {
-        let mut config = base_config("noise");
-        config.server.max_connections = 20;
-        config.server.metrics_address = Some("127.0.0.1:0".into());
-        config.client.auto_reconnect = false;
-        let (handle, client_config, task) = start(config).await;
-        let _silent = silent_sockets(&client_config.client.address, 30).await;
-        let stats = handle.stats();
-        eventually(|| stats.evicted() >= 10).await;
-        // The limit is full of sockets that never spoke: a client still
-        // gets in, in place of one of them.
-        let client = Client::connect(client_config.clone()).await.unwrap();
-        let text = Message::Echo("past the silent sockets at max_connections".into());
-        assert_eq!(client.request(&text).await.unwrap(), text);
-        client.close().await.unwrap();
-        assert_eq!(stats.refused(), 0);
-        let metrics = handle.metrics().unwrap();
-        assert!(
-            metrics.contains(&format!(
-                "netproto_connections_evicted_total{{reason=\"max_connections\"}} {}",
-                stats.evicted()
-            )),
-            "{metrics}"
-        );
-        handle.shutdown(Some(Duration::from_secs(2))).await;
-        task.await.unwrap();
     };
     tokio::time::timeout(LIMIT, case).await.unwrap();
 }
