@@ -41,6 +41,28 @@ const WIRE_NO_STD_ALLOWED: &[&str] = &[
     "thiserror-impl",
 ];
 
+/// The transport's connection core: sans-IO code inside a runtime crate.
+const CORE_DIR: &str = "crates/transport/src/proto";
+
+/// What the connection core must not use: a runtime, sockets, threads, the
+/// clock (time comes in as an argument), or the tokio-side modules around it.
+/// The deterministic tests under its `tests/` may read the clock once, for an
+/// origin.
+const CORE_FORBIDDEN: &[(&str, bool)] = &[
+    ("tokio", true),
+    ("mio", true),
+    ("std::net", true),
+    ("std::thread", true),
+    ("crate::connection", true),
+    ("crate::establish", true),
+    ("crate::sync", true),
+    ("Instant::now", false),
+    ("SystemTime", false),
+];
+
+/// The longest a source file under `crates/*/src` may be, in lines.
+const MAX_FILE_LINES: usize = 600;
+
 /// `cargo tree` output format: the package name and version only.
 const FORMAT: &str = "{p}";
 
@@ -99,11 +121,86 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
             ));
         }
     }
+    check_core(&mut problems)?;
+    check_file_sizes(&mut problems)?;
     if !problems.is_empty() {
         bail!("layering violations:\n  {}", problems.join("\n  "));
     }
     eprintln!("layering: {} crates checked, no violations", members.len());
     Ok(())
+}
+
+/// The connection core imports nothing that does I/O or keeps time.
+fn check_core(problems: &mut Vec<String>) -> anyhow::Result<()> {
+    let root = crate::project_root();
+    let files = rust_files(&root.join(CORE_DIR))?;
+    if files.is_empty() {
+        problems.push(format!("{CORE_DIR} holds no Rust files"));
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let relative = file
+            .strip_prefix(&root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let in_tests = relative.contains("/tests/");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for (pattern, everywhere) in CORE_FORBIDDEN {
+                if code.contains(pattern) && (*everywhere || !in_tests) {
+                    problems.push(format!(
+                        "{relative}:{}: the connection core uses {pattern}; it must stay sans-IO",
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No source file of a crate is longer than [`MAX_FILE_LINES`].
+fn check_file_sizes(problems: &mut Vec<String>) -> anyhow::Result<()> {
+    let root = crate::project_root();
+    for entry in std::fs::read_dir(root.join("crates"))? {
+        for file in rust_files(&entry?.path().join("src"))? {
+            let lines = std::fs::read_to_string(&file)?.lines().count();
+            if lines > MAX_FILE_LINES {
+                let relative = file
+                    .strip_prefix(&root)
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string();
+                problems.push(format!(
+                    "{relative} has {lines} lines; split it (at most {MAX_FILE_LINES})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every `.rs` file under `dir`, recursively; none when it does not exist.
+fn rust_files(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn layer_of(name: &str) -> Option<u8> {

@@ -124,7 +124,7 @@ pub async fn connect<I: Io>(
         let prologue = preface::client(&mut io, security.mode()).await?;
         match security {
             ClientSecurity::Plain | ClientSecurity::Tls { .. } => {
-                Ok((Protection::Plain, BytesMut::new(), plain_info(config)))
+                Ok((Protection::ByStream, BytesMut::new(), plain_info(config)))
             }
             ClientSecurity::Noise(noise_config) => {
                 let (session, leftover) =
@@ -345,7 +345,7 @@ pub async fn accept_handshake_within<I: Io>(
         let certificate = tls::client_certificate(&stream).cloned();
         return Ok(Accepted {
             stream: AcceptedStream::Tls(Box::new(stream)),
-            protection: Protection::Plain,
+            protection: Protection::ByStream,
             leftover: BytesMut::new(),
             info: tls_info(config, certificate),
             config: config.clone(),
@@ -355,7 +355,7 @@ pub async fn accept_handshake_within<I: Io>(
     let handshake = async {
         match security {
             ServerSecurity::Plain | ServerSecurity::Tls(_) => {
-                Ok((Protection::Plain, BytesMut::new(), plain_info(config)))
+                Ok((Protection::ByStream, BytesMut::new(), plain_info(config)))
             }
             ServerSecurity::Noise {
                 config: noise_config,
@@ -454,7 +454,8 @@ impl<I: Io> Accepted<I> {
     /// closing before a whole header ([`Error::PeerClosed`]), or a read
     /// error.
     pub async fn first_header(&mut self, wait: Duration) -> Result<(), Error> {
-        let (AcceptedStream::Plain(io), Protection::Plain) = (&mut self.stream, &self.protection)
+        let (AcceptedStream::Plain(io), Protection::ByStream) =
+            (&mut self.stream, &self.protection)
         else {
             return Ok(());
         };
@@ -654,7 +655,7 @@ fn tls_connection<S: Io>(
     let info = tls_info(config, peer_certificate);
     Connection::spawn(
         stream,
-        Protection::Plain,
+        Protection::ByStream,
         BytesMut::new(),
         info,
         config,

@@ -55,8 +55,9 @@ mod error;
 mod establish;
 mod noise;
 pub mod preface;
-mod recv_pool;
+mod proto;
 mod stats;
+pub mod sync;
 pub mod tls;
 
 pub use config::{ConnectionConfig, MAX_DURATION, MAX_QUEUE};

@@ -130,7 +130,7 @@ pub(crate) async fn server<I: Io>(
                 let done = {
                     // A poisoned lock only means another handshake panicked
                     // mid-insert; the cache itself stays consistent.
-                    let mut cache = replay.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut cache = crate::sync::lock(replay);
                     responder.read_message(&mut input, now_ms(), &mut cache)?
                 };
                 if done {

@@ -1,0 +1,120 @@
+//! From frames to what the application and the writer must see.
+
+use bytes::{Bytes, BytesMut};
+use netproto_compress::Codec;
+use netproto_crypto::Opener;
+use netproto_wire::{Data, Envelope, Frame};
+
+use super::Deframer;
+use super::compression::decompress_aside;
+use crate::{ConnectionConfig, Error, Incoming};
+
+/// What a received frame asks for.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Hand this to the application.
+    Deliver(Incoming),
+    /// Send this frame to the peer (the pong answering a ping).
+    Reply(Frame),
+    /// A compressed body large enough to decompress aside (see
+    /// [`Inflow::take_codec`]); its bytes then go to [`message`].
+    DecompressAside(Data),
+}
+
+/// The receiving side of a connection: deframing, decompression and the
+/// handling of control frames.
+#[derive(Debug)]
+pub(crate) struct Inflow {
+    deframer: Deframer,
+    codec: Codec,
+    /// Frames decoded since the last [`take_counts`](Self::take_counts).
+    frames: u64,
+    /// Whether one of them was a data frame.
+    data: bool,
+}
+
+impl Inflow {
+    /// The receiving side of a connection configured by `config`; `opener`
+    /// opens its records in Noise mode, `leftover` holds bytes read past the
+    /// handshake.
+    pub(crate) fn new(
+        config: &ConnectionConfig,
+        opener: Option<Box<Opener>>,
+        leftover: BytesMut,
+    ) -> Self {
+        Self {
+            deframer: Deframer::new(config.max_frame_len, opener, leftover),
+            codec: Codec::new(super::decompress_config(config)),
+            frames: 0,
+            data: false,
+        }
+    }
+
+    /// The deframer, to read into.
+    pub(crate) fn deframer(&mut self) -> &mut Deframer {
+        &mut self.deframer
+    }
+
+    /// The next event from the bytes received, or `None` when more are
+    /// needed.
+    ///
+    /// Pongs (which only prove the peer alive, as any bytes do) and frame
+    /// kinds added to the wire format later are consumed without an event.
+    ///
+    /// # Errors
+    ///
+    /// Every way received bytes can be wrong: a record that fails to open, a
+    /// malformed frame, a body that does not decompress, a malformed message
+    /// envelope. The connection cannot go on after any of them.
+    pub(crate) fn poll_event(&mut self) -> Result<Option<Event>, Error> {
+        loop {
+            let Some(frame) = self.deframer.poll_frame()? else {
+                return Ok(None);
+            };
+            self.frames += 1;
+            let event = match frame {
+                Frame::Data(body) => {
+                    self.data = true;
+                    if decompress_aside(&body) {
+                        Event::DecompressAside(body)
+                    } else {
+                        Event::Deliver(message(self.codec.decompress(body)?)?)
+                    }
+                }
+                Frame::Ping(token) => Event::Reply(Frame::Pong(token)),
+                Frame::GoAway(goaway) => Event::Deliver(Incoming::GoAway(goaway)),
+                Frame::Error(error) => Event::Deliver(Incoming::Error(error)),
+                _ => continue,
+            };
+            return Ok(Some(event));
+        }
+    }
+
+    /// Frames decoded since the last call, and whether any was a data frame.
+    pub(crate) fn take_counts(&mut self) -> (u64, bool) {
+        let counts = (self.frames, self.data);
+        self.frames = 0;
+        self.data = false;
+        counts
+    }
+
+    /// Lends the decompression context out, for a body to decompress aside;
+    /// give it back with [`put_codec`](Self::put_codec).
+    pub(crate) fn take_codec(&mut self) -> Codec {
+        std::mem::take(&mut self.codec)
+    }
+
+    /// Takes the decompression context back.
+    pub(crate) fn put_codec(&mut self, codec: Codec) {
+        self.codec = codec;
+    }
+}
+
+/// The message a data frame's (decompressed) body carries.
+///
+/// # Errors
+///
+/// [`Error::Protocol`] for a malformed envelope.
+pub(crate) fn message(body: Bytes) -> Result<Incoming, Error> {
+    Ok(Incoming::Message(Envelope::decode(body)?))
+}
