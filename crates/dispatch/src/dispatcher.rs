@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
+
+use netproto_transport::sync;
 
 use netproto_wire::{Envelope, ErrorCode, ErrorFrame, Frame, MAX_TYPE_LEN, Message};
 use tracing::Instrument;
@@ -117,7 +119,7 @@ pub struct Dispatcher {
 
 impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let handlers = self.handlers.read().unwrap_or_else(PoisonError::into_inner);
+        let handlers = sync::read(&self.handlers);
         let mut names: Vec<(&str, &str)> = handlers
             .iter()
             .map(|(name, handler)| (&**name, handler.kind()))
@@ -197,19 +199,12 @@ impl Dispatcher {
 
     /// Removes the handler for `msg_type`; returns whether there was one.
     pub fn unregister(&self, msg_type: &str) -> bool {
-        self.handlers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(msg_type)
-            .is_some()
+        sync::write(&self.handlers).remove(msg_type).is_some()
     }
 
     /// Whether a handler is registered for `msg_type`.
     pub fn is_registered(&self, msg_type: &str) -> bool {
-        self.handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(msg_type)
+        sync::read(&self.handlers).contains_key(msg_type)
     }
 
     fn insert(&self, msg_type: &str, handler: Handler) {
@@ -219,18 +214,11 @@ impl Dispatcher {
                 "handler registered for a type name that cannot arrive"
             );
         }
-        self.handlers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(msg_type.into(), handler);
+        sync::write(&self.handlers).insert(msg_type.into(), handler);
     }
 
     fn lookup(&self, msg_type: &str) -> Option<Handler> {
-        self.handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(msg_type)
-            .cloned()
+        sync::read(&self.handlers).get(msg_type).cloned()
     }
 
     /// Runs the handler for `envelope` and returns what to send back.

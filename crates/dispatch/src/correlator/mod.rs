@@ -1,233 +1,25 @@
 //! The client side: many requests in flight on one connection, matched to
 //! their responses by request id.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use netproto_transport::{Connection, ConnectionInfo, Incoming, Receiver, Sender};
-use netproto_wire::{Envelope, ErrorCode, GoAway, Message, MessageType};
+use netproto_wire::{Envelope, GoAway, Message, MessageType};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+mod config;
+mod state;
+
+pub use config::{CorrelatorConfig, MAX_UNSOLICITED};
+use state::{Closed, Pending, Shared, State};
+
 use crate::Error;
-
-/// Largest accepted [`CorrelatorConfig::unsolicited_limit`].
-pub const MAX_UNSOLICITED: usize = 1 << 20;
-
-/// Tunables of a [`Correlator`].
-///
-/// Mutate a default; [`Correlator::new`] validates it.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorrelatorConfig {
-    /// A request without a response after this long fails with
-    /// [`Error::Timeout`]; a response arriving later is discarded. Default 30 s.
-    pub request_timeout: Duration,
-    /// Items the [`Unsolicited`] queue holds. When it is full the
-    /// connection's reader waits for the application to take one, so
-    /// responses wait too and TCP flow control pushes back on the peer:
-    /// read the queue, or drop it to discard unsolicited messages.
-    /// Default 64.
-    pub unsolicited_limit: usize,
-}
-
-impl Default for CorrelatorConfig {
-    fn default() -> Self {
-        Self {
-            request_timeout: Duration::from_secs(30),
-            unsolicited_limit: 64,
-        }
-    }
-}
-
-impl CorrelatorConfig {
-    /// Checks every value.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] naming the first value that is zero or out of range.
-    pub fn validate(&self) -> Result<(), Error> {
-        if self.request_timeout < Duration::from_millis(1)
-            || self.request_timeout > netproto_transport::MAX_DURATION
-        {
-            return Err(Error::Config(
-                "request_timeout must be between 1 ms and one day",
-            ));
-        }
-        if self.unsolicited_limit == 0 || self.unsolicited_limit > MAX_UNSOLICITED {
-            return Err(Error::Config(
-                "unsolicited_limit must be between 1 and 2^20",
-            ));
-        }
-        Ok(())
-    }
-}
-
-type Waiter = oneshot::Sender<Result<Envelope, Error>>;
-
-/// A request waiting for its answer.
-struct Pending {
-    waiter: Waiter,
-    /// When it times out.
-    deadline: Instant,
-    /// Its timeout, for the error.
-    timeout: Duration,
-}
-
-/// Hashes request ids, which this side chooses (sequentially): a
-/// multiplicative hash spreads them well, at a fraction of SipHash's cost.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// Why new requests cannot be sent.
-enum Closed {
-    /// [`Correlator::close`] was called.
-    Locally,
-    /// The connection ended, for this reason.
-    Lost(Arc<netproto_transport::Error>),
-}
-
-#[derive(Default)]
-struct State {
-    /// Requests sent and not yet answered, by id.
-    pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
-    /// When the timeout sweeper wakes next: at the latest, the earliest
-    /// deadline pending when it last looked (`None`: it waits for a request).
-    armed: Option<Instant>,
-    /// The peer's goaway, once received.
-    goaway: Option<(u64, ErrorCode)>,
-    /// Set once no new request may be sent.
-    closed: Option<Closed>,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    /// Notified when the last pending request is answered or forgotten.
-    idle: Notify,
-    /// Wakes the timeout sweeper when a request's deadline comes before
-    /// the one it sleeps until.
-    sweep: Notify,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Removes the pending request `id`, waking [`Correlator::close`] when
-    /// it was the last.
-    fn take(&self, id: u64) -> Option<Waiter> {
-        let mut state = self.lock();
-        let waiter = state.pending.remove(&id);
-        if waiter.is_some() && state.pending.is_empty() {
-            self.idle.notify_waiters();
-        }
-        waiter.map(|pending| pending.waiter)
-    }
-
-    /// Removes every pending request whose id matches `abandon`.
-    fn take_all(&self, abandon: impl Fn(u64) -> bool) -> Vec<Waiter> {
-        let mut state = self.lock();
-        let ids: Vec<u64> = state
-            .pending
-            .keys()
-            .copied()
-            .filter(|id| abandon(*id))
-            .collect();
-        let waiters = ids
-            .iter()
-            .filter_map(|id| state.pending.remove(id))
-            .map(|pending| pending.waiter)
-            .collect();
-        if state.pending.is_empty() {
-            self.idle.notify_waiters();
-        }
-        waiters
-    }
-
-    /// Fails every request whose deadline has passed, and re-arms the
-    /// sweeper for the earliest deadline left.
-    fn expire(&self, now: Instant) {
-        let expired: Vec<Pending> = {
-            let mut state = self.lock();
-            let ids: Vec<u64> = state
-                .pending
-                .iter()
-                .filter(|(_, pending)| pending.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            let expired = ids
-                .iter()
-                .filter_map(|id| state.pending.remove(id))
-                .collect();
-            state.armed = state.pending.values().map(|p| p.deadline).min();
-            if state.pending.is_empty() {
-                self.idle.notify_waiters();
-            }
-            expired
-        };
-        for pending in expired {
-            tracing::debug!("request timed out");
-            let _ = pending.waiter.send(Err(Error::Timeout(pending.timeout)));
-        }
-    }
-
-    /// The timeout sweeper: one sleeping task per connection instead of a
-    /// timer per request. It sleeps until the earliest deadline it knows of;
-    /// a request answered in time costs it nothing.
-    async fn sweep(self: Arc<Self>) {
-        loop {
-            let notified = self.sweep.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            let armed = self.lock().armed;
-            match armed {
-                None => notified.await,
-                Some(at) => {
-                    tokio::select! {
-                        () = notified => {}
-                        () = tokio::time::sleep_until(at) => self.expire(Instant::now()),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits until no request is pending.
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if self.lock().pending.is_empty() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
 
 /// Messages from the peer that answer no request: one-way messages (id 0),
 /// the peer's [`GoAway`], and connection-level error frames (id 0).

@@ -1,0 +1,59 @@
+//! The correlator's tunables.
+
+use std::time::Duration;
+
+#[cfg(doc)]
+use super::{Correlator, Unsolicited};
+use crate::Error;
+
+/// Largest accepted [`CorrelatorConfig::unsolicited_limit`].
+pub const MAX_UNSOLICITED: usize = 1 << 20;
+
+/// Tunables of a [`Correlator`].
+///
+/// Mutate a default; [`Correlator::new`] validates it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelatorConfig {
+    /// A request without a response after this long fails with
+    /// [`Error::Timeout`]; a response arriving later is discarded. Default 30 s.
+    pub request_timeout: Duration,
+    /// Items the [`Unsolicited`] queue holds. When it is full the
+    /// connection's reader waits for the application to take one, so
+    /// responses wait too and TCP flow control pushes back on the peer:
+    /// read the queue, or drop it to discard unsolicited messages.
+    /// Default 64.
+    pub unsolicited_limit: usize,
+}
+
+impl Default for CorrelatorConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            unsolicited_limit: 64,
+        }
+    }
+}
+
+impl CorrelatorConfig {
+    /// Checks every value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first value that is zero or out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.request_timeout < Duration::from_millis(1)
+            || self.request_timeout > netproto_transport::MAX_DURATION
+        {
+            return Err(Error::Config(
+                "request_timeout must be between 1 ms and one day",
+            ));
+        }
+        if self.unsolicited_limit == 0 || self.unsolicited_limit > MAX_UNSOLICITED {
+            return Err(Error::Config(
+                "unsolicited_limit must be between 1 and 2^20",
+            ));
+        }
+        Ok(())
+    }
+}
