@@ -8,12 +8,15 @@ use netproto_crypto::PublicKey;
 use netproto_dispatch::{Correlator, CorrelatorConfig, Unsolicited};
 use netproto_transport::{ClientSecurity, ConnectionConfig};
 use netproto_wire::Message;
-use rand::Rng;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
 use crate::security::{ServerTrust, client_security};
 use crate::{Error, NetworkConfig, Result, compression};
+
+/// Longest wait between two connection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
 struct Live {
     correlator: Arc<Correlator>,
@@ -218,7 +221,7 @@ impl Client {
         } else {
             1
         };
-        let mut delay = c.reconnect_delay;
+        let mut backoff = Backoff::new(c.reconnect_delay, MAX_RECONNECT_DELAY, 2);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -237,11 +240,9 @@ impl Client {
                     });
                 }
                 Err(error) => {
-                    let jitter = rand::thread_rng().gen_range(0..=delay.as_millis() as u64 / 2);
-                    let wait = delay + Duration::from_millis(jitter);
+                    let wait = backoff.next_wait();
                     tracing::debug!(%error, attempt, ?wait, "connection failed; retrying");
                     tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -9,10 +9,10 @@ use netproto_crypto::PublicKey;
 use netproto_dispatch::Correlator;
 use netproto_transport::ClientSecurity;
 use netproto_wire::Message;
-use rand::Rng;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
+use crate::backoff::Backoff;
 use crate::client::dial;
 use crate::config::duration;
 use crate::security::{ServerTrust, client_security};
@@ -692,7 +692,7 @@ impl Link {
     async fn monitor(self: Arc<Self>) {
         let settings = &self.shared.settings;
         let interval = settings.heartbeat_interval;
-        let mut probe_delay = interval;
+        let mut probes = Backoff::new(interval, settings.max_probe_delay, 4);
         loop {
             let started = Instant::now();
             let beat = match self.current() {
@@ -713,14 +713,12 @@ impl Link {
                 wait = Duration::ZERO;
             }
             if missed == 0 {
-                probe_delay = interval;
+                probes.reset();
                 self.enter(PeerState::Alive);
             } else if missed >= settings.dead_after {
                 self.disconnect();
                 self.enter(PeerState::Dead);
-                let jitter = rand::thread_rng().gen_range(0..=probe_delay.as_millis() / 4);
-                wait = probe_delay + Duration::from_millis(jitter.try_into().unwrap_or(0));
-                probe_delay = (probe_delay * 2).min(settings.max_probe_delay);
+                wait = probes.next_wait();
             } else if missed >= settings.suspect_after || self.current().is_none() {
                 self.enter(PeerState::Suspect);
             }

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod backoff;
 mod balancer;
 mod client;
 mod cluster;
