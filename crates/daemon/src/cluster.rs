@@ -7,15 +7,12 @@ use std::time::{Duration, Instant};
 
 use netproto_crypto::PublicKey;
 use netproto_dispatch::Correlator;
-use netproto_transport::ClientSecurity;
 use netproto_wire::Message;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::backoff::Backoff;
-use crate::client::dial;
-use crate::config::duration;
-use crate::security::{ServerTrust, client_security};
+use crate::client::Dialer;
 use crate::{ClusterConfig, Error, NetworkConfig, Result};
 
 /// Membership events kept for a slow subscriber before it lags.
@@ -24,9 +21,6 @@ const EVENT_CAPACITY: usize = 256;
 /// Time a connection attempt gets at least (if `client.connection_timeout`
 /// allows), however short the heartbeat interval.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Largest accepted `suspect_after` and `dead_after`.
-const MAX_MISSES: u32 = 1000;
 
 /// A peer of a [`Cluster`]: its position in `cluster.peers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,7 +171,7 @@ pub struct PeerView {
 ///
 /// # async fn run() -> netproto_daemon::Result<()> {
 /// let mut config = NetworkConfig::default();
-/// config.cluster.peers = vec!["10.0.0.2:9000".into(), "10.0.0.3:9000".into()];
+/// config.cluster.peers = vec!["10.0.0.2:9000".parse()?, "10.0.0.3:9000".parse()?];
 /// let cluster = Cluster::start(config)?;
 /// let mut events = cluster.subscribe();
 /// tokio::spawn(async move {
@@ -221,37 +215,34 @@ impl Cluster {
         if config.cluster.peers.is_empty() {
             return Err(Error::Invalid("cluster.peers is empty".into()));
         }
-        let settings = config.cluster.clone();
+        let settings = config.cluster;
+        // The transport's own heartbeat agrees with ours, and one connection
+        // attempt takes at most a heartbeat interval (or 1 s, room for a
+        // handshake on a busy machine).
+        let interval = settings.heartbeat_interval;
+        let mut client = config.client;
+        client.heartbeat_interval = interval;
+        client.connection_timeout = client
+            .connection_timeout
+            .min(interval.max(MIN_CONNECT_TIMEOUT));
+        let mut transport = config.transport;
+        transport.heartbeat_misses = settings.dead_after;
         let shared = Arc::new(Shared {
             events: broadcast::channel(EVENT_CAPACITY).0,
             changed: watch::channel(0).0,
             settings,
         });
-        let mut links = Vec::with_capacity(config.cluster.peers.len());
-        for (index, spec) in config.cluster.peers.iter().enumerate() {
-            let (key, address) = parse_peer(spec)?;
-            let mut peer_config = config.clone();
-            if let Some(key) = key {
-                peer_config.security.server_key = Some(key.to_string());
+        let mut links = Vec::with_capacity(shared.settings.peers.len());
+        for (index, peer) in shared.settings.peers.iter().enumerate() {
+            let mut security = config.security.clone();
+            if let Some(key) = peer.key {
+                security.server_key = Some(key);
             }
-            peer_config.client.address = address.to_owned();
-            // The transport's own heartbeat agrees with ours, and one
-            // connection attempt takes at most a heartbeat interval (or
-            // 1 s, room for a handshake on a busy machine).
-            let interval = config.cluster.heartbeat_interval;
-            peer_config.client.heartbeat_interval = interval;
-            peer_config.transport.heartbeat_misses = config.cluster.dead_after;
-            peer_config.client.connection_timeout = peer_config
-                .client
-                .connection_timeout
-                .min(interval.max(MIN_CONNECT_TIMEOUT));
-            let (security, trust) = client_security(&peer_config, address)?;
+            let dialer = Dialer::new(&client, &transport, &security, &peer.address)?;
             links.push(Arc::new(Link {
                 id: PeerId(index),
-                address: address.to_owned(),
-                config: peer_config,
-                security,
-                trust,
+                address: peer.address.clone(),
+                dialer,
                 shared: shared.clone(),
                 status: Mutex::new(Status::new()),
                 live: Mutex::new(None),
@@ -331,8 +322,7 @@ impl Cluster {
     /// [`PeerId`] of another cluster.
     pub async fn send_to(&self, peer: PeerId, message: &Message) -> Result<Message> {
         let link = self.link(peer)?;
-        link.request(message, link.config.client.response_timeout)
-            .await
+        link.request(message, link.dialer.response_timeout()).await
     }
 
     /// Sends `message` as a request to every [`Alive`](PeerState::Alive)
@@ -343,7 +333,7 @@ impl Cluster {
             if link.state() == PeerState::Alive {
                 let (link, message) = (link.clone(), message.clone());
                 requests.spawn(async move {
-                    let timeout = link.config.client.response_timeout;
+                    let timeout = link.dialer.response_timeout();
                     (link.id, link.request(&message, timeout).await)
                 });
             }
@@ -444,9 +434,7 @@ enum Beat {
 pub(crate) struct Link {
     id: PeerId,
     address: String,
-    config: NetworkConfig,
-    security: ClientSecurity,
-    trust: ServerTrust,
+    dialer: Dialer,
     shared: Arc<Shared>,
     status: Mutex<Status>,
     live: Mutex<Option<Live>>,
@@ -660,7 +648,7 @@ impl Link {
 
     /// One connection attempt, then a first heartbeat on it.
     async fn connect(&self) -> Beat {
-        match dial(&self.config, &self.security, &self.trust, &self.address).await {
+        match self.dialer.dial(&self.address).await {
             Ok((correlator, key)) => {
                 let correlator = Arc::new(correlator);
                 lock(&self.status).key = key;
@@ -736,141 +724,5 @@ struct InFlight<'a>(&'a AtomicUsize);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Splits a peer entry into its pinned key (if any) and its address.
-fn parse_peer(spec: &str) -> Result<(Option<PublicKey>, &str)> {
-    let (key, address) = match spec.split_once('@') {
-        Some((key, address)) => (Some(crate::parse_public_key(key)?), address),
-        None => (None, spec),
-    };
-    let valid = if let Some(path) = address.strip_prefix("unix:") {
-        !path.is_empty()
-    } else {
-        address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-        })
-    };
-    if !valid {
-        return Err(Error::Invalid(format!(
-            "cluster.peers: {address:?} is not host:port or unix:/path"
-        )));
-    }
-    Ok((key, address))
-}
-
-impl ClusterConfig {
-    /// Checks every value of the section.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] naming the first bad value.
-    pub fn validate(&self) -> Result<()> {
-        duration(self.heartbeat_interval, "cluster.heartbeat_interval")?;
-        duration(self.max_probe_delay, "cluster.max_probe_delay")?;
-        if self.max_probe_delay < self.heartbeat_interval {
-            return Err(Error::Invalid(
-                "cluster.max_probe_delay must be at least cluster.heartbeat_interval".into(),
-            ));
-        }
-        if !(1..=MAX_MISSES).contains(&self.suspect_after) {
-            return Err(Error::Invalid(format!(
-                "cluster.suspect_after must be 1 to {MAX_MISSES}"
-            )));
-        }
-        if !(self.suspect_after..=MAX_MISSES).contains(&self.dead_after) {
-            return Err(Error::Invalid(format!(
-                "cluster.dead_after must be at least cluster.suspect_after ({}) and at most {MAX_MISSES}",
-                self.suspect_after
-            )));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for spec in &self.peers {
-            let (_, address) = parse_peer(spec)?;
-            if !seen.insert(address) {
-                return Err(Error::Invalid(format!(
-                    "cluster.peers: {address:?} is listed twice"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peers_parse_with_and_without_a_pinned_key() {
-        let key = "11".repeat(32);
-        let spec = format!("{key}@db.example:9000");
-        let (pinned, address) = parse_peer(&spec).unwrap();
-        assert_eq!(pinned.unwrap().to_string(), key);
-        assert_eq!(address, "db.example:9000");
-        assert_eq!(parse_peer("[::1]:9000").unwrap(), (None, "[::1]:9000"));
-        assert_eq!(parse_peer("unix:/tmp/s").unwrap(), (None, "unix:/tmp/s"));
-        for bad in [
-            "",
-            "host",
-            ":9000",
-            "host:0",
-            "host:http",
-            "unix:",
-            "zz@host:1",
-        ] {
-            assert!(parse_peer(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn cluster_section_is_validated() {
-        let c = ClusterConfig {
-            peers: vec!["127.0.0.1:9000".into(), "127.0.0.1:9001".into()],
-            ..ClusterConfig::default()
-        };
-        c.validate().unwrap();
-        type Spoil = fn(&mut ClusterConfig);
-        let cases: [(Spoil, &str); 6] = [
-            (
-                |c| c.heartbeat_interval = Duration::ZERO,
-                "heartbeat_interval",
-            ),
-            (|c| c.suspect_after = 0, "suspect_after"),
-            (|c| c.dead_after = 1, "dead_after"),
-            (
-                |c| c.max_probe_delay = Duration::from_millis(1),
-                "max_probe_delay",
-            ),
-            (|c| c.peers.push("127.0.0.1:9000".into()), "twice"),
-            (|c| c.peers.push("nowhere".into()), "host:port"),
-        ];
-        for (spoil, expected) in cases {
-            let mut bad = c.clone();
-            spoil(&mut bad);
-            let error = bad.validate().unwrap_err().to_string();
-            assert!(error.contains(expected), "{error}");
-        }
-    }
-
-    #[test]
-    fn the_cluster_section_reads_from_the_environment() {
-        let env = [
-            ("NETPROTO__CLUSTER__PEERS", "127.0.0.1:1,127.0.0.1:2"),
-            ("NETPROTO__CLUSTER__HEARTBEAT_INTERVAL", "250ms"),
-            ("NETPROTO__CLUSTER__DEAD_AFTER", "6"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let config = NetworkConfig::load(None, Some(env)).unwrap();
-        assert_eq!(config.cluster.peers, ["127.0.0.1:1", "127.0.0.1:2"]);
-        assert_eq!(
-            config.cluster.heartbeat_interval,
-            Duration::from_millis(250)
-        );
-        assert_eq!(config.cluster.dead_after, 6);
-        assert_eq!(config.cluster.suspect_after, 2);
     }
 }

@@ -18,11 +18,11 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::admission::{Admission, Eviction, Ticket};
-use crate::config::ServerConfig;
+use crate::config::{SecurityMode, ServerConfig};
 use crate::metrics::{Registry, ServerMetrics};
 use crate::security::server_security;
 use crate::stream::Stream;
-use crate::{NetworkConfig, Result, compression};
+use crate::{NetworkConfig, Result};
 
 /// Refusals in progress at most: each waits up to `server.preface_timeout`
 /// for the client's preface (plus, past a handshake rate, until the address
@@ -188,7 +188,9 @@ async fn listen_tcp(address: &str) -> std::io::Result<tokio::net::TcpListener> {
 
 /// A netproto server: accepts connections and serves them with a [`Dispatcher`].
 pub struct Server {
-    config: NetworkConfig,
+    settings: ServerConfig,
+    connection: ConnectionConfig,
+    mode: SecurityMode,
     dispatcher: Arc<Dispatcher>,
     security: ServerSecurity,
     public_key: Option<PublicKey>,
@@ -263,13 +265,16 @@ impl Server {
     /// and bind errors.
     pub async fn bind(config: NetworkConfig, dispatcher: Arc<Dispatcher>) -> Result<Self> {
         config.validate()?;
-        let (security, public_key) = server_security(&config)?;
-        let listener = Listener::bind(&config.server.address).await?;
-        let (metrics, exporter) =
-            ServerMetrics::bind(config.server.metrics_address.as_deref()).await?;
-        let handshakes = HandshakeRuntime::start(config.server.handshake_threads)?;
+        let settings = config.server;
+        let connection = settings.connection_config(&config.transport)?;
+        let (security, public_key) = server_security(&config.security)?;
+        let listener = Listener::bind(&settings.address).await?;
+        let (metrics, exporter) = ServerMetrics::bind(settings.metrics_address.as_deref()).await?;
+        let handshakes = HandshakeRuntime::start(settings.handshake_threads)?;
         Ok(Self {
-            config,
+            settings,
+            connection,
+            mode: config.security.mode,
             dispatcher,
             security,
             public_key,
@@ -310,26 +315,9 @@ impl Server {
             limit: self.limit.clone(),
             done: self.done.subscribe(),
             stats: self.stats.clone(),
-            shutdown_timeout: self.config.server.shutdown_timeout,
+            shutdown_timeout: self.settings.shutdown_timeout,
             registry: self.exporter.as_ref().map(|(_, registry)| registry.clone()),
         }
-    }
-
-    fn connection_config(&self) -> Result<ConnectionConfig> {
-        let t = &self.config.transport;
-        let mut c = ConnectionConfig::default();
-        c.max_frame_len = t.max_frame_len;
-        c.backpressure_limit = self.config.server.backpressure_limit;
-        c.inbound_limit = t.inbound_limit;
-        c.idle_timeout = Some(t.idle_timeout);
-        c.write_timeout = t.write_timeout;
-        c.heartbeat_interval = Some(self.config.server.heartbeat_interval);
-        c.heartbeat_misses = t.heartbeat_misses;
-        c.compression = compression(&t.compression)?;
-        c.compression_threshold = t.compression_threshold;
-        c.write_batch_bytes = t.write_batch_bytes;
-        c.validate()?;
-        Ok(c)
     }
 
     /// Accepts and serves connections until [`ServerHandle::shutdown`].
@@ -339,10 +327,10 @@ impl Server {
     /// A configuration error before anything starts. Errors of single
     /// connections are logged, never returned.
     pub async fn run(mut self) -> Result<()> {
-        let connection_config = Arc::new(self.connection_config()?);
+        let connection_config = Arc::new(self.connection.clone());
         let mut serve_config = ServeConfig::default();
-        serve_config.max_in_flight = self.config.server.max_in_flight;
-        serve_config.request_timeout = self.config.server.request_timeout;
+        serve_config.max_in_flight = self.settings.max_in_flight;
+        serve_config.request_timeout = self.settings.request_timeout;
         serve_config.metrics = self.stats.metrics.serve.clone();
         let exporter = self.exporter.take().map(|(listener, registry)| {
             if let Ok(address) = listener.local_addr() {
@@ -354,7 +342,7 @@ impl Server {
         let mut shutdown = self.shutdown.subscribe();
         let mut tasks = JoinSet::new();
         let handshakes = self.handshakes.as_ref().and_then(HandshakeRuntime::handle);
-        tracing::info!(address = %self.listener.local_addr(), mode = %self.config.security.mode, "listening");
+        tracing::info!(address = %self.listener.local_addr(), mode = %self.mode, "listening");
         // Connections established (and their first header checked) on the
         // handshake threads come back here to be served.
         let (established_tx, mut established_rx) = mpsc::unbounded_channel::<Established>();
@@ -380,10 +368,10 @@ impl Server {
         };
         let acceptor = Acceptor {
             listener,
-            limits: self.config.server.clone(),
+            limits: self.settings.clone(),
             stats: self.stats.clone(),
             per_ip: Arc::default(),
-            admission: Arc::new(Admission::new(&self.config.server)),
+            admission: Arc::new(Admission::new(&self.settings)),
             security: Arc::new(self.security.clone()),
             connection_config,
             established: established_tx,
@@ -416,7 +404,7 @@ impl Server {
             .limit
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(self.config.server.shutdown_timeout);
+            .unwrap_or(self.settings.shutdown_timeout);
         tracing::info!(connections = tasks.len(), ?limit, "shutting down");
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(limit, drain).await.is_err() {
