@@ -14,7 +14,6 @@
 //! - [`Balancer`]: requests spread over several servers, with failover.
 #![forbid(unsafe_code)]
 
-mod admission;
 mod backoff;
 mod balancer;
 mod client;
@@ -25,7 +24,6 @@ mod logging;
 pub mod metrics;
 mod security;
 mod server;
-mod stream;
 
 pub use balancer::{Balancer, RequestOptions};
 pub use client::Client;
