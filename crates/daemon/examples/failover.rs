@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
         config.server.address = "127.0.0.1:0".into();
         config.security.key_file = Some(key_file);
         let daemon = Daemon::start(config).await?;
-        peers.push(format!("{}@{}", keypair.public(), daemon.address));
+        peers.push(format!("{}@{}", keypair.public(), daemon.address).parse()?);
         daemons.push(daemon);
     }
 

@@ -59,9 +59,9 @@ impl RequestOptions {
 /// # async fn run() -> netproto_daemon::Result<()> {
 /// let mut config = NetworkConfig::default();
 /// config.cluster.peers = vec![
-///     "10.0.0.1:9000".into(),
-///     "10.0.0.2:9000".into(),
-///     "10.0.0.3:9000".into(),
+///     "10.0.0.1:9000".parse()?,
+///     "10.0.0.2:9000".parse()?,
+///     "10.0.0.3:9000".parse()?,
 /// ];
 /// let balancer = Balancer::connect(config).await?;
 /// // Safe to repeat: retried elsewhere if its server dies meanwhile.

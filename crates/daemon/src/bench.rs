@@ -10,6 +10,7 @@ use clap::Args;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
+use netproto_crypto::PublicKey;
 use netproto_daemon::Client;
 use netproto_daemon::metrics::Samples;
 use netproto_wire::MessageType;
@@ -25,7 +26,7 @@ pub(crate) struct BenchArgs {
     address: Option<String>,
     /// The server's Noise public key (hex), pinned.
     #[arg(long)]
-    server_key: Option<String>,
+    server_key: Option<PublicKey>,
     /// Connections to open.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -166,8 +167,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(address) = &args.address {
         config.client.address.clone_from(address);
     }
-    if let Some(key) = &args.server_key {
-        config.security.server_key = Some(key.clone());
+    if let Some(key) = args.server_key {
+        config.security.server_key = Some(key);
     }
     crate::default_trust(&mut config);
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");

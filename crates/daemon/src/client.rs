@@ -8,12 +8,16 @@ use netproto_crypto::PublicKey;
 use netproto_dispatch::{Correlator, CorrelatorConfig, Unsolicited};
 use netproto_transport::{ClientSecurity, ConnectionConfig};
 use netproto_wire::Message;
-use rand::Rng;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
+use crate::config::{ClientConfig, SecurityConfig, TransportConfig};
 use crate::security::{ServerTrust, client_security};
-use crate::{Error, NetworkConfig, Result, compression};
+use crate::{Error, NetworkConfig, Result};
+
+/// Longest wait between two connection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
 struct Live {
     correlator: Arc<Correlator>,
@@ -34,9 +38,8 @@ async fn drain_unsolicited(mut unsolicited: Unsolicited) {
 /// error; with `auto_reconnect` the next request connects again, with
 /// exponential backoff and jitter, up to `max_reconnect_attempts`.
 pub struct Client {
-    config: NetworkConfig,
-    security: ClientSecurity,
-    trust: ServerTrust,
+    settings: ClientConfig,
+    dialer: Dialer,
     live: Mutex<Option<Live>>,
     /// The live correlator, for requests to reach without waiting on `live`
     /// (which is held while reconnecting); always `live`'s, or `None`.
@@ -48,7 +51,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("address", &self.config.client.address)
+            .field("address", &self.settings.address)
             .finish_non_exhaustive()
     }
 }
@@ -63,11 +66,16 @@ impl Client {
     /// from the remembered one (never retried).
     pub async fn connect(config: NetworkConfig) -> Result<Self> {
         config.validate()?;
-        let (security, trust) = client_security(&config, &config.client.address)?;
+        let settings = config.client;
+        let dialer = Dialer::new(
+            &settings,
+            &config.transport,
+            &config.security,
+            &settings.address,
+        )?;
         let client = Self {
-            config,
-            security,
-            trust,
+            settings,
+            dialer,
             live: Mutex::new(None),
             current: std::sync::Mutex::new(None),
             replies: std::sync::Mutex::new(VecDeque::new()),
@@ -92,7 +100,7 @@ impl Client {
     pub async fn request(&self, message: &Message) -> Result<Message> {
         let correlator = self.correlator().await?;
         let result = correlator
-            .request_with_timeout(message, self.config.client.response_timeout)
+            .request_with_timeout(message, self.settings.response_timeout)
             .await;
         if let Err(
             netproto_dispatch::Error::Disconnected(_)
@@ -118,7 +126,7 @@ impl Client {
     ) -> Result<netproto_wire::Envelope> {
         let correlator = self.correlator().await?;
         let result = correlator
-            .request_raw_with_timeout(msg_type, payload, self.config.client.response_timeout)
+            .request_raw_with_timeout(msg_type, payload, self.settings.response_timeout)
             .await;
         if let Err(
             netproto_dispatch::Error::Disconnected(_)
@@ -212,13 +220,13 @@ impl Client {
         if let Some(l) = live.as_ref() {
             return Ok(l.correlator.clone());
         }
-        let c = &self.config.client;
+        let c = &self.settings;
         let attempts = if c.auto_reconnect {
             c.max_reconnect_attempts
         } else {
             1
         };
-        let mut delay = c.reconnect_delay;
+        let mut backoff = Backoff::new(c.reconnect_delay, MAX_RECONNECT_DELAY, 2);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -237,24 +245,16 @@ impl Client {
                     });
                 }
                 Err(error) => {
-                    let jitter = rand::thread_rng().gen_range(0..=delay.as_millis() as u64 / 2);
-                    let wait = delay + Duration::from_millis(jitter);
+                    let wait = backoff.next_wait();
                     tracing::debug!(%error, attempt, ?wait, "connection failed; retrying");
                     tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         }
     }
 
     async fn connect_once(&self) -> Result<Live> {
-        let (correlator, key) = dial(
-            &self.config,
-            &self.security,
-            &self.trust,
-            &self.config.client.address,
-        )
-        .await?;
+        let (correlator, key) = self.dialer.dial(&self.settings.address).await?;
         if let Some(key) = key {
             *self.server_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
         }
@@ -264,51 +264,108 @@ impl Client {
     }
 }
 
-/// One connection attempt to `address` (no retry): transport settings from
-/// `config`, the handshake, the known-hosts check, and a correlator whose
-/// unsolicited messages are logged and dropped. Returns the server's Noise
-/// key when the mode has one. Host names are resolved on every call.
-pub(crate) async fn dial(
-    config: &NetworkConfig,
-    security: &ClientSecurity,
-    trust: &ServerTrust,
-    address: &str,
-) -> Result<(Correlator, Option<PublicKey>)> {
-    let c = &config.client;
-    let t = &config.transport;
-    let mut connection_config = ConnectionConfig::default();
-    connection_config.max_frame_len = t.max_frame_len;
-    connection_config.inbound_limit = t.inbound_limit;
-    connection_config.idle_timeout = Some(t.idle_timeout);
-    connection_config.write_timeout = t.write_timeout;
-    connection_config.heartbeat_interval = Some(c.heartbeat_interval);
-    connection_config.heartbeat_misses = t.heartbeat_misses;
-    connection_config.compression = compression(&t.compression)?;
-    connection_config.compression_threshold = t.compression_threshold;
-    connection_config.write_batch_bytes = t.write_batch_bytes;
-    let config = &connection_config;
-    let conn = if let Some(path) = address.strip_prefix("unix:") {
-        #[cfg(unix)]
-        {
-            let stream = netproto_transport::connect_unix(path, c.connection_timeout).await?;
-            netproto_transport::connect(stream, security, config, c.connection_timeout).await?
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = path;
-            return Err(Error::Invalid("unix sockets need a unix system".into()));
-        }
-    } else {
-        let stream = netproto_transport::connect_tcp(address, c.connection_timeout).await?;
-        netproto_transport::connect(stream, security, config, c.connection_timeout).await?
-    };
-    let key = conn.info().peer_static;
-    if let (Some(key), ServerTrust::KnownHosts(hosts)) = (&key, trust) {
-        hosts.check(address, key)?;
+/// What a connection attempt needs, prepared once: the connection's
+/// settings, the timeouts of `[client]`, the security mode and how the
+/// server is authenticated.
+#[derive(Debug)]
+pub(crate) struct Dialer {
+    connection: ConnectionConfig,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    security: ClientSecurity,
+    trust: ServerTrust,
+}
+
+impl Dialer {
+    /// Connections to the server at `address` with these settings.
+    pub(crate) fn new(
+        client: &ClientConfig,
+        transport: &TransportConfig,
+        security: &SecurityConfig,
+        address: &str,
+    ) -> Result<Self> {
+        let (security, trust) = client_security(security, address)?;
+        Ok(Self {
+            connection: client.connection_config(transport)?,
+            connect_timeout: client.connection_timeout,
+            response_timeout: client.response_timeout,
+            security,
+            trust,
+        })
     }
-    let mut correlator_config = CorrelatorConfig::default();
-    correlator_config.request_timeout = c.response_timeout;
-    let (correlator, unsolicited) = Correlator::new(conn, &correlator_config)?;
-    tokio::spawn(drain_unsolicited(unsolicited));
-    Ok((correlator, key))
+
+    /// Time allowed for the answer to one request (`client.response_timeout`).
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// One connection attempt to `address` (no retry): the handshake, the
+    /// known-hosts check, and a correlator whose unsolicited messages are
+    /// logged and dropped. Returns the server's Noise key when the mode has
+    /// one. Host names are resolved on every call.
+    pub(crate) async fn dial(&self, address: &str) -> Result<(Correlator, Option<PublicKey>)> {
+        let (security, config, timeout) = (&self.security, &self.connection, self.connect_timeout);
+        let conn = if let Some(path) = address.strip_prefix("unix:") {
+            #[cfg(unix)]
+            {
+                let stream = netproto_transport::connect_unix(path, timeout).await?;
+                netproto_transport::connect(stream, security, config, timeout).await?
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = path;
+                return Err(Error::Invalid("unix sockets need a unix system".into()));
+            }
+        } else {
+            let stream = netproto_transport::connect_tcp(address, timeout).await?;
+            netproto_transport::connect(stream, security, config, timeout).await?
+        };
+        let key = conn.info().peer_static;
+        if let (Some(key), ServerTrust::KnownHosts(hosts)) = (&key, &self.trust) {
+            hosts.check(address, key)?;
+        }
+        let mut correlator_config = CorrelatorConfig::default();
+        correlator_config.request_timeout = self.response_timeout;
+        let (correlator, unsolicited) = Correlator::new(conn, &correlator_config)?;
+        tokio::spawn(drain_unsolicited(unsolicited));
+        Ok((correlator, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SecurityMode;
+
+    #[test]
+    fn the_connection_carries_the_client_settings() {
+        let mut config = NetworkConfig::default();
+        config.security.mode = SecurityMode::Plain;
+        config.client.backpressure_limit = 7;
+        config.client.heartbeat_interval = Duration::from_secs(4);
+        config.transport.max_frame_len = 4096;
+        let dialer = Dialer::new(
+            &config.client,
+            &config.transport,
+            &config.security,
+            "127.0.0.1:9000",
+        )
+        .unwrap();
+        assert_eq!(dialer.connection.backpressure_limit, 7);
+        assert_eq!(
+            dialer.connection.heartbeat_interval,
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(dialer.connection.max_frame_len, 4096);
+        assert_eq!(dialer.connect_timeout, config.client.connection_timeout);
+        config.client.backpressure_limit = 0;
+        let error = config
+            .client
+            .connection_config(&config.transport)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: client.backpressure_limit must be 1 to 1048576 frames, not 0"
+        );
+    }
 }

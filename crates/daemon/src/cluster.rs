@@ -1,21 +1,21 @@
 //! A peer set with health tracking: see [`Cluster`].
 
+mod health;
+mod link;
+
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netproto_crypto::PublicKey;
-use netproto_dispatch::Correlator;
-use netproto_transport::ClientSecurity;
 use netproto_wire::Message;
-use rand::Rng;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::client::dial;
-use crate::config::duration;
-use crate::security::{ServerTrust, client_security};
+pub use health::PeerState;
+pub(crate) use link::Link;
+
+use crate::client::Dialer;
 use crate::{ClusterConfig, Error, NetworkConfig, Result};
 
 /// Membership events kept for a slow subscriber before it lags.
@@ -24,9 +24,6 @@ const EVENT_CAPACITY: usize = 256;
 /// Time a connection attempt gets at least (if `client.connection_timeout`
 /// allows), however short the heartbeat interval.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Largest accepted `suspect_after` and `dead_after`.
-const MAX_MISSES: u32 = 1000;
 
 /// A peer of a [`Cluster`]: its position in `cluster.peers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,33 +39,6 @@ impl PeerId {
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "peer {}", self.0)
-    }
-}
-
-/// What the heartbeats say about a peer.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerState {
-    /// Not reached yet since the cluster started.
-    Joining,
-    /// Connected and answering heartbeats.
-    Alive,
-    /// Missed `suspect_after` heartbeats in a row, or lost its connection:
-    /// no new requests are balanced to it.
-    Suspect,
-    /// Missed `dead_after` heartbeats in a row: disconnected, probed with
-    /// backoff.
-    Dead,
-}
-
-impl fmt::Display for PeerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Joining => "joining",
-            Self::Alive => "alive",
-            Self::Suspect => "suspect",
-            Self::Dead => "dead",
-        })
     }
 }
 
@@ -177,7 +147,7 @@ pub struct PeerView {
 ///
 /// # async fn run() -> netproto_daemon::Result<()> {
 /// let mut config = NetworkConfig::default();
-/// config.cluster.peers = vec!["10.0.0.2:9000".into(), "10.0.0.3:9000".into()];
+/// config.cluster.peers = vec!["10.0.0.2:9000".parse()?, "10.0.0.3:9000".parse()?];
 /// let cluster = Cluster::start(config)?;
 /// let mut events = cluster.subscribe();
 /// tokio::spawn(async move {
@@ -221,43 +191,36 @@ impl Cluster {
         if config.cluster.peers.is_empty() {
             return Err(Error::Invalid("cluster.peers is empty".into()));
         }
-        let settings = config.cluster.clone();
+        let settings = config.cluster;
+        // The transport's own heartbeat agrees with ours, and one connection
+        // attempt takes at most a heartbeat interval (or 1 s, room for a
+        // handshake on a busy machine).
+        let interval = settings.heartbeat_interval;
+        let mut client = config.client;
+        client.heartbeat_interval = interval;
+        client.connection_timeout = client
+            .connection_timeout
+            .min(interval.max(MIN_CONNECT_TIMEOUT));
+        let mut transport = config.transport;
+        transport.heartbeat_misses = settings.dead_after;
         let shared = Arc::new(Shared {
             events: broadcast::channel(EVENT_CAPACITY).0,
             changed: watch::channel(0).0,
             settings,
         });
-        let mut links = Vec::with_capacity(config.cluster.peers.len());
-        for (index, spec) in config.cluster.peers.iter().enumerate() {
-            let (key, address) = parse_peer(spec)?;
-            let mut peer_config = config.clone();
-            if let Some(key) = key {
-                peer_config.security.server_key = Some(key.to_string());
+        let mut links = Vec::with_capacity(shared.settings.peers.len());
+        for (index, peer) in shared.settings.peers.iter().enumerate() {
+            let mut security = config.security.clone();
+            if let Some(key) = peer.key {
+                security.server_key = Some(key);
             }
-            peer_config.client.address = address.to_owned();
-            // The transport's own heartbeat agrees with ours, and one
-            // connection attempt takes at most a heartbeat interval (or
-            // 1 s, room for a handshake on a busy machine).
-            let interval = config.cluster.heartbeat_interval;
-            peer_config.client.heartbeat_interval = interval;
-            peer_config.transport.heartbeat_misses = config.cluster.dead_after;
-            peer_config.client.connection_timeout = peer_config
-                .client
-                .connection_timeout
-                .min(interval.max(MIN_CONNECT_TIMEOUT));
-            let (security, trust) = client_security(&peer_config, address)?;
-            links.push(Arc::new(Link {
-                id: PeerId(index),
-                address: address.to_owned(),
-                config: peer_config,
-                security,
-                trust,
-                shared: shared.clone(),
-                status: Mutex::new(Status::new()),
-                live: Mutex::new(None),
-                in_flight: AtomicUsize::new(0),
-                wake: Notify::new(),
-            }));
+            let dialer = Dialer::new(&client, &transport, &security, &peer.address)?;
+            links.push(Arc::new(Link::new(
+                PeerId(index),
+                peer.address.clone(),
+                dialer,
+                shared.clone(),
+            )));
         }
         let monitors = links
             .iter()
@@ -279,8 +242,8 @@ impl Cluster {
     pub fn peer(&self, address: &str) -> Option<PeerId> {
         self.links
             .iter()
-            .find(|link| link.address == address)
-            .map(|link| link.id)
+            .find(|link| link.address() == address)
+            .map(|link| link.id())
     }
 
     /// Membership events from now on. A subscriber that falls more than 256
@@ -331,8 +294,7 @@ impl Cluster {
     /// [`PeerId`] of another cluster.
     pub async fn send_to(&self, peer: PeerId, message: &Message) -> Result<Message> {
         let link = self.link(peer)?;
-        link.request(message, link.config.client.response_timeout)
-            .await
+        link.request(message, link.response_timeout()).await
     }
 
     /// Sends `message` as a request to every [`Alive`](PeerState::Alive)
@@ -343,8 +305,8 @@ impl Cluster {
             if link.state() == PeerState::Alive {
                 let (link, message) = (link.clone(), message.clone());
                 requests.spawn(async move {
-                    let timeout = link.config.client.response_timeout;
-                    (link.id, link.request(&message, timeout).await)
+                    let timeout = link.response_timeout();
+                    (link.id(), link.request(&message, timeout).await)
                 });
             }
         }
@@ -386,493 +348,4 @@ struct Shared {
     events: broadcast::Sender<MembershipEvent>,
     /// Bumped on every change of state, for [`Cluster::wait_until`].
     changed: watch::Sender<u64>,
-}
-
-/// A peer's health, as its monitor and its requests record it.
-#[derive(Debug)]
-struct Status {
-    state: PeerState,
-    since: Instant,
-    last_seen: Option<Instant>,
-    rtt: Option<Duration>,
-    missed: u32,
-    key: Option<PublicKey>,
-}
-
-impl Status {
-    fn new() -> Self {
-        Self {
-            state: PeerState::Joining,
-            since: Instant::now(),
-            last_seen: None,
-            rtt: None,
-            missed: 0,
-            key: None,
-        }
-    }
-}
-
-/// The current connection to a peer. Dropping it (when the connection is
-/// lost or the peer is declared dead) fails the requests in flight on it.
-#[derive(Debug)]
-struct Live {
-    correlator: Arc<Correlator>,
-    /// Never sent: requests watch for it to be dropped.
-    gone: watch::Sender<()>,
-}
-
-/// How a connection ended.
-#[derive(Debug, Clone, Copy)]
-enum Ending {
-    /// The peer sent a goaway: requests below its last id still complete.
-    Graceful,
-    /// The connection failed.
-    Abrupt,
-}
-
-/// The outcome of one heartbeat.
-enum Beat {
-    /// Answered (the round trip is recorded).
-    Answered,
-    /// No answer within the interval, or the connection attempt failed.
-    Missed,
-    /// The connection ended.
-    Lost,
-}
-
-/// One peer: its connection, its health, its monitor's wake-up.
-pub(crate) struct Link {
-    id: PeerId,
-    address: String,
-    config: NetworkConfig,
-    security: ClientSecurity,
-    trust: ServerTrust,
-    shared: Arc<Shared>,
-    status: Mutex<Status>,
-    live: Mutex<Option<Live>>,
-    in_flight: AtomicUsize,
-    /// Wakes the monitor when a request saw the connection end.
-    wake: Notify,
-}
-
-impl fmt::Debug for Link {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link")
-            .field("id", &self.id)
-            .field("address", &self.address)
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Link {
-    pub(crate) fn id(&self) -> PeerId {
-        self.id
-    }
-
-    pub(crate) fn state(&self) -> PeerState {
-        lock(&self.status).state
-    }
-
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Alive with a connection: may take new balanced requests.
-    pub(crate) fn usable(&self) -> bool {
-        self.state() == PeerState::Alive && lock(&self.live).is_some()
-    }
-
-    fn view(&self) -> PeerView {
-        let status = lock(&self.status);
-        PeerView {
-            id: self.id,
-            address: self.address.clone(),
-            state: status.state,
-            since: status.since,
-            last_seen: status.last_seen,
-            rtt: status.rtt,
-            missed: status.missed,
-            in_flight: self.in_flight(),
-            key: status.key,
-        }
-    }
-
-    /// Sends one request on the current connection.
-    pub(crate) async fn request(&self, message: &Message, timeout: Duration) -> Result<Message> {
-        let (correlator, mut gone) = match lock(&self.live).as_ref() {
-            Some(live) => (live.correlator.clone(), live.gone.subscribe()),
-            None => {
-                return Err(Error::Unavailable {
-                    endpoint: self.address.clone(),
-                    state: self.state(),
-                });
-            }
-        };
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _in_flight = InFlight(&self.in_flight);
-        let result = tokio::select! {
-            // An answer that has arrived wins over the end of the connection.
-            biased;
-            result = correlator.request_with_timeout(message, timeout) => result,
-            // The sender is never used: this returns when it is dropped.
-            _ = gone.changed() => {
-                return Err(Error::EndpointDown { endpoint: self.address.clone(), cause: None });
-            }
-        };
-        match result {
-            Ok(answer) => {
-                self.seen();
-                Ok(answer)
-            }
-            Err(remote @ netproto_dispatch::Error::Remote { .. }) => {
-                self.seen();
-                Err(remote.into())
-            }
-            // Closed only by us, after a goaway, and refused before sending.
-            Err(netproto_dispatch::Error::Closed) => Err(Error::Unavailable {
-                endpoint: self.address.clone(),
-                state: self.state(),
-            }),
-            Err(cause @ netproto_dispatch::Error::Disconnected(_)) => {
-                self.lost(&correlator, Ending::Abrupt);
-                Err(Error::EndpointDown {
-                    endpoint: self.address.clone(),
-                    cause: Some(cause),
-                })
-            }
-            Err(going @ netproto_dispatch::Error::GoingAway { .. }) => {
-                // Not processed: the peer said so. Reconnect.
-                self.lost(&correlator, Ending::Graceful);
-                Err(going.into())
-            }
-            Err(other) => Err(other.into()),
-        }
-    }
-
-    fn seen(&self) {
-        lock(&self.status).last_seen = Some(Instant::now());
-    }
-
-    /// The connection `dead` ended: forget it (if it is still the current
-    /// one), suspect the peer and wake the monitor to reconnect.
-    ///
-    /// After a goaway, the requests the peer still answers keep the old
-    /// connection until they complete; after an abrupt end, every request
-    /// in flight on it fails at once.
-    fn lost(&self, dead: &Arc<Correlator>, ending: Ending) {
-        let forgotten = {
-            let mut live = lock(&self.live);
-            if live
-                .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(&l.correlator, dead))
-            {
-                live.take()
-            } else {
-                None
-            }
-        };
-        if let Some(live) = forgotten {
-            if let Ending::Graceful = ending {
-                tokio::spawn(async move {
-                    // Waits for the requests the peer still answers.
-                    let _ = live.correlator.close().await;
-                    drop(live);
-                });
-            }
-            self.enter(PeerState::Suspect);
-            self.wake.notify_one();
-        }
-    }
-
-    /// Moves to `to` and tells subscribers. Only an alive peer becomes
-    /// suspect; a joining or dead one stays so until it answers or dies.
-    fn enter(&self, to: PeerState) {
-        let address = self.address.clone();
-        let peer = self.id;
-        let event = {
-            let mut status = lock(&self.status);
-            let from = status.state;
-            if from == to || (to == PeerState::Suspect && from != PeerState::Alive) {
-                return;
-            }
-            status.state = to;
-            status.since = Instant::now();
-            match to {
-                PeerState::Alive => {
-                    tracing::info!(peer = %address, rtt = ?status.rtt, "peer up");
-                    MembershipEvent::PeerUp { peer, address }
-                }
-                PeerState::Suspect => {
-                    tracing::info!(peer = %address, missed = status.missed, "peer suspect");
-                    MembershipEvent::Suspect { peer, address }
-                }
-                PeerState::Dead | PeerState::Joining => {
-                    tracing::warn!(peer = %address, missed = status.missed, "peer down");
-                    MembershipEvent::PeerDown { peer, address }
-                }
-            }
-        };
-        // No subscriber is fine.
-        let _ = self.shared.events.send(event);
-        self.shared.changed.send_modify(|version| *version += 1);
-    }
-
-    fn current(&self) -> Option<Arc<Correlator>> {
-        lock(&self.live).as_ref().map(|l| l.correlator.clone())
-    }
-
-    /// One heartbeat: a ping request on `correlator`, answered within one
-    /// interval.
-    async fn ping(&self, correlator: &Arc<Correlator>) -> Beat {
-        let interval = self.shared.settings.heartbeat_interval;
-        let start = Instant::now();
-        match correlator
-            .request_with_timeout(&Message::Ping, interval)
-            .await
-        {
-            // An error frame (say, no PING handler) is a sign of life too.
-            Ok(_)
-            | Err(netproto_dispatch::Error::Remote { .. } | netproto_dispatch::Error::Wire(_)) => {
-                let rtt = start.elapsed();
-                let mut status = lock(&self.status);
-                status.rtt = Some(rtt);
-                status.last_seen = Some(Instant::now());
-                Beat::Answered
-            }
-            Err(netproto_dispatch::Error::Disconnected(_) | netproto_dispatch::Error::Closed) => {
-                self.lost(correlator, Ending::Abrupt);
-                Beat::Lost
-            }
-            Err(netproto_dispatch::Error::GoingAway { .. }) => {
-                self.lost(correlator, Ending::Graceful);
-                Beat::Lost
-            }
-            Err(error) => {
-                tracing::debug!(peer = %self.address, %error, "heartbeat missed");
-                Beat::Missed
-            }
-        }
-    }
-
-    /// One connection attempt, then a first heartbeat on it.
-    async fn connect(&self) -> Beat {
-        match dial(&self.config, &self.security, &self.trust, &self.address).await {
-            Ok((correlator, key)) => {
-                let correlator = Arc::new(correlator);
-                lock(&self.status).key = key;
-                *lock(&self.live) = Some(Live {
-                    correlator: correlator.clone(),
-                    gone: watch::channel(()).0,
-                });
-                self.ping(&correlator).await
-            }
-            Err(error @ Error::KeyChanged { .. }) => {
-                tracing::warn!(peer = %self.address, %error, "peer refused");
-                Beat::Missed
-            }
-            Err(error) => {
-                tracing::debug!(peer = %self.address, %error, "connection attempt failed");
-                Beat::Missed
-            }
-        }
-    }
-
-    /// Drops the connection: requests in flight on it fail.
-    fn disconnect(&self) {
-        let live = lock(&self.live).take();
-        drop(live);
-    }
-
-    /// Heartbeats, state changes and reconnections, until the cluster is
-    /// dropped.
-    async fn monitor(self: Arc<Self>) {
-        let settings = &self.shared.settings;
-        let interval = settings.heartbeat_interval;
-        let mut probe_delay = interval;
-        loop {
-            let started = Instant::now();
-            let beat = match self.current() {
-                Some(correlator) => self.ping(&correlator).await,
-                None => self.connect().await,
-            };
-            let mut wait = interval.saturating_sub(started.elapsed());
-            let missed = {
-                let mut status = lock(&self.status);
-                match beat {
-                    Beat::Answered => status.missed = 0,
-                    Beat::Missed | Beat::Lost => status.missed = status.missed.saturating_add(1),
-                }
-                status.missed
-            };
-            if let Beat::Lost = beat {
-                // Reconnect at once; a failed attempt is the next miss.
-                wait = Duration::ZERO;
-            }
-            if missed == 0 {
-                probe_delay = interval;
-                self.enter(PeerState::Alive);
-            } else if missed >= settings.dead_after {
-                self.disconnect();
-                self.enter(PeerState::Dead);
-                let jitter = rand::thread_rng().gen_range(0..=probe_delay.as_millis() / 4);
-                wait = probe_delay + Duration::from_millis(jitter.try_into().unwrap_or(0));
-                probe_delay = (probe_delay * 2).min(settings.max_probe_delay);
-            } else if missed >= settings.suspect_after || self.current().is_none() {
-                self.enter(PeerState::Suspect);
-            }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified() => {}
-            }
-        }
-    }
-}
-
-/// Counts one request in flight while it lives.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Splits a peer entry into its pinned key (if any) and its address.
-fn parse_peer(spec: &str) -> Result<(Option<PublicKey>, &str)> {
-    let (key, address) = match spec.split_once('@') {
-        Some((key, address)) => (Some(crate::parse_public_key(key)?), address),
-        None => (None, spec),
-    };
-    let valid = if let Some(path) = address.strip_prefix("unix:") {
-        !path.is_empty()
-    } else {
-        address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-        })
-    };
-    if !valid {
-        return Err(Error::Invalid(format!(
-            "cluster.peers: {address:?} is not host:port or unix:/path"
-        )));
-    }
-    Ok((key, address))
-}
-
-impl ClusterConfig {
-    /// Checks every value of the section.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] naming the first bad value.
-    pub fn validate(&self) -> Result<()> {
-        duration(self.heartbeat_interval, "cluster.heartbeat_interval")?;
-        duration(self.max_probe_delay, "cluster.max_probe_delay")?;
-        if self.max_probe_delay < self.heartbeat_interval {
-            return Err(Error::Invalid(
-                "cluster.max_probe_delay must be at least cluster.heartbeat_interval".into(),
-            ));
-        }
-        if !(1..=MAX_MISSES).contains(&self.suspect_after) {
-            return Err(Error::Invalid(format!(
-                "cluster.suspect_after must be 1 to {MAX_MISSES}"
-            )));
-        }
-        if !(self.suspect_after..=MAX_MISSES).contains(&self.dead_after) {
-            return Err(Error::Invalid(format!(
-                "cluster.dead_after must be at least cluster.suspect_after ({}) and at most {MAX_MISSES}",
-                self.suspect_after
-            )));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for spec in &self.peers {
-            let (_, address) = parse_peer(spec)?;
-            if !seen.insert(address) {
-                return Err(Error::Invalid(format!(
-                    "cluster.peers: {address:?} is listed twice"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peers_parse_with_and_without_a_pinned_key() {
-        let key = "11".repeat(32);
-        let spec = format!("{key}@db.example:9000");
-        let (pinned, address) = parse_peer(&spec).unwrap();
-        assert_eq!(pinned.unwrap().to_string(), key);
-        assert_eq!(address, "db.example:9000");
-        assert_eq!(parse_peer("[::1]:9000").unwrap(), (None, "[::1]:9000"));
-        assert_eq!(parse_peer("unix:/tmp/s").unwrap(), (None, "unix:/tmp/s"));
-        for bad in [
-            "",
-            "host",
-            ":9000",
-            "host:0",
-            "host:http",
-            "unix:",
-            "zz@host:1",
-        ] {
-            assert!(parse_peer(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn cluster_section_is_validated() {
-        let c = ClusterConfig {
-            peers: vec!["127.0.0.1:9000".into(), "127.0.0.1:9001".into()],
-            ..ClusterConfig::default()
-        };
-        c.validate().unwrap();
-        type Spoil = fn(&mut ClusterConfig);
-        let cases: [(Spoil, &str); 6] = [
-            (
-                |c| c.heartbeat_interval = Duration::ZERO,
-                "heartbeat_interval",
-            ),
-            (|c| c.suspect_after = 0, "suspect_after"),
-            (|c| c.dead_after = 1, "dead_after"),
-            (
-                |c| c.max_probe_delay = Duration::from_millis(1),
-                "max_probe_delay",
-            ),
-            (|c| c.peers.push("127.0.0.1:9000".into()), "twice"),
-            (|c| c.peers.push("nowhere".into()), "host:port"),
-        ];
-        for (spoil, expected) in cases {
-            let mut bad = c.clone();
-            spoil(&mut bad);
-            let error = bad.validate().unwrap_err().to_string();
-            assert!(error.contains(expected), "{error}");
-        }
-    }
-
-    #[test]
-    fn the_cluster_section_reads_from_the_environment() {
-        let env = [
-            ("NETPROTO__CLUSTER__PEERS", "127.0.0.1:1,127.0.0.1:2"),
-            ("NETPROTO__CLUSTER__HEARTBEAT_INTERVAL", "250ms"),
-            ("NETPROTO__CLUSTER__DEAD_AFTER", "6"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let config = NetworkConfig::load(None, Some(env)).unwrap();
-        assert_eq!(config.cluster.peers, ["127.0.0.1:1", "127.0.0.1:2"]);
-        assert_eq!(
-            config.cluster.heartbeat_interval,
-            Duration::from_millis(250)
-        );
-        assert_eq!(config.cluster.dead_after, 6);
-        assert_eq!(config.cluster.suspect_after, 2);
-    }
 }

@@ -1,22 +1,26 @@
 //! Structured logging with tracing-subscriber.
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::{Error, Result};
 
-/// Log output formats.
+/// Log output formats (`logging.format`: `human` or `json`).
 #[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines, the default.
+    #[default]
     Human,
     /// One JSON object per line, with span fields (`conn_id`, `peer`).
     Json,
 }
 
 impl LogFormat {
-    /// Parses `human` or `json`.
+    /// Parses `human` (or `text`, `pretty`) or `json`, as a command line
+    /// may spell them; configuration files take only `human` and `json`.
     ///
     /// # Errors
     ///

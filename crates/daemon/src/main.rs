@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use netproto_crypto::Keypair;
-use netproto_daemon::{Client, LogFormat, NetworkConfig, Server, init_logging};
+use netproto_crypto::{Keypair, PublicKey};
+use netproto_daemon::{Client, NetworkConfig, SecurityMode, Server, init_logging};
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
 
@@ -58,15 +58,15 @@ pub(crate) struct ConfigArgs {
     config: Option<PathBuf>,
     /// Security mode: noise, tls or plain.
     #[arg(long)]
-    mode: Option<String>,
+    mode: Option<SecurityMode>,
 }
 
 impl ConfigArgs {
     pub(crate) fn load(&self) -> anyhow::Result<NetworkConfig> {
         let mut config = NetworkConfig::load(self.config.as_deref(), None)
             .context("loading the configuration")?;
-        if let Some(mode) = &self.mode {
-            config.security.mode.clone_from(mode);
+        if let Some(mode) = self.mode {
+            config.security.mode = mode;
         }
         config.validate()?;
         Ok(config)
@@ -99,7 +99,7 @@ struct CallArgs {
     address: Option<String>,
     /// The server's Noise public key (hex), pinned.
     #[arg(long)]
-    server_key: Option<String>,
+    server_key: Option<PublicKey>,
     /// Message type; ECHO and PING are built in, others are sent as custom messages.
     #[arg(long = "type", default_value = "ECHO")]
     msg_type: String,
@@ -171,17 +171,14 @@ fn print(text: &str) {
 }
 
 fn init_logs(config: &NetworkConfig) -> anyhow::Result<()> {
-    init_logging(
-        Some(&config.logging.level),
-        Some(LogFormat::parse(&config.logging.format)?),
-    )?;
+    init_logging(Some(&config.logging.level), Some(config.logging.format))?;
     Ok(())
 }
 
 /// The CLI's default way to authenticate a Noise server that is not pinned:
 /// trust on first use, as SSH does (remember the key, refuse a change).
 pub(crate) fn default_trust(config: &mut NetworkConfig) {
-    if config.security.mode == "noise"
+    if config.security.mode == SecurityMode::Noise
         && config.security.server_key.is_none()
         && config.security.known_hosts.is_none()
         && let Some(home) = std::env::var_os("HOME")
@@ -230,7 +227,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(address) = args.metrics {
         config.server.metrics_address = Some(address);
     }
-    if config.security.mode == "noise" && config.security.key_file.is_none() && !args.ephemeral_key
+    if config.security.mode == SecurityMode::Noise
+        && config.security.key_file.is_none()
+        && !args.ephemeral_key
     {
         config.security.key_file = Some(default_server_key()?);
     }
@@ -246,7 +245,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             server.local_addr()
         );
     }
-    if config.security.mode == "plain" {
+    if config.security.mode == SecurityMode::Plain {
         tracing::warn!("plain mode: no encryption and no authentication");
     }
     let shutdown = tokio::spawn(async move {

@@ -5,15 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use std::sync::Arc;
-
-use netproto_crypto::provider::{self, Provider};
-use netproto_crypto::{CipherAlgorithm, Keypair, PublicKey};
+use netproto_crypto::{Keypair, PublicKey};
 use netproto_transport::tls::{TlsAcceptor, TlsConnector, TlsServerConfig};
 use netproto_transport::{ClientSecurity, NoiseConfig, ServerSecurity};
 
-use crate::config::SecurityConfig;
-use crate::{Error, NetworkConfig, Result, parse_pin, parse_public_key, security_mode};
+use crate::config::{SecurityConfig, SecurityMode};
+use crate::{Error, Result};
 
 /// The key pair in `key_file`, or a fresh one (which lives as long as the
 /// process) when there is no file.
@@ -31,58 +28,29 @@ pub fn load_or_generate_identity(key_file: Option<&Path>) -> Result<Keypair> {
     }
 }
 
-/// Parses `security.noise_cipher`.
-pub(crate) fn noise_cipher(name: &str) -> Result<CipherAlgorithm> {
-    match name {
-        "chachapoly" => Ok(CipherAlgorithm::ChaCha20Poly1305),
-        "aesgcm" => Ok(CipherAlgorithm::Aes256Gcm),
-        other => Err(Error::Invalid(format!(
-            "security.noise_cipher must be chachapoly or aesgcm, not {other:?}"
-        ))),
-    }
-}
-
-/// Parses `security.noise_backend`.
-pub(crate) fn noise_backend(name: &str) -> Result<Arc<dyn Provider>> {
-    match name {
-        "ring" => Ok(provider::ring()),
-        "rustcrypto" => Ok(provider::rust_crypto()),
-        other => Err(Error::Invalid(format!(
-            "security.noise_backend must be ring or rustcrypto, not {other:?}"
-        ))),
-    }
-}
-
 /// The configured cipher and backend, on a Noise configuration.
-fn apply_noise_settings(noise: &mut NoiseConfig, security: &SecurityConfig) -> Result<()> {
-    noise.session.cipher = noise_cipher(&security.noise_cipher)?;
-    noise.provider = Some(noise_backend(&security.noise_backend)?);
-    Ok(())
+fn apply_noise_settings(noise: &mut NoiseConfig, security: &SecurityConfig) {
+    noise.session.cipher = security.noise_cipher.into();
+    noise.provider = Some(security.noise_backend.provider());
 }
 
 /// The server side of the configured security mode, and the Noise public
 /// key clients should pin (in Noise mode).
 pub(crate) fn server_security(
-    config: &NetworkConfig,
+    security: &SecurityConfig,
 ) -> Result<(ServerSecurity, Option<PublicKey>)> {
-    let security = &config.security;
-    match security_mode(&security.mode)? {
-        netproto_wire::SecurityMode::Noise => {
+    match security.mode {
+        SecurityMode::Noise => {
             let identity = load_or_generate_identity(security.key_file.as_deref())?;
             let public = *identity.public();
             let mut noise = NoiseConfig::new(identity);
-            apply_noise_settings(&mut noise, security)?;
+            apply_noise_settings(&mut noise, security);
             if !security.allowed_peers.is_empty() {
-                let keys = security
-                    .allowed_peers
-                    .iter()
-                    .map(|k| parse_public_key(k))
-                    .collect::<Result<Vec<_>>>()?;
-                noise.allowed_peers = Some(keys);
+                noise.allowed_peers = Some(security.allowed_peers.clone());
             }
             Ok((ServerSecurity::noise(noise), Some(public)))
         }
-        netproto_wire::SecurityMode::Tls => {
+        SecurityMode::Tls => {
             let (Some(cert), Some(key)) = (&security.tls_cert, &security.tls_key) else {
                 return Err(Error::Invalid(
                     "tls mode needs security.tls_cert and security.tls_key (create a development pair with `netproto certgen`)".into(),
@@ -95,7 +63,7 @@ pub(crate) fn server_security(
             tls.require_client_auth = security.tls_ca.is_some();
             Ok((ServerSecurity::Tls(TlsAcceptor::new(&tls)?), None))
         }
-        _ => Ok((ServerSecurity::Plain, None)),
+        SecurityMode::Plain => Ok((ServerSecurity::Plain, None)),
     }
 }
 
@@ -110,19 +78,19 @@ pub(crate) enum ServerTrust {
     None,
 }
 
-/// The client side of the configured security mode.
+/// The client side of the configured security mode, for the server at
+/// `address`.
 pub(crate) fn client_security(
-    config: &NetworkConfig,
+    security: &SecurityConfig,
     address: &str,
 ) -> Result<(ClientSecurity, ServerTrust)> {
-    let security = &config.security;
-    match security_mode(&security.mode)? {
-        netproto_wire::SecurityMode::Noise => {
+    match security.mode {
+        SecurityMode::Noise => {
             let identity = load_or_generate_identity(security.key_file.as_deref())?;
             let mut noise = NoiseConfig::new(identity);
-            apply_noise_settings(&mut noise, security)?;
-            let trust = if let Some(key) = &security.server_key {
-                noise.remote_static = Some(parse_public_key(key)?);
+            apply_noise_settings(&mut noise, security);
+            let trust = if let Some(key) = security.server_key {
+                noise.remote_static = Some(key);
                 ServerTrust::Pinned
             } else if let Some(path) = &security.known_hosts {
                 ServerTrust::KnownHosts(KnownHosts::new(path.clone()))
@@ -135,7 +103,7 @@ pub(crate) fn client_security(
             };
             Ok((ClientSecurity::noise(noise), trust))
         }
-        netproto_wire::SecurityMode::Tls => {
+        SecurityMode::Tls => {
             let Some(ca) = &security.tls_ca else {
                 return Err(Error::Invalid(
                     "tls mode needs security.tls_ca: the CA (or self-signed certificate) the server's certificate must chain to".into(),
@@ -146,7 +114,7 @@ pub(crate) fn client_security(
                 builder = builder.client_auth_files(cert.clone(), key.clone());
             }
             for pin in &security.tls_pins {
-                builder = builder.pin(parse_pin(pin)?);
+                builder = builder.pin(*pin);
             }
             let server_name = security
                 .server_name
@@ -160,7 +128,7 @@ pub(crate) fn client_security(
                 ServerTrust::Pinned,
             ))
         }
-        _ => Ok((ClientSecurity::Plain, ServerTrust::None)),
+        SecurityMode::Plain => Ok((ClientSecurity::Plain, ServerTrust::None)),
     }
 }
 

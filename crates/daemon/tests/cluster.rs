@@ -160,7 +160,7 @@ async fn daemons(dir: &Path, count: usize) -> Vec<Daemon> {
 
 fn cluster_config(daemons: &[Daemon]) -> NetworkConfig {
     let mut config = NetworkConfig::default();
-    config.cluster.peers = daemons.iter().map(Daemon::peer).collect();
+    config.cluster.peers = daemons.iter().map(|d| d.peer().parse().unwrap()).collect();
     config.cluster.heartbeat_interval = HEARTBEAT;
     config.cluster.suspect_after = SUSPECT_AFTER;
     config.cluster.dead_after = DEAD_AFTER;
@@ -526,7 +526,9 @@ async fn a_silent_daemon_is_suspected_then_declared_dead_by_missed_heartbeats() 
         let daemons = daemons(&dir, 2).await;
         let proxy = Proxy::start(daemons[1].address.clone()).await;
         let mut config = cluster_config(&daemons);
-        config.cluster.peers[1] = format!("{}@{}", daemons[1].public_key, proxy.address);
+        config.cluster.peers[1] = format!("{}@{}", daemons[1].public_key, proxy.address)
+            .parse()
+            .unwrap();
         let balancer = Arc::new(Balancer::connect(config).await.unwrap());
         all_alive(balancer.cluster()).await;
         let victim = balancer.cluster().peer(&proxy.address).unwrap();

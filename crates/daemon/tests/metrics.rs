@@ -100,7 +100,7 @@ async fn traffic_and_scrape() {
     config.server.address = "127.0.0.1:0".into();
     config.server.metrics_address = Some("127.0.0.1:0".into());
     config.server.max_connections = CLIENTS;
-    config.transport.compression = "lz4".into();
+    config.transport.compression = netproto_daemon::Compression::Lz4;
     config.client.auto_reconnect = false;
     let dispatcher = Arc::new(Dispatcher::default());
     dispatcher.register("ECHO", |msg| Ok(msg.clone()));
@@ -108,7 +108,7 @@ async fn traffic_and_scrape() {
     let metrics = server.metrics_addr().expect("a metrics address");
     assert_ne!(metrics.port(), 0);
     config.client.address = server.local_addr();
-    config.security.server_key = server.public_key().map(ToString::to_string);
+    config.security.server_key = server.public_key().copied();
     let handle = server.handle();
     let task = tokio::spawn(async move { server.run().await.unwrap() });
 

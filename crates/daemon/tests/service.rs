@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use netproto_daemon::{Client, Error, NetworkConfig, Server, ServerHandle};
+use netproto_daemon::{
+    Client, Error, NetworkConfig, NoiseBackend, NoiseCipher, Server, ServerHandle,
+};
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
 
@@ -34,7 +36,7 @@ fn dispatcher() -> Arc<Dispatcher> {
 fn base_config(mode: &str) -> NetworkConfig {
     let mut config = NetworkConfig::default();
     config.server.address = "127.0.0.1:0".into();
-    config.security.mode = mode.into();
+    config.security.mode = mode.parse().unwrap();
     config.client.reconnect_delay = Duration::from_millis(50);
     config
 }
@@ -47,7 +49,7 @@ async fn start(
     let server = Server::bind(config.clone(), dispatcher()).await.unwrap();
     config.client.address = server.local_addr();
     if let Some(key) = server.public_key() {
-        config.security.server_key = Some(key.to_string());
+        config.security.server_key = Some(*key);
     }
     let handle = server.handle();
     let task = tokio::spawn(async move { server.run().await.unwrap() });
@@ -173,16 +175,16 @@ async fn a_bad_first_header_is_turned_away_before_it_is_served() {
 async fn noise_backends_interoperate_and_the_cipher_must_match() {
     tokio::time::timeout(LIMIT, async {
         let mut server_config = base_config("noise");
-        server_config.security.noise_backend = "rustcrypto".into();
+        server_config.security.noise_backend = NoiseBackend::RustCrypto;
         let (handle, mut client_config, task) = start(server_config).await;
         // Another implementation of the same protocol: works.
-        client_config.security.noise_backend = "ring".into();
+        client_config.security.noise_backend = NoiseBackend::Ring;
         let client = Client::connect(client_config.clone()).await.unwrap();
         let reply = client.request(&Message::Echo("hi".into())).await.unwrap();
         assert_eq!(reply, Message::Echo("hi".into()));
         client.close().await.unwrap();
         // Another protocol (the cipher is in the Noise protocol name): refused.
-        client_config.security.noise_cipher = "aesgcm".into();
+        client_config.security.noise_cipher = NoiseCipher::AesGcm;
         client_config.client.auto_reconnect = false;
         let err = Client::connect(client_config).await.unwrap_err();
         // The handshake's first encrypted payload does not decrypt.
@@ -206,7 +208,7 @@ async fn noise_backends_interoperate_and_the_cipher_must_match() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_noise_aesgcm() {
     let mut config = base_config("noise");
-    config.security.noise_cipher = "aesgcm".into();
+    config.security.noise_cipher = NoiseCipher::AesGcm;
     tokio::time::timeout(LIMIT, echo_round_trip(config))
         .await
         .unwrap();
@@ -257,7 +259,7 @@ async fn end_to_end_tls_with_mutual_auth() {
     let (handle, mut client_config, task) = start(server_config).await;
     client_config.security.tls_cert = Some(path("client.pem"));
     client_config.security.tls_key = Some(path("client.key"));
-    client_config.security.tls_pins = vec![hex::encode(server_cert.spki_sha256())];
+    client_config.security.tls_pins = vec![server_cert.spki_sha256()];
     let client = Client::connect(client_config).await.unwrap();
     assert_eq!(
         client.request(&Message::Echo("tls".into())).await.unwrap(),
@@ -595,7 +597,10 @@ fn environment_overrides_the_file() {
     assert_eq!(only_file.server.address, "0.0.0.0:7000");
     assert_eq!(only_file.server.max_connections, 50);
     assert_eq!(only_file.server.shutdown_timeout, Duration::from_secs(3));
-    assert_eq!(only_file.transport.compression, "lz4");
+    assert_eq!(
+        only_file.transport.compression,
+        netproto_daemon::Compression::Lz4
+    );
     assert_eq!(only_file.client, netproto_daemon::ClientConfig::default());
     let env = HashMap::from([
         (
@@ -616,7 +621,7 @@ fn environment_overrides_the_file() {
     assert_eq!(layered.server.address, "0.0.0.0:7000", "file value kept");
     assert_eq!(layered.server.max_connections, 7, "environment wins");
     assert_eq!(layered.client.response_timeout, Duration::from_millis(250));
-    assert_eq!(layered.logging.format, "json");
+    assert_eq!(layered.logging.format, netproto_daemon::LogFormat::Json);
     assert_eq!(layered.transport.write_batch_bytes, 1 << 20);
     assert_eq!(only_file.transport.write_batch_bytes, 512 << 10, "default");
     let only_env = NetworkConfig::load(None, Some(env)).unwrap();
@@ -643,21 +648,25 @@ fn bad_configuration_is_a_clear_error() {
             "/nonexistent/netproto.key",
             "does not exist",
         ),
-        ("NETPROTO__SECURITY__MODE", "rot13", "security mode must be"),
+        (
+            "NETPROTO__SECURITY__MODE",
+            "rot13",
+            "unknown variant `rot13`, expected one of `noise`, `tls`, `plain`",
+        ),
         (
             "NETPROTO__TRANSPORT__COMPRESSION",
             "gzip",
-            "compression must be",
+            "expected one of `none`, `lz4`, `zstd`",
         ),
         (
             "NETPROTO__SECURITY__NOISE_CIPHER",
             "rc4",
-            "noise_cipher must be chachapoly or aesgcm",
+            "expected `chachapoly` or `aesgcm`",
         ),
         (
             "NETPROTO__SECURITY__NOISE_BACKEND",
             "openssl",
-            "noise_backend must be ring or rustcrypto",
+            "expected `ring` or `rustcrypto`",
         ),
         (
             "NETPROTO__TRANSPORT__WRITE_BATCH_BYTES",
@@ -668,7 +677,11 @@ fn bad_configuration_is_a_clear_error() {
     for (key, value, expected) in cases {
         let env = HashMap::from([(key.to_owned(), value.to_owned())]);
         let err = NetworkConfig::load(None, Some(env)).unwrap_err();
-        assert!(err.to_string().contains(expected), "{key}={value}: {err}");
+        // Names are typed when loaded: a bad one is a load error, whose
+        // source says what is allowed.
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        let message = format!("{err}: {}", source.unwrap_or_default());
+        assert!(message.contains(expected), "{key}={value}: {message}");
     }
     let err = NetworkConfig::from_file("/nonexistent/netproto.toml").unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
@@ -677,7 +690,7 @@ fn bad_configuration_is_a_clear_error() {
 #[test]
 fn configuration_text_parses_and_prints_back() {
     let mut config = base_config("noise");
-    config.transport.compression = "zstd".into();
+    config.transport.compression = netproto_daemon::Compression::Zstd;
     config.client.response_timeout = Duration::from_millis(1_500);
     let text = config.to_toml().unwrap();
     assert_eq!(NetworkConfig::from_toml_str(&text).unwrap(), config);

@@ -267,7 +267,7 @@ async fn configuration_from_the_environment() {
         // The full configuration pins the server's key.
         let mut full = config;
         full.client.address = address;
-        full.security.server_key = server.public_key().map(|key| key.to_string());
+        full.security.server_key = server.public_key();
         let mut conn = client::connect_with_network_config(full).await.unwrap();
         assert_eq!(
             conn.request(&Message::Echo("from env".into()))
@@ -482,7 +482,7 @@ fn config_structs_match_the_daemon_defaults_and_errors_convert() {
     assert_eq!(ClientConfig::default(), daemon_defaults.client);
     // The README's ServerConfig converts with Noise security.
     let full = readme_server_config().to_daemon();
-    assert_eq!(full.security.mode, "noise");
+    assert_eq!(full.security.mode, netproto_daemon::SecurityMode::Noise);
     assert_eq!(full.server.backpressure_limit, 100);
 
     fn bad_name() -> Result<Message> {

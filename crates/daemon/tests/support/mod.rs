@@ -234,8 +234,8 @@ impl ServerProcess {
     /// A client configuration that reaches this server (pinning its key).
     pub(crate) fn client_config(&self) -> NetworkConfig {
         let mut config = NetworkConfig::default();
-        config.security.mode = self.mode.clone();
-        config.security.server_key = self.public_key.clone();
+        config.security.mode = self.mode.parse().unwrap();
+        config.security.server_key = self.public_key.as_deref().map(|k| k.parse().unwrap());
         config.client.address = self.addr.to_string();
         config.client.auto_reconnect = false;
         config.client.response_timeout = Duration::from_secs(10);

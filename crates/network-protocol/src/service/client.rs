@@ -89,7 +89,7 @@ impl TlsClientConfig<'_> {
             ));
         }
         let security = &mut config.security;
-        security.mode = "tls".into();
+        security.mode = netproto_daemon::SecurityMode::Tls;
         security.tls_ca = Some(ca.into());
         security.tls_cert = self.cert_path.map(Into::into);
         security.tls_key = self.key_path.map(Into::into);
@@ -119,7 +119,7 @@ pub async fn connect_with_config(config: ClientConfig) -> Result<Connection> {
 /// As [`connect_with_config`].
 pub async fn connect_pinned(config: ClientConfig, server_key: PublicKey) -> Result<Connection> {
     let mut daemon = config.to_daemon();
-    daemon.security.server_key = Some(server_key.to_string());
+    daemon.security.server_key = Some(server_key);
     connect_with_daemon_config(daemon).await
 }
 

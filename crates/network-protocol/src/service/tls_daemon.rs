@@ -74,7 +74,7 @@ impl TlsConfig<'_> {
             (false, _) => None,
         };
         let security = &mut config.security;
-        security.mode = "tls".into();
+        security.mode = netproto_daemon::SecurityMode::Tls;
         security.tls_cert = Some(self.cert_path.into());
         security.tls_key = Some(self.key_path.into());
         security.tls_ca = ca;

@@ -1,0 +1,262 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+/// The error's text with its source's, as `netproto` prints it.
+fn full_text(error: &Error) -> String {
+    let source = std::error::Error::source(error).map(ToString::to_string);
+    format!("{error}: {}", source.unwrap_or_default())
+}
+
+#[test]
+fn peers_parse_with_and_without_a_pinned_key() {
+    let key = "11".repeat(32);
+    let spec = format!("{key}@db.example:9000");
+    let peer: PeerAddress = spec.parse().unwrap();
+    assert_eq!(peer.key.unwrap().to_string(), key);
+    assert_eq!(peer.address, "db.example:9000");
+    assert_eq!(peer.to_string(), spec, "printed back as written");
+    for plain in ["[::1]:9000", "unix:/tmp/s"] {
+        let peer: PeerAddress = plain.parse().unwrap();
+        assert_eq!((peer.key, peer.address.as_str()), (None, plain));
+    }
+    for bad in [
+        "",
+        "host",
+        ":9000",
+        "host:0",
+        "host:http",
+        "unix:",
+        "zz@host:1",
+    ] {
+        assert!(bad.parse::<PeerAddress>().is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn cluster_section_is_validated() {
+    let c = ClusterConfig {
+        peers: vec![
+            "127.0.0.1:9000".parse().unwrap(),
+            "127.0.0.1:9001".parse().unwrap(),
+        ],
+        ..ClusterConfig::default()
+    };
+    c.validate().unwrap();
+    type Spoil = fn(&mut ClusterConfig);
+    let cases: [(Spoil, &str); 5] = [
+        (
+            |c| c.heartbeat_interval = Duration::ZERO,
+            "heartbeat_interval",
+        ),
+        (|c| c.suspect_after = 0, "suspect_after"),
+        (|c| c.dead_after = 1, "dead_after"),
+        (
+            |c| c.max_probe_delay = Duration::from_millis(1),
+            "max_probe_delay",
+        ),
+        (
+            |c| {
+                c.peers.push(
+                    format!("{}@127.0.0.1:9000", "22".repeat(32))
+                        .parse()
+                        .unwrap(),
+                )
+            },
+            "twice",
+        ),
+    ];
+    for (spoil, expected) in cases {
+        let mut bad = c.clone();
+        spoil(&mut bad);
+        let error = bad.validate().unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+}
+
+#[test]
+fn the_cluster_section_reads_from_the_environment() {
+    let key = "ab".repeat(32);
+    let peers = format!("127.0.0.1:1,{key}@127.0.0.1:2");
+    let config = NetworkConfig::load(
+        None,
+        env(&[
+            ("NETPROTO__CLUSTER__PEERS", &peers),
+            ("NETPROTO__CLUSTER__HEARTBEAT_INTERVAL", "250ms"),
+            ("NETPROTO__CLUSTER__DEAD_AFTER", "6"),
+        ]),
+    )
+    .unwrap();
+    let addresses: Vec<&str> = config
+        .cluster
+        .peers
+        .iter()
+        .map(|p| p.address.as_str())
+        .collect();
+    assert_eq!(addresses, ["127.0.0.1:1", "127.0.0.1:2"]);
+    assert_eq!(config.cluster.peers[0].key, None);
+    assert_eq!(config.cluster.peers[1].key.unwrap().to_string(), key);
+    assert_eq!(
+        config.cluster.heartbeat_interval,
+        Duration::from_millis(250)
+    );
+    assert_eq!(config.cluster.dead_after, 6);
+    assert_eq!(config.cluster.suspect_after, 2);
+    let error =
+        NetworkConfig::load(None, env(&[("NETPROTO__CLUSTER__PEERS", "nowhere")])).unwrap_err();
+    assert!(full_text(&error).contains("is not host:port"), "{error}");
+}
+
+#[test]
+fn names_are_typed_when_loaded_and_unknown_names_list_the_allowed_ones() {
+    let config = NetworkConfig::from_toml_str(
+        "[security]\nmode = \"plain\"\nnoise_cipher = \"aesgcm\"\nnoise_backend = \"rustcrypto\"\n\
+         [transport]\ncompression = \"zstd\"\n[logging]\nformat = \"json\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.security.mode, SecurityMode::Plain);
+    assert_eq!(config.security.noise_cipher, NoiseCipher::AesGcm);
+    assert_eq!(config.security.noise_backend, NoiseBackend::RustCrypto);
+    assert_eq!(config.transport.compression, Compression::Zstd);
+    assert_eq!(config.logging.format, crate::LogFormat::Json);
+    let empty = NetworkConfig::from_toml_str("[transport]\ncompression = \"\"\n").unwrap();
+    assert_eq!(empty.transport.compression, Compression::None);
+    for (text, allowed) in [
+        (
+            "[security]\nmode = \"rot13\"",
+            "expected one of `noise`, `tls`, `plain`",
+        ),
+        (
+            "[transport]\ncompression = \"gzip\"",
+            "expected one of `none`, `lz4`, `zstd`",
+        ),
+        (
+            "[security]\nnoise_cipher = \"rc4\"",
+            "`chachapoly` or `aesgcm`",
+        ),
+        (
+            "[security]\nnoise_backend = \"openssl\"",
+            "`ring` or `rustcrypto`",
+        ),
+        ("[logging]\nformat = \"xml\"", "`human` or `json`"),
+    ] {
+        let error = NetworkConfig::from_toml_str(text).unwrap_err();
+        assert!(
+            full_text(&error).contains(allowed),
+            "{text}: {}",
+            full_text(&error)
+        );
+    }
+    let error = "rot13".parse::<SecurityMode>().unwrap_err().to_string();
+    assert!(
+        error.contains("security mode") && error.contains("`plain`"),
+        "{error}"
+    );
+    assert_eq!("tls".parse::<SecurityMode>().unwrap(), SecurityMode::Tls);
+    assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
+}
+
+#[test]
+fn keys_and_pins_are_read_when_loaded_and_printed_as_hex() {
+    let (key, pin) = ("0f".repeat(32), "a1".repeat(32));
+    let text = format!(
+        "[security]\nserver_key = \" {key} \"\nallowed_peers = [\"{key}\"]\ntls_pins = [\"{pin}\"]\n"
+    );
+    let config = NetworkConfig::from_toml_str(&text).unwrap();
+    assert_eq!(config.security.server_key.unwrap().to_string(), key);
+    assert_eq!(config.security.allowed_peers.len(), 1);
+    assert_eq!(config.security.tls_pins, [[0xa1; 32]]);
+    let printed = config.to_toml().unwrap();
+    assert!(
+        printed.contains(&format!("server_key = \"{key}\"")),
+        "{printed}"
+    );
+    assert!(printed.contains(&pin), "{printed}");
+    assert!(printed.contains("mode = \"noise\""), "{printed}");
+    assert_eq!(NetworkConfig::from_toml_str(&printed).unwrap(), config);
+    for (text, expected) in [
+        ("[security]\nserver_key = \"abc\"", "is not a public key"),
+        (
+            "[security]\nallowed_peers = [\"zz\"]",
+            "is not a public key",
+        ),
+        ("[security]\ntls_pins = [\"abcd\"]", "is not a pin"),
+    ] {
+        let error = NetworkConfig::from_toml_str(text).unwrap_err();
+        assert!(
+            full_text(&error).contains(expected),
+            "{text}: {}",
+            full_text(&error)
+        );
+    }
+    let env_key = NetworkConfig::load(
+        None,
+        env(&[
+            ("NETPROTO__SECURITY__SERVER_KEY", &key),
+            ("NETPROTO__SECURITY__TLS_PINS", &format!("{pin},{pin}")),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(env_key.security.server_key, config.security.server_key);
+    assert_eq!(env_key.security.tls_pins.len(), 2);
+}
+
+#[test]
+fn connection_settings_are_checked_by_the_transport_and_named_by_section() {
+    let mut config = NetworkConfig::default();
+    config.server.backpressure_limit = 5;
+    config.client.backpressure_limit = 6;
+    let server = config.server.connection_config(&config.transport).unwrap();
+    let client = config.client.connection_config(&config.transport).unwrap();
+    assert_eq!(
+        (server.backpressure_limit, client.backpressure_limit),
+        (5, 6)
+    );
+    assert_eq!(
+        server.heartbeat_interval,
+        Some(config.server.heartbeat_interval)
+    );
+    assert_eq!(
+        client.heartbeat_interval,
+        Some(config.client.heartbeat_interval)
+    );
+    assert_eq!(server.idle_timeout, Some(config.transport.idle_timeout));
+    type Spoil = fn(&mut NetworkConfig);
+    let cases: [(Spoil, &str); 5] = [
+        (
+            |c| c.server.backpressure_limit = 0,
+            "server.backpressure_limit must be 1 to 1048576 frames, not 0",
+        ),
+        (
+            |c| c.client.heartbeat_interval = Duration::ZERO,
+            "client.heartbeat_interval must be between 1 ms and one day, not 0ns",
+        ),
+        (
+            |c| c.transport.max_frame_len = 10,
+            "transport.max_frame_len must be at least 64, not 10",
+        ),
+        (
+            |c| c.transport.heartbeat_misses = 0,
+            "transport.heartbeat_misses must be 1 to 1000, not 0",
+        ),
+        (
+            |c| c.transport.inbound_limit = 0,
+            "transport.inbound_limit must be 1 to 1048576 frames, not 0",
+        ),
+    ];
+    for (spoil, expected) in cases {
+        let mut bad = NetworkConfig::default();
+        spoil(&mut bad);
+        let error = bad.validate().unwrap_err().to_string();
+        assert_eq!(error, format!("invalid configuration: {expected}"));
+    }
+}

@@ -1,0 +1,187 @@
+//! The one place the daemon's own settings are range-checked; the settings
+//! of connections are checked by
+//! [`ConnectionConfig::validate`](netproto_transport::ConnectionConfig::validate),
+//! through the conversions in `connection.rs`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{
+    ClientConfig, ClusterConfig, MAX_HANDSHAKE_THREADS, NetworkConfig, SecurityConfig,
+    SecurityMode, ServerConfig,
+};
+use crate::{Error, Result};
+
+/// Largest accepted `cluster.suspect_after` and `cluster.dead_after`.
+const MAX_MISSES: u32 = 1000;
+
+impl NetworkConfig {
+    /// Checks every value; a zero timeout or limit is an error, and so are
+    /// files that do not exist.
+    ///
+    /// Keys, pins, peers and names were read when the configuration was
+    /// loaded (their types hold only valid values). The settings of
+    /// connections, on both sides, are checked as the transport checks
+    /// them ([`ConnectionConfig::validate`](netproto_transport::ConnectionConfig::validate)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        check_server(&self.server)?;
+        check_client(&self.client)?;
+        self.server.connection_config(&self.transport)?;
+        self.client.connection_config(&self.transport)?;
+        check_security(&self.security)?;
+        self.cluster.validate()
+    }
+}
+
+/// The server's own settings (not those of its connections).
+fn check_server(s: &ServerConfig) -> Result<()> {
+    nonzero(s.max_connections, "server.max_connections")?;
+    nonzero(s.max_connections_per_ip, "server.max_connections_per_ip")?;
+    nonzero(s.max_pending, "server.max_pending")?;
+    nonzero(s.max_pending_per_ip, "server.max_pending_per_ip")?;
+    nonzero(s.max_pending_per_prefix, "server.max_pending_per_prefix")?;
+    nonzero(
+        s.handshake_rate_per_ip as usize,
+        "server.handshake_rate_per_ip",
+    )?;
+    nonzero(
+        s.handshake_rate_per_prefix as usize,
+        "server.handshake_rate_per_prefix",
+    )?;
+    for (len, most, name) in [
+        (s.ipv4_prefix_len, 32, "server.ipv4_prefix_len"),
+        (s.ipv6_prefix_len, 128, "server.ipv6_prefix_len"),
+    ] {
+        if !(1..=most).contains(&len) {
+            return Err(Error::Invalid(format!(
+                "{name} must be 1 to {most}, not {len}"
+            )));
+        }
+    }
+    if s.preface_timeout > s.connection_timeout {
+        return Err(Error::Invalid(format!(
+            "server.preface_timeout ({:?}) must not be longer than server.connection_timeout ({:?})",
+            s.preface_timeout, s.connection_timeout
+        )));
+    }
+    nonzero(s.max_in_flight, "server.max_in_flight")?;
+    if s.handshake_threads > MAX_HANDSHAKE_THREADS {
+        return Err(Error::Invalid(format!(
+            "server.handshake_threads must be at most {MAX_HANDSHAKE_THREADS}, not {}",
+            s.handshake_threads
+        )));
+    }
+    for (value, name) in [
+        (s.connection_timeout, "server.connection_timeout"),
+        (s.preface_timeout, "server.preface_timeout"),
+        (s.shutdown_timeout, "server.shutdown_timeout"),
+        (s.request_timeout, "server.request_timeout"),
+    ] {
+        duration(value, name)?;
+    }
+    Ok(())
+}
+
+/// The client's own settings (not those of its connection).
+fn check_client(c: &ClientConfig) -> Result<()> {
+    for (value, name) in [
+        (c.connection_timeout, "client.connection_timeout"),
+        (c.operation_timeout, "client.operation_timeout"),
+        (c.response_timeout, "client.response_timeout"),
+        (c.reconnect_delay, "client.reconnect_delay"),
+    ] {
+        duration(value, name)?;
+    }
+    nonzero(
+        c.max_reconnect_attempts as usize,
+        "client.max_reconnect_attempts",
+    )
+}
+
+/// The files the security section names exist.
+fn check_security(security: &SecurityConfig) -> Result<()> {
+    if security.mode == SecurityMode::Tls {
+        for (file, name) in [
+            (&security.tls_cert, "security.tls_cert"),
+            (&security.tls_key, "security.tls_key"),
+            (&security.tls_ca, "security.tls_ca"),
+        ] {
+            if let Some(path) = file
+                && !path.is_file()
+            {
+                return Err(Error::Invalid(format!(
+                    "{name}: {} does not exist",
+                    path.display()
+                )));
+            }
+        }
+    }
+    if let Some(path) = &security.key_file
+        && !path.is_file()
+    {
+        return Err(Error::Invalid(format!(
+            "security.key_file: {} does not exist (create one with `netproto keygen`)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+impl ClusterConfig {
+    /// Checks every value of the section.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] naming the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        duration(self.heartbeat_interval, "cluster.heartbeat_interval")?;
+        duration(self.max_probe_delay, "cluster.max_probe_delay")?;
+        if self.max_probe_delay < self.heartbeat_interval {
+            return Err(Error::Invalid(
+                "cluster.max_probe_delay must be at least cluster.heartbeat_interval".into(),
+            ));
+        }
+        if !(1..=MAX_MISSES).contains(&self.suspect_after) {
+            return Err(Error::Invalid(format!(
+                "cluster.suspect_after must be 1 to {MAX_MISSES}"
+            )));
+        }
+        if !(self.suspect_after..=MAX_MISSES).contains(&self.dead_after) {
+            return Err(Error::Invalid(format!(
+                "cluster.dead_after must be at least cluster.suspect_after ({}) and at most {MAX_MISSES}",
+                self.suspect_after
+            )));
+        }
+        let mut seen = HashSet::new();
+        for peer in &self.peers {
+            if !seen.insert(peer.address.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "cluster.peers: {:?} is listed twice",
+                    peer.address
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn nonzero(value: usize, name: &str) -> Result<()> {
+    if value == 0 {
+        return Err(Error::Invalid(format!("{name} must not be 0")));
+    }
+    Ok(())
+}
+
+fn duration(value: Duration, name: &str) -> Result<()> {
+    if value.is_zero() {
+        return Err(Error::Invalid(format!("{name} must not be 0")));
+    }
+    if value > netproto_transport::MAX_DURATION {
+        return Err(Error::Invalid(format!("{name} must be at most one day")));
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Accepting connections: the limits, refusals, and each new connection's
+//! preface, security handshake and first header, up to the point it is
+//! established and handed to the serving threads.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netproto_transport::{
+    AcceptLimits, Accepted, ConnectionConfig, HandshakeStage, ServerSecurity,
+};
+use netproto_wire::PrefaceStatus;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::ServerStats;
+use super::admission::{Admission, Eviction, Ticket};
+use super::listener::Listener;
+use super::stream::Stream;
+use crate::config::ServerConfig;
+
+/// Refusals in progress at most: each waits up to `server.preface_timeout`
+/// for the client's preface (plus, past a handshake rate, until the address
+/// may connect again, at most [`RATE_REFUSAL_DELAY`]), to answer it "busy". Past this many, a refused
+/// connection is closed at once, unanswered.
+const MAX_REFUSALS: usize = 1024;
+
+/// The longest a refusal past a handshake rate waits before it is
+/// answered: until the address may connect again, at most this.
+const RATE_REFUSAL_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a new connection waits on the handshake threads for its first
+/// frame header ([`netproto_transport::Accepted::first_header`]) before it is
+/// served without one: clients send their first request at once, and a quiet
+/// one starts this much later.
+const FIRST_HEADER_WAIT: Duration = Duration::from_secs(1);
+
+/// Accepts connections, applies the limits, and runs each new connection's
+/// preface, handshake and first header; sends the established ones to be
+/// served.
+pub(super) struct Acceptor {
+    pub(super) listener: Listener,
+    pub(super) limits: ServerConfig,
+    pub(super) stats: Arc<ServerStats>,
+    pub(super) per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    pub(super) admission: Arc<Admission>,
+    pub(super) security: Arc<ServerSecurity>,
+    pub(super) connection_config: Arc<ConnectionConfig>,
+    pub(super) established: mpsc::UnboundedSender<Established>,
+}
+
+impl Acceptor {
+    /// Accepts until the task is aborted; everything it starts runs on the
+    /// current runtime.
+    ///
+    /// With `own_runtime`, the acceptor runs on a runtime of its own (the
+    /// handshake threads), whose driver its listener is registered with:
+    /// established sockets are detached from it on their way to the serving
+    /// threads.
+    pub(super) async fn run(self, own_runtime: bool) {
+        let mut conn_id = 0u64;
+        loop {
+            let (io, peer) = match self.listener.accept().await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            conn_id += 1;
+            let ip = peer.map(|p| p.ip());
+            let made_room = match self.check_limits(ip) {
+                Ok(made_room) => made_room,
+                Err(refusal) => {
+                    self.refuse(io, conn_id, peer, refusal);
+                    continue;
+                }
+            };
+            let guard = ConnectionGuard::new(self.stats.clone(), self.per_ip.clone(), ip);
+            let ticket = self.admission.admit(ip);
+            for eviction in made_room.into_iter().flatten() {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                self.stats.metrics.evicted(eviction.reason());
+                tracing::debug!(
+                    conn_id,
+                    reason = eviction.reason(),
+                    "evicted a pending connection"
+                );
+            }
+            if preface_waiting(&io) {
+                ticket.progress().reached(HandshakeStage::Preface);
+            }
+            let id = ticket.id();
+            let span = tracing::info_span!("conn", conn_id, peer = ?peer);
+            let work = self.handshake(io, guard, ticket, span.clone(), own_runtime);
+            let task = tokio::spawn(work.instrument(span));
+            self.admission.attach(id, task.abort_handle());
+        }
+    }
+
+    /// Answers a refused connection "busy" once its preface arrived (within
+    /// the preface timeout) and the refusal's delay passed; closes it
+    /// unanswered at once when [`MAX_REFUSALS`] are already waiting.
+    fn refuse(&self, io: Stream, conn_id: u64, peer: Option<SocketAddr>, refusal: Refusal) {
+        let Refusal { reason, delay } = refusal;
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.stats.metrics.refused(reason);
+        tracing::debug!(conn_id, peer = ?peer, reason, "refusing connection");
+        let refusing = RefusalGuard::new(self.stats.clone());
+        if refusing.0.refusing.load(Ordering::Relaxed) > MAX_REFUSALS {
+            return;
+        }
+        let mode = self.security.mode();
+        let wait = self.limits.preface_timeout + delay;
+        drop(tokio::spawn(async move {
+            let mut io = io;
+            let answer = async {
+                tokio::time::sleep(delay).await;
+                netproto_transport::preface::refuse(&mut io, mode, PrefaceStatus::Busy).await
+            };
+            let _ = tokio::time::timeout(wait, answer).await;
+            drop(refusing);
+        }));
+    }
+
+    /// The preface, the security handshake and the first header of one
+    /// connection; an established one goes to the serving threads.
+    fn handshake(
+        &self,
+        io: Stream,
+        guard: ConnectionGuard,
+        ticket: Ticket,
+        span: tracing::Span,
+        detach: bool,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let security = self.security.clone();
+        let connection_config = self.connection_config.clone();
+        let stats = self.stats.clone();
+        let established = self.established.clone();
+        let handshake_timeout = self.limits.connection_timeout;
+        let limits = AcceptLimits::new(self.limits.preface_timeout, handshake_timeout);
+        async move {
+            // Boxed: its state is freed once done, and does not stay in the
+            // task while it waits for the first header.
+            let accepted = Box::pin(netproto_transport::accept_handshake_within(
+                io,
+                &security,
+                &connection_config,
+                &limits,
+                ticket.progress(),
+            ))
+            .await;
+            match &accepted {
+                Ok(_) => ticket.established(),
+                Err(_) => drop(ticket),
+            }
+            // The first frame's header is checked here too, so that garbage
+            // and headers over the limit never reach the serving threads.
+            let result = match accepted {
+                Ok(mut accepted) => {
+                    let wait = FIRST_HEADER_WAIT.min(handshake_timeout);
+                    match accepted.first_header(wait).await {
+                        Ok(()) => Ok(accepted),
+                        Err(error) => Err((error, true)),
+                    }
+                }
+                Err(error) => Err((error, false)),
+            };
+            let result = match result {
+                Ok(mut accepted) if detach => match accepted.get_mut().detach() {
+                    Ok(()) => Ok(accepted),
+                    Err(error) => Err((error.into(), false)),
+                },
+                other => other,
+            };
+            match result {
+                // The receiver is gone once the server stops accepting: the
+                // connection then closes.
+                Ok(accepted) => drop(established.send(Established {
+                    accepted,
+                    guard,
+                    span,
+                })),
+                Err((error, at_first_header)) => {
+                    stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    stats.metrics.handshake_failed(&error, at_first_header);
+                    if at_first_header {
+                        tracing::debug!(%error, "first frame header refused");
+                    } else {
+                        tracing::debug!(%error, "handshake failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the limits to a new connection from `ip`: the limit that
+    /// refuses it, or the evictions that made room for it. At `max_pending`
+    /// and at `max_connections` a pending connection that may go (see
+    /// `Admission::make_room`) is evicted rather than the newcomer refused:
+    /// connections that never speak cannot fill those limits against new
+    /// clients. (An evicted connection's count drops as soon as its aborted
+    /// task is dropped, a moment later.) The limits of one address or
+    /// prefix refuse: evicting an address's own connections for it would
+    /// only churn through an attacker's sockets as fast as it reconnects
+    /// them.
+    fn check_limits(&self, ip: Option<IpAddr>) -> Result<[Option<Eviction>; 2], Refusal> {
+        if let Some((reason, wait)) = self.admission.rate_limited(ip) {
+            // Answered once the address may connect again (at most
+            // RATE_REFUSAL_DELAY): a client retrying at once, or an
+            // attacker looping on refusals, then comes back no faster than
+            // its rate, instead of churning through refusals.
+            return Err(Refusal {
+                reason,
+                delay: wait.min(RATE_REFUSAL_DELAY),
+            });
+        }
+        if let Some(ip) = ip {
+            let count = {
+                let map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                map.get(&ip).copied().unwrap_or(0)
+            };
+            if count >= self.limits.max_connections_per_ip {
+                return Err(Refusal::now("max_connections_per_ip"));
+            }
+        }
+        let pending = self.admission.make_room(ip).map_err(Refusal::now)?;
+        let connections =
+            if self.stats.active.load(Ordering::Relaxed) >= self.limits.max_connections {
+                match self.admission.evict_one() {
+                    true => Some(Eviction::Connections),
+                    false => return Err(Refusal::now("max_connections")),
+                }
+            } else {
+                None
+            };
+        Ok([pending, connections])
+    }
+}
+
+/// Whether a whole preface is already waiting on a just-accepted TCP
+/// connection (peeked, not read). A client sends it at once, so it has
+/// usually arrived while the connection queued for `accept`: the
+/// connection then counts as past its preface from the start, before its
+/// task ever runs, and a flood of newcomers cannot evict it meanwhile.
+fn preface_waiting(io: &Stream) -> bool {
+    use futures::FutureExt;
+    let Stream::Tcp(stream) = io else {
+        return false;
+    };
+    let mut bytes = [0; netproto_wire::PREFACE_LEN];
+    matches!(
+        stream.peek(&mut bytes).now_or_never(),
+        Some(Ok(netproto_wire::PREFACE_LEN))
+    ) && matches!(netproto_wire::Preface::parse(&bytes), Ok(Some(_)))
+}
+
+/// Why a new connection is refused, and how long before it is answered.
+struct Refusal {
+    reason: &'static str,
+    delay: Duration,
+}
+
+impl Refusal {
+    /// A refusal answered as soon as the preface arrives.
+    fn now(reason: &'static str) -> Self {
+        Self {
+            reason,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Counts one refusal in progress while it lives.
+struct RefusalGuard(Arc<ServerStats>);
+
+impl RefusalGuard {
+    fn new(stats: Arc<ServerStats>) -> Self {
+        stats.refusing.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for RefusalGuard {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts one connection in the server's limits while it lives.
+pub(super) struct ConnectionGuard {
+    stats: Arc<ServerStats>,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnectionGuard {
+    fn new(
+        stats: Arc<ServerStats>,
+        per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: Option<IpAddr>,
+    ) -> Self {
+        stats.active.fetch_add(1, Ordering::Relaxed);
+        stats.metrics.connection_opened();
+        if let Some(ip) = ip {
+            *per_ip
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(ip)
+                .or_default() += 1;
+        }
+        Self { stats, per_ip, ip }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.stats.metrics.connection_closed();
+        if let Some(ip) = self.ip {
+            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = map.get_mut(&ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// A connection established on the handshake threads, on its way back to
+/// the serving threads.
+pub(super) struct Established {
+    pub(super) accepted: Accepted<Stream>,
+    pub(super) guard: ConnectionGuard,
+    pub(super) span: tracing::Span,
+}
