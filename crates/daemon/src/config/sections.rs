@@ -38,16 +38,17 @@ pub struct ServerConfig {
     /// Connections open at once from one IP address.
     pub max_connections_per_ip: usize,
     /// Connections not established yet (preface or handshake in progress)
-    /// at once. When full, a new connection is not refused: it evicts the
-    /// oldest of the least advanced pending connections (a socket that has
-    /// sent nothing goes before one that is mid-handshake).
+    /// at once. When full, a new connection evicts the oldest socket that
+    /// has sent nothing, else the handshake longest without progress once
+    /// it has made none for a second; when none may go, it is refused.
     pub max_pending: usize,
     /// Pending connections at once from one IP address; when full, a new
-    /// connection from there evicts one of that address's, as above.
+    /// connection from there is refused (busy), once its preface arrives
+    /// or its preface timeout passes.
     pub max_pending_per_ip: usize,
     /// Pending connections at once from one network prefix
     /// (`ipv4_prefix_len`, `ipv6_prefix_len`); when full, a new connection
-    /// from there evicts one of that prefix's, as above.
+    /// from there is refused, as for `max_pending_per_ip`.
     pub max_pending_per_prefix: usize,
     /// Length of the IPv4 prefixes the per-prefix limits count by (1 to 32).
     pub ipv4_prefix_len: u8,
