@@ -97,7 +97,7 @@ impl ServerSecurity {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] for a bad configuration; [`Error::Timeout`] with
+/// [`Error::Setup`] for a bad configuration; [`Error::Timeout`] with
 /// [`TimeoutKind::Handshake`]; [`Error::Refused`] when the server refuses the
 /// preface; [`Error::Crypto`] when the Noise handshake fails; I/O errors.
 pub async fn connect<I: Io>(
@@ -146,7 +146,8 @@ fn check_setup(config: &ConnectionConfig, handshake_timeout: Duration) -> Result
     check_duration(
         handshake_timeout,
         "handshake timeout must be between 1 ms and one day",
-    )
+    )?;
+    Ok(())
 }
 
 /// Accepts the server side of a netproto connection over `io`.

@@ -61,7 +61,7 @@ pub mod tls;
 
 pub use config::{ConnectionConfig, MAX_DURATION, MAX_QUEUE};
 pub use connection::{Connection, ConnectionInfo, Incoming, Receiver, Sender};
-pub use error::{Error, TimeoutKind};
+pub use error::{Error, SetupError, TimeoutKind};
 #[cfg(windows)]
 pub use establish::connect_pipe;
 #[cfg(unix)]

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use netproto_crypto::Keypair;
 use netproto_transport::{
     ClientSecurity, Connection, ConnectionConfig, Error, Incoming, NoiseConfig, ServerSecurity,
-    TimeoutKind, accept, connect,
+    SetupError, TimeoutKind, accept, connect,
 };
 use netproto_wire::{
     Decoder, Envelope, Frame, Message, MessageType, Preface, PrefaceAnswer, SecurityMode,
@@ -291,7 +291,10 @@ async fn zero_or_absurd_configuration_is_an_error_not_a_panic() {
     let err = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Setup(SetupError::Config(_))),
+        "{err:?}"
+    );
     let (a, _b) = tokio::io::duplex(1024);
     let err = connect(
         a,
@@ -301,7 +304,10 @@ async fn zero_or_absurd_configuration_is_an_error_not_a_panic() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Setup(SetupError::Config(_))),
+        "{err:?}"
+    );
 }
 
 /// A raw peer that answers the preface, then does whatever the test says.

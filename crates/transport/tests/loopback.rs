@@ -374,6 +374,7 @@ async fn first_header_does_not_wait_on_noise_connections() {
     tokio::time::timeout(LIMIT, case).await.unwrap();
 }
 
+#[cfg(feature = "certgen")]
 mod tls {
     use super::*;
     use netproto_transport::tls::{CertificateAuthority, TlsAcceptor, TlsConnector, self_signed};
