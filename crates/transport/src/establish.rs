@@ -378,7 +378,7 @@ pub async fn accept_handshake_within<I: Io>(
     let (protection, leftover, info) =
         with_timeout(left, limits.handshake_timeout, handshake).await?;
     Ok(Accepted {
-        stream: AcceptedStream::Plain(io),
+        stream: AcceptedStream::Raw(io),
         protection,
         leftover,
         info,
@@ -400,8 +400,9 @@ pub struct Accepted<I> {
 }
 
 enum AcceptedStream<I> {
-    /// Plain or Noise: the connection protects its frames itself.
-    Plain(I),
+    /// The stream as accepted, plain or Noise: the connection itself seals
+    /// its frames into Noise records, or sends them as they are.
+    Raw(I),
     /// TLS: frames go straight into the TLS stream.
     Tls(Box<tokio_rustls::server::TlsStream<I>>),
 }
@@ -418,7 +419,7 @@ impl<I: Io> Accepted<I> {
     /// the connection starts.
     pub fn get_mut(&mut self) -> &mut I {
         match &mut self.stream {
-            AcceptedStream::Plain(io) => io,
+            AcceptedStream::Raw(io) => io,
             AcceptedStream::Tls(stream) => stream.get_mut().0,
         }
     }
@@ -455,7 +456,7 @@ impl<I: Io> Accepted<I> {
     /// closing before a whole header ([`Error::PeerClosed`]), or a read
     /// error.
     pub async fn first_header(&mut self, wait: Duration) -> Result<(), Error> {
-        let (AcceptedStream::Plain(io), Protection::Plain) = (&mut self.stream, &self.protection)
+        let (AcceptedStream::Raw(io), Protection::Plain) = (&mut self.stream, &self.protection)
         else {
             return Ok(());
         };
@@ -504,7 +505,7 @@ impl<I: Io> Accepted<I> {
             offload,
         } = self;
         match stream {
-            AcceptedStream::Plain(io) => {
+            AcceptedStream::Raw(io) => {
                 Connection::spawn(io, protection, leftover, info, &config, offload)
             }
             AcceptedStream::Tls(stream) => {
