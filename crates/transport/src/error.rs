@@ -100,9 +100,9 @@ pub enum Error {
     InvalidServerName(String),
     /// Invalid settings given to one of the lower-level functions that check
     /// their arguments on every call ([`connect`](crate::connect),
-    /// [`accept`](crate::accept),
     /// [`accept_handshake_within`](crate::accept_handshake_within),
-    /// [`connect_tcp`](crate::connect_tcp)).
+    /// [`connect_tcp`](crate::connect_tcp)). A [`Connector`](crate::Connector)
+    /// or [`Acceptor`](crate::Acceptor) checks them once, when it is built.
     #[error("invalid setup")]
     Setup(#[from] SetupError),
 }
