@@ -18,7 +18,8 @@
 //! A [`Connector`] and an [`Acceptor`] hold one side's security,
 //! configuration and timeouts, checked once when built: setting up
 //! ([`SetupError`]) is kept apart from what can go wrong on a connection
-//! ([`Error`]).
+//! ([`Error`]). Users who bring their own stream and want frames only can
+//! use the [`codec`] with `tokio_util::codec::Framed`.
 //!
 //! This crate does not dispatch requests (`netproto-dispatch` does), read
 //! configuration files, or spawn anything out of sight other than the
@@ -63,6 +64,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod codec;
 mod config;
 mod connection;
 mod endpoint;
