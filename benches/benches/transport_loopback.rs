@@ -66,8 +66,8 @@ use criterion::{
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use netproto_crypto::{Keypair, provider};
 use netproto_transport::{
-    ClientSecurity, Connection, ConnectionConfig, Incoming, Io, NoiseConfig, Receiver, Sender,
-    ServerSecurity, accept, connect, connect_tcp, tls,
+    AcceptLimits, Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Incoming, Io,
+    NoiseConfig, Receiver, Sender, ServerSecurity, connect_tcp, tls,
 };
 use netproto_wire::{Envelope, MessageType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -248,12 +248,16 @@ async fn netproto_over<C: Io, S: Io>(
     client: ClientSecurity,
     server: ServerSecurity,
 ) -> (Connection, Connection) {
-    let config = ConnectionConfig::default();
+    let connector = Connector::builder(client, ConnectionConfig::default())
+        .handshake_timeout(ITERATION_LIMIT)
+        .build()
+        .expect("connector");
+    let acceptor = Acceptor::builder(server, ConnectionConfig::default())
+        .limits(AcceptLimits::new(ITERATION_LIMIT, ITERATION_LIMIT))
+        .build()
+        .expect("acceptor");
     let (client, server) = bounded("netproto handshake", async {
-        tokio::join!(
-            connect(client_io, &client, &config, ITERATION_LIMIT),
-            accept(server_io, &server, &config, ITERATION_LIMIT),
-        )
+        tokio::join!(connector.connect(client_io), acceptor.accept(server_io))
     })
     .await;
     (client.expect("connect"), server.expect("accept"))

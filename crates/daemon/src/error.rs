@@ -24,6 +24,9 @@ pub enum Error {
     /// The connection failed.
     #[error(transparent)]
     Transport(#[from] netproto_transport::Error),
+    /// Transport settings could not be built: certificates, keys, limits.
+    #[error(transparent)]
+    TransportSetup(#[from] netproto_transport::SetupError),
     /// A request failed.
     #[error(transparent)]
     Dispatch(#[from] netproto_dispatch::Error),

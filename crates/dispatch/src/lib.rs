@@ -22,7 +22,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use netproto_dispatch::{Correlator, CorrelatorConfig, Dispatcher, Error, ServeConfig};
-//! use netproto_transport::{ClientSecurity, ConnectionConfig, ServerSecurity};
+//! use netproto_transport::{Acceptor, ClientSecurity, ConnectionConfig, Connector, ServerSecurity};
 //! use netproto_wire::{ErrorCode, Message};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -32,19 +32,18 @@
 //! dispatcher.register_async("PING", |_msg: Message| async { Ok(Message::Pong) });
 //!
 //! let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-//! let timeout = netproto_transport::DEFAULT_HANDSHAKE_TIMEOUT;
+//! let acceptor = Acceptor::new(ServerSecurity::Plain, ConnectionConfig::default())?;
+//! let connector = Connector::new(ClientSecurity::Plain, ConnectionConfig::default())?;
 //! let (stop, shutdown) = tokio::sync::watch::channel(false);
 //! let server = tokio::spawn({
 //!     let dispatcher = dispatcher.clone();
 //!     async move {
-//!         let config = ConnectionConfig::default();
-//!         let conn = netproto_transport::accept(server_io, &ServerSecurity::Plain, &config, timeout).await?;
+//!         let conn = acceptor.accept(server_io).await?;
 //!         dispatcher.serve(conn, &ServeConfig::default(), shutdown).await
 //!     }
 //! });
 //!
-//! let config = ConnectionConfig::default();
-//! let conn = netproto_transport::connect(client_io, &ClientSecurity::Plain, &config, timeout).await?;
+//! let conn = connector.connect(client_io).await?;
 //! let (client, _unsolicited) = Correlator::new(conn, &CorrelatorConfig::default())?;
 //!
 //! let reply = client.request(&Message::Echo("hello".into())).await?;

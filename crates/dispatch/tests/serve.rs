@@ -20,8 +20,8 @@ use netproto_dispatch::{
     Unsolicited,
 };
 use netproto_transport::{
-    ClientSecurity, Connection, ConnectionConfig, Incoming, NoiseConfig, ServerSecurity, accept,
-    connect,
+    AcceptLimits, Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Incoming,
+    NoiseConfig, ServerSecurity,
 };
 use netproto_wire::{Envelope, ErrorCode, ErrorFrame, Frame, Message, MessageType};
 use tokio::sync::{Notify, watch};
@@ -37,9 +37,16 @@ async fn pair_with(
     config: ConnectionConfig,
 ) -> (Connection, Connection) {
     let (a, b) = tokio::io::duplex(256 * 1024);
-    let server_config = config.clone();
-    let server = tokio::spawn(async move { accept(b, &server, &server_config, HANDSHAKE).await });
-    let client = connect(a, &client, &config, HANDSHAKE).await.unwrap();
+    let acceptor = Acceptor::builder(server, config.clone())
+        .limits(AcceptLimits::new(HANDSHAKE, HANDSHAKE))
+        .build()
+        .unwrap();
+    let connector = Connector::builder(client, config)
+        .handshake_timeout(HANDSHAKE)
+        .build()
+        .unwrap();
+    let server = tokio::spawn(async move { acceptor.accept(b).await });
+    let client = connector.connect(a).await.unwrap();
     (client, server.await.unwrap().unwrap())
 }
 

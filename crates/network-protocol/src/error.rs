@@ -26,6 +26,9 @@ pub enum ProtocolError {
     /// A connection failed: socket, TLS, Noise, limits, timeouts.
     #[error(transparent)]
     Transport(#[from] netproto_transport::Error),
+    /// Transport settings could not be built: certificates, keys, limits.
+    #[error(transparent)]
+    TransportSetup(#[from] netproto_transport::SetupError),
     /// A frame or message could not be encoded or decoded.
     #[error(transparent)]
     Wire(#[from] netproto_wire::Error),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use netproto_wire::{Compression, DEFAULT_MAX_FRAME_LEN};
 
-use crate::Error;
+use crate::SetupError;
 
 /// Longest timeout or interval accepted: one day. Anything longer is almost
 /// certainly a unit mistake (seconds given as milliseconds).
@@ -16,7 +16,7 @@ pub const MAX_QUEUE: usize = 1 << 20;
 /// Tunables of one framed connection.
 ///
 /// Mutate a default and call [`validate`](Self::validate) (the connection
-/// constructors do). A zero or absurd value is a [`Error::Config`], never a panic.
+/// constructors do). A zero or absurd value is a [`SetupError::Config`], never a panic.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
@@ -24,7 +24,7 @@ pub struct ConnectionConfig {
     /// decompressed body). Default 16 MiB.
     pub max_frame_len: u32,
     /// Frames the send queue holds; `send` waits and `try_send` fails with
-    /// [`Error::Backpressure`] when it is full. Default 1024.
+    /// [`Error::Backpressure`](crate::Error::Backpressure) when it is full. Default 1024.
     pub backpressure_limit: usize,
     /// Frames the inbound queue holds; when it is full the reader stops
     /// reading the socket, so TCP flow control pushes back on the peer.
@@ -80,8 +80,8 @@ impl ConnectionConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the first value that is zero or out of range.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// [`SetupError::Config`] naming the first value that is zero or out of range.
+    pub fn validate(&self) -> Result<(), SetupError> {
         check(
             self.max_frame_len >= 64,
             "max_frame_len must be at least 64",
@@ -120,15 +120,19 @@ impl ConnectionConfig {
 }
 
 /// Checks a timeout that is not part of [`ConnectionConfig`] (connect, handshake).
-pub(crate) fn check_duration(value: Duration, what: &'static str) -> Result<(), Error> {
+pub(crate) fn check_duration(value: Duration, what: &'static str) -> Result<(), SetupError> {
     check(
         value >= Duration::from_millis(1) && value <= MAX_DURATION,
         what,
     )
 }
 
-fn check(ok: bool, what: &'static str) -> Result<(), Error> {
-    if ok { Ok(()) } else { Err(Error::Config(what)) }
+fn check(ok: bool, what: &'static str) -> Result<(), SetupError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(SetupError::Config(what))
+    }
 }
 
 #[cfg(test)]
@@ -159,7 +163,7 @@ mod tests {
             let mut config = ConnectionConfig::default();
             mutate(&mut config);
             assert!(
-                matches!(config.validate(), Err(Error::Config(_))),
+                matches!(config.validate(), Err(SetupError::Config(_))),
                 "case {i}"
             );
         }

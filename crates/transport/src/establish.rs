@@ -15,7 +15,7 @@ use crate::config::check_duration;
 use crate::connection::{ConnectionInfo, Protection};
 use crate::noise::{self, NoiseConfig};
 use crate::tls::{self, CertificateDer, TlsAcceptor, TlsConnector};
-use crate::{Connection, ConnectionConfig, Error, Io, TimeoutKind, preface};
+use crate::{Connection, ConnectionConfig, Error, Io, SetupError, TimeoutKind, preface};
 
 /// Default time allowed for the preface and the security handshake: 10 s.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,18 +95,31 @@ impl ServerSecurity {
 /// Connects the client side of a netproto connection over `io`: preface,
 /// handshake (within `handshake_timeout`), then a framed connection.
 ///
+/// This is the lower-level form of [`Connector::connect`](crate::Connector::connect),
+/// which checks its settings once instead of on every call.
+///
 /// # Errors
 ///
-/// [`Error::Config`] for a bad configuration; [`Error::Timeout`] with
+/// [`Error::Setup`] for a bad configuration; [`Error::Timeout`] with
 /// [`TimeoutKind::Handshake`]; [`Error::Refused`] when the server refuses the
 /// preface; [`Error::Crypto`] when the Noise handshake fails; I/O errors.
 pub async fn connect<I: Io>(
-    mut io: I,
+    io: I,
     security: &ClientSecurity,
     config: &ConnectionConfig,
     handshake_timeout: Duration,
 ) -> Result<Connection, Error> {
     check_setup(config, handshake_timeout)?;
+    client(io, security, config, handshake_timeout).await
+}
+
+/// The client side of [`connect`], with settings already checked.
+pub(crate) async fn client<I: Io>(
+    mut io: I,
+    security: &ClientSecurity,
+    config: &ConnectionConfig,
+    handshake_timeout: Duration,
+) -> Result<Connection, Error> {
     if let ClientSecurity::Tls {
         connector,
         server_name,
@@ -141,7 +154,10 @@ pub async fn connect<I: Io>(
 }
 
 /// Checks the configuration and the handshake timeout both sides take.
-fn check_setup(config: &ConnectionConfig, handshake_timeout: Duration) -> Result<(), Error> {
+pub(crate) fn check_setup(
+    config: &ConnectionConfig,
+    handshake_timeout: Duration,
+) -> Result<(), SetupError> {
     config.validate()?;
     check_duration(
         handshake_timeout,
@@ -149,53 +165,8 @@ fn check_setup(config: &ConnectionConfig, handshake_timeout: Duration) -> Result
     )
 }
 
-/// Accepts the server side of a netproto connection over `io`.
-///
-/// The same as [`accept_handshake`] followed by [`Accepted::start`].
-///
-/// # Errors
-///
-/// As [`connect`], plus [`Error::ModeMismatch`] when the client asked for
-/// another security mode (it has been told so before this returns).
-pub async fn accept<I: Io>(
-    io: I,
-    security: &ServerSecurity,
-    config: &ConnectionConfig,
-    handshake_timeout: Duration,
-) -> Result<Connection, Error> {
-    accept_handshake(io, security, config, handshake_timeout)
-        .await
-        .map(Accepted::start)
-}
-
-/// Runs the server side of the preface and the security handshake over
-/// `io`, without starting the connection's tasks.
-///
-/// A server can run handshakes (the costly public-key work a stranger can
-/// make it do) on threads of their own, and start the established
-/// connections ([`Accepted::start`]) where its requests are served, so that a
-/// flood of handshakes does not delay the clients already connected.
-///
-/// The same as [`accept_handshake_within`] with one timeout for both stages.
-///
-/// # Errors
-///
-/// As [`accept`].
-pub async fn accept_handshake<I: Io>(
-    io: I,
-    security: &ServerSecurity,
-    config: &ConnectionConfig,
-    handshake_timeout: Duration,
-) -> Result<Accepted<I>, Error> {
-    let limits = AcceptLimits {
-        preface_timeout: handshake_timeout,
-        handshake_timeout,
-    };
-    accept_handshake_within(io, security, config, &limits, &HandshakeProgress::default()).await
-}
-
 /// How long each stage of a server-side handshake may take: see
-/// [`accept_handshake_within`].
+/// [`AcceptorBuilder::limits`](crate::AcceptorBuilder::limits).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AcceptLimits {
@@ -244,8 +215,9 @@ pub enum HandshakeStage {
     Handshake,
 }
 
-/// Where [`accept_handshake_within`] reports the [`HandshakeStage`] it has
-/// reached and when, for another task to read at any time (two atomics).
+/// Where [`Acceptor::accept_handshake`](crate::Acceptor::accept_handshake)
+/// reports the [`HandshakeStage`] it has reached and when, for another task
+/// to read at any time (two atomics).
 #[derive(Debug)]
 pub struct HandshakeProgress {
     stage: AtomicU8,
@@ -304,27 +276,55 @@ impl HandshakeProgress {
     }
 }
 
-/// As [`accept_handshake`], with a time limit for each stage, reporting
-/// each stage reached to `progress`.
+/// Runs the server side of the preface and the security handshake over
+/// `io` within `limits`, reporting each stage reached to `progress`, without
+/// starting the connection's tasks.
+///
+/// This is the lower-level form of
+/// [`Acceptor::accept_handshake`](crate::Acceptor::accept_handshake), which
+/// checks its settings once instead of on every call.
 ///
 /// # Errors
 ///
-/// As [`accept`]; [`Error::Timeout`] with [`TimeoutKind::Preface`] when the
-/// preface did not arrive within [`AcceptLimits::preface_timeout`], with
-/// [`TimeoutKind::Handshake`] when the handshake did not finish within
-/// [`AcceptLimits::handshake_timeout`].
+/// [`Error::Setup`] for a bad configuration; [`Error::Timeout`] with
+/// [`TimeoutKind::Preface`] when the preface did not arrive within
+/// [`AcceptLimits::preface_timeout`], with [`TimeoutKind::Handshake`] when
+/// the handshake did not finish within [`AcceptLimits::handshake_timeout`];
+/// [`Error::ModeMismatch`] when the client asked for another security mode
+/// (it has been told so before this returns); [`Error::Crypto`] or
+/// [`Error::Tls`] when the handshake fails; I/O errors.
 pub async fn accept_handshake_within<I: Io>(
+    io: I,
+    security: &ServerSecurity,
+    config: &ConnectionConfig,
+    limits: &AcceptLimits,
+    progress: &HandshakeProgress,
+) -> Result<Accepted<I>, Error> {
+    check_limits(config, limits)?;
+    server(io, security, config, limits, progress).await
+}
+
+/// Checks the configuration and the limits of the server side.
+pub(crate) fn check_limits(
+    config: &ConnectionConfig,
+    limits: &AcceptLimits,
+) -> Result<(), SetupError> {
+    check_setup(config, limits.handshake_timeout)?;
+    check_duration(
+        limits.preface_timeout,
+        "preface timeout must be between 1 ms and one day",
+    )
+}
+
+/// The server side of [`accept_handshake_within`], with settings already
+/// checked.
+pub(crate) async fn server<I: Io>(
     mut io: I,
     security: &ServerSecurity,
     config: &ConnectionConfig,
     limits: &AcceptLimits,
     progress: &HandshakeProgress,
 ) -> Result<Accepted<I>, Error> {
-    check_setup(config, limits.handshake_timeout)?;
-    check_duration(
-        limits.preface_timeout,
-        "preface timeout must be between 1 ms and one day",
-    )?;
     let start = tokio::time::Instant::now();
     let preface_within = limits.preface_timeout.min(limits.handshake_timeout);
     let prologue =
@@ -377,7 +377,7 @@ pub async fn accept_handshake_within<I: Io>(
     let (protection, leftover, info) =
         with_timeout(left, limits.handshake_timeout, handshake).await?;
     Ok(Accepted {
-        stream: AcceptedStream::Plain(io),
+        stream: AcceptedStream::Raw(io),
         protection,
         leftover,
         info,
@@ -388,7 +388,12 @@ pub async fn accept_handshake_within<I: Io>(
 
 /// A server connection whose preface and security handshake are done, and
 /// whose reader and writer tasks are not started yet: see
-/// [`accept_handshake`].
+/// [`Acceptor::accept_handshake`](crate::Acceptor::accept_handshake).
+///
+/// A server can run handshakes (the costly public-key work a stranger can
+/// make it do) on threads of their own, and start the established
+/// connections ([`Accepted::start`]) where its requests are served, so that a
+/// flood of handshakes does not delay the clients already connected.
 pub struct Accepted<I> {
     stream: AcceptedStream<I>,
     protection: Protection,
@@ -399,8 +404,9 @@ pub struct Accepted<I> {
 }
 
 enum AcceptedStream<I> {
-    /// Plain or Noise: the connection protects its frames itself.
-    Plain(I),
+    /// The stream as accepted, plain or Noise: the connection itself seals
+    /// its frames into Noise records, or sends them as they are.
+    Raw(I),
     /// TLS: frames go straight into the TLS stream.
     Tls(Box<tokio_rustls::server::TlsStream<I>>),
 }
@@ -417,7 +423,7 @@ impl<I: Io> Accepted<I> {
     /// the connection starts.
     pub fn get_mut(&mut self) -> &mut I {
         match &mut self.stream {
-            AcceptedStream::Plain(io) => io,
+            AcceptedStream::Raw(io) => io,
             AcceptedStream::Tls(stream) => stream.get_mut().0,
         }
     }
@@ -427,6 +433,9 @@ impl<I: Io> Accepted<I> {
     /// and more), milliseconds of CPU a peer can ask for with a few bytes. A
     /// server gives it threads of lower priority, so that this work waits
     /// while other connections are served.
+    ///
+    /// The lower-level form of [`StartOptions::offload`](crate::StartOptions::offload),
+    /// which an [`Acceptor`](crate::Acceptor) applies to every connection.
     #[must_use]
     pub fn offload_to(mut self, runtime: tokio::runtime::Handle) -> Self {
         self.offload = Some(runtime);
@@ -448,14 +457,17 @@ impl<I: Io> Accepted<I> {
     /// Only plain connections are checked: Noise records and TLS are opened
     /// once the connection runs, and for them this returns `Ok` at once.
     ///
+    /// The lower-level form of
+    /// [`StartOptions::first_header_within`](crate::StartOptions::first_header_within),
+    /// which an [`Acceptor`](crate::Acceptor) applies to every connection.
+    ///
     /// # Errors
     ///
     /// A header the connection would refuse ([`Error::Protocol`]), the peer
     /// closing before a whole header ([`Error::PeerClosed`]), or a read
     /// error.
     pub async fn first_header(&mut self, wait: Duration) -> Result<(), Error> {
-        let (AcceptedStream::Plain(io), Protection::ByStream) =
-            (&mut self.stream, &self.protection)
+        let (AcceptedStream::Raw(io), Protection::ByStream) = (&mut self.stream, &self.protection)
         else {
             return Ok(());
         };
@@ -488,6 +500,11 @@ impl<I: Io> Accepted<I> {
         Ok(())
     }
 
+    /// Sets or clears the runtime of [`offload_to`](Self::offload_to).
+    pub(crate) fn set_offload(&mut self, runtime: Option<tokio::runtime::Handle>) {
+        self.offload = runtime;
+    }
+
     /// Starts the connection's reader and writer tasks on the current tokio
     /// runtime.
     ///
@@ -504,7 +521,7 @@ impl<I: Io> Accepted<I> {
             offload,
         } = self;
         match stream {
-            AcceptedStream::Plain(io) => {
+            AcceptedStream::Raw(io) => {
                 Connection::spawn(io, protection, leftover, info, &config, offload)
             }
             AcceptedStream::Tls(stream) => {
@@ -525,11 +542,20 @@ impl<I> std::fmt::Debug for Accepted<I> {
 /// Opens a TCP connection with `TCP_NODELAY` on (the writer coalesces
 /// frames itself, so Nagle's algorithm would only add delay).
 ///
+/// The lower-level form of [`Connector::connect_tcp`](crate::Connector::connect_tcp),
+/// which also runs the handshake.
+///
 /// # Errors
 ///
-/// [`Error::Timeout`] with [`TimeoutKind::Connect`], or the I/O error.
+/// [`Error::Setup`] for a timeout out of range; [`Error::Timeout`] with
+/// [`TimeoutKind::Connect`], or the I/O error.
 pub async fn connect_tcp(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
     check_duration(timeout, "connect timeout must be between 1 ms and one day")?;
+    tcp(addr, timeout).await
+}
+
+/// [`connect_tcp`] with the timeout already checked.
+pub(crate) async fn tcp(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(stream) => stream?,
         Err(_) => {
@@ -545,15 +571,28 @@ pub async fn connect_tcp(addr: impl ToSocketAddrs, timeout: Duration) -> Result<
 
 /// Opens a Unix domain socket connection.
 ///
+/// The lower-level form of [`Connector::connect_unix`](crate::Connector::connect_unix),
+/// which also runs the handshake.
+///
 /// # Errors
 ///
-/// [`Error::Timeout`] with [`TimeoutKind::Connect`], or the I/O error.
+/// [`Error::Setup`] for a timeout out of range; [`Error::Timeout`] with
+/// [`TimeoutKind::Connect`], or the I/O error.
 #[cfg(unix)]
 pub async fn connect_unix(
     path: impl AsRef<Path>,
     timeout: Duration,
 ) -> Result<tokio::net::UnixStream, Error> {
     check_duration(timeout, "connect timeout must be between 1 ms and one day")?;
+    unix(path, timeout).await
+}
+
+/// [`connect_unix`] with the timeout already checked.
+#[cfg(unix)]
+pub(crate) async fn unix(
+    path: impl AsRef<Path>,
+    timeout: Duration,
+) -> Result<tokio::net::UnixStream, Error> {
     match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
         Ok(stream) => Ok(stream?),
         Err(_) => Err(Error::Timeout {

@@ -15,42 +15,59 @@
 //!   `heartbeat_misses` intervals is declared dead;
 //! - every failure is a typed [`Error`], reported once by [`Receiver::recv`].
 //!
+//! A [`Connector`] and an [`Acceptor`] hold one side's security,
+//! configuration and timeouts, checked once when built: setting up
+//! ([`SetupError`]) is kept apart from what can go wrong on a connection
+//! ([`Error`]). Users who bring their own stream and want frames only can
+//! use the [`codec`] with `tokio_util::codec::Framed`.
+//!
+//! This crate does not dispatch requests (`netproto-dispatch` does), read
+//! configuration files, or spawn anything out of sight other than the
+//! reader and writer tasks of each started connection.
+//!
+//! # Features
+//!
+//! - `certgen` (default): certificate generation for development and tests
+//!   (`tls::self_signed`, `tls::CertificateAuthority`), with rcgen.
+//!
 //! # Examples
 //!
 //! ```
-//! use netproto_transport::{ClientSecurity, ConnectionConfig, Incoming, ServerSecurity};
+//! use netproto_transport::{
+//!     Acceptor, ClientSecurity, ConnectionConfig, Connector, Incoming, ServerSecurity,
+//! };
 //! use netproto_wire::Message;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), netproto_transport::Error> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let acceptor = Acceptor::new(ServerSecurity::Plain, ConnectionConfig::default())?;
+//! let connector = Connector::new(ClientSecurity::Plain, ConnectionConfig::default())?;
+//!
 //! let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-//! let config = ConnectionConfig::default();
-//! let timeout = netproto_transport::DEFAULT_HANDSHAKE_TIMEOUT;
 //! let server = tokio::spawn(async move {
-//!     let mut conn =
-//!         netproto_transport::accept(server_io, &ServerSecurity::Plain, &ConnectionConfig::default(), timeout)
-//!             .await?;
+//!     let mut conn = acceptor.accept(server_io).await?;
 //!     // Echo one message back.
 //!     if let Some(Incoming::Message(envelope)) = conn.recv().await? {
 //!         conn.send(envelope).await?;
 //!     }
 //!     Ok::<_, netproto_transport::Error>(conn)
 //! });
-//! let mut client =
-//!     netproto_transport::connect(client_io, &ClientSecurity::Plain, &config, timeout).await?;
+//! let mut client = connector.connect(client_io).await?;
 //! client.send(Message::Echo("hi".into()).to_envelope(1)).await?;
 //! let Some(Incoming::Message(reply)) = client.recv().await? else {
 //!     panic!("no reply");
 //! };
 //! assert_eq!(reply.request_id, 1);
-//! # server.await.unwrap()?;
+//! # server.await??;
 //! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod codec;
 mod config;
 mod connection;
+mod endpoint;
 mod error;
 mod establish;
 mod noise;
@@ -62,15 +79,16 @@ pub mod tls;
 
 pub use config::{ConnectionConfig, MAX_DURATION, MAX_QUEUE};
 pub use connection::{Connection, ConnectionInfo, Incoming, Receiver, Sender};
-pub use error::{Error, TimeoutKind};
+pub use endpoint::{Acceptor, AcceptorBuilder, Connector, ConnectorBuilder, StartOptions};
+pub use error::{Error, SetupError, TimeoutKind};
 #[cfg(windows)]
 pub use establish::connect_pipe;
 #[cfg(unix)]
 pub use establish::connect_unix;
 pub use establish::{
     AcceptLimits, Accepted, ClientSecurity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
-    HandshakeProgress, HandshakeStage, ServerSecurity, accept, accept_handshake,
-    accept_handshake_within, connect, connect_tcp,
+    HandshakeProgress, HandshakeStage, ServerSecurity, accept_handshake_within, connect,
+    connect_tcp,
 };
 pub use noise::NoiseConfig;
 pub use stats::{ConnectionStats, StatsSnapshot};

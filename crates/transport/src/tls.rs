@@ -6,8 +6,9 @@
 //! - [`TlsConnector`] is the client side: trust roots from a CA PEM, an
 //!   optional client certificate for mutual TLS, and optional SHA-256 pins of
 //!   the server's SubjectPublicKeyInfo ([`spki_sha256`]).
-//! - [`self_signed`], [`write_self_signed`] and [`CertificateAuthority`]
-//!   generate certificates for development and tests.
+//! - `self_signed`, `write_self_signed` and `CertificateAuthority`
+//!   generate certificates for development and tests (with the `certgen`
+//!   feature, on by default).
 //!
 //! Both sides speak TLS 1.3 and TLS 1.2 only, with rustls's default cipher
 //! suites from the ring provider. There are no system roots: a client trusts
@@ -33,6 +34,7 @@
 //! use netproto_transport::tls::{self, TlsAcceptor, TlsConnector};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
+//! # #[cfg(feature = "certgen")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let cert = tls::self_signed(&["localhost".to_owned()])?;
 //! let acceptor = TlsAcceptor::from_pem(
@@ -71,6 +73,8 @@
 //! })?;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "certgen"))]
+//! # fn main() {}
 //! ```
 //!
 //! Over TCP, with files:
@@ -78,7 +82,7 @@
 //! ```no_run
 //! use netproto_transport::tls::{TlsAcceptor, TlsConnector, TlsServerConfig};
 //!
-//! # async fn run() -> Result<(), netproto_transport::Error> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = TlsServerConfig::default();
 //! config.cert_path = "server.pem".into();
 //! config.key_path = "server.key".into();
@@ -99,6 +103,7 @@
 //! # }
 //! ```
 
+#[cfg(feature = "certgen")]
 mod certgen;
 mod pem;
 mod spki;
@@ -119,9 +124,10 @@ use rustls_pki_types::{PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use zeroize::Zeroizing;
 
-use crate::Error;
+use crate::{Error, SetupError};
 use pem::Source;
 
+#[cfg(feature = "certgen")]
 pub use certgen::{CertificateAuthority, GeneratedCert, self_signed, write_self_signed};
 pub use rustls_pki_types::CertificateDer;
 pub use spki::spki_sha256;
@@ -187,16 +193,16 @@ impl TlsAcceptor {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if `cert_path` or `key_path` is empty,
-    /// [`Error::Pem`] if a file cannot be read or holds no certificate or key,
-    /// [`Error::Tls`] if a certificate or the key is malformed or they do not
-    /// match.
-    pub fn new(config: &TlsServerConfig) -> Result<Self, Error> {
+    /// [`SetupError::Config`] if `cert_path` or `key_path` is empty,
+    /// [`SetupError::Pem`] if a file cannot be read or holds no certificate or
+    /// key, [`SetupError::Tls`] if a certificate or the key is malformed or
+    /// they do not match.
+    pub fn new(config: &TlsServerConfig) -> Result<Self, SetupError> {
         if config.cert_path.as_os_str().is_empty() {
-            return Err(Error::Config("tls server certificate path is not set"));
+            return Err(SetupError::Config("tls server certificate path is not set"));
         }
         if config.key_path.as_os_str().is_empty() {
-            return Err(Error::Config("tls server private key path is not set"));
+            return Err(SetupError::Config("tls server private key path is not set"));
         }
         let chain = Source::File(&config.cert_path).certs("certificate chain")?;
         let key = Source::File(&config.key_path).private_key()?;
@@ -216,15 +222,15 @@ impl TlsAcceptor {
     ///
     /// # Errors
     ///
-    /// [`Error::PemData`] if the data holds no certificate or key or is not
-    /// PEM, [`Error::Tls`] if a certificate or the key is malformed or they do
-    /// not match.
+    /// [`SetupError::PemData`] if the data holds no certificate or key or is
+    /// not PEM, [`SetupError::Tls`] if a certificate or the key is malformed or
+    /// they do not match.
     pub fn from_pem(
         cert_pem: &[u8],
         key_pem: &[u8],
         client_ca_pem: Option<&[u8]>,
         require_client_auth: bool,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, SetupError> {
         let chain = Source::Data(cert_pem).certs("certificate chain")?;
         let key = Source::Data(key_pem).private_key()?;
         let client_roots = match client_ca_pem {
@@ -239,7 +245,7 @@ impl TlsAcceptor {
         key: PrivateKeyDer<'static>,
         client_roots: Option<RootCertStore>,
         require_client_auth: bool,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, SetupError> {
         let provider = provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(VERSIONS)?;
@@ -459,13 +465,13 @@ impl TlsConnectorBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if no CA was given, [`Error::Pem`] or
-    /// [`Error::PemData`] if a file cannot be read or holds no certificate or
-    /// key, [`Error::Tls`] if a certificate or key is malformed or the client
-    /// certificate and key do not match.
-    pub fn build(self) -> Result<TlsConnector, Error> {
+    /// [`SetupError::Config`] if no CA was given, [`SetupError::Pem`] or
+    /// [`SetupError::PemData`] if a file cannot be read or holds no
+    /// certificate or key, [`SetupError::Tls`] if a certificate or key is
+    /// malformed or the client certificate and key do not match.
+    pub fn build(self) -> Result<TlsConnector, SetupError> {
         if self.roots.is_empty() {
-            return Err(Error::Config(
+            return Err(SetupError::Config(
                 "tls client needs at least one trusted ca certificate",
             ));
         }
@@ -495,12 +501,12 @@ impl TlsConnectorBuilder {
 }
 
 /// Maps a verifier configuration error (which is not a `rustls::Error`).
-fn verifier_error(err: rustls::server::VerifierBuilderError) -> Error {
+fn verifier_error(err: rustls::server::VerifierBuilderError) -> SetupError {
     match err {
         rustls::server::VerifierBuilderError::NoRootAnchors => {
-            Error::Config("no usable trust anchors in the ca certificates")
+            SetupError::Config("no usable trust anchors in the ca certificates")
         }
-        _ => Error::Config("invalid certificate verifier configuration"),
+        _ => SetupError::Config("invalid certificate verifier configuration"),
     }
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use netproto_crypto::Keypair;
 use netproto_transport::{
-    ClientSecurity, Connection, ConnectionConfig, Error, Incoming, NoiseConfig, ServerSecurity,
-    TimeoutKind, accept, connect,
+    AcceptLimits, Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Error,
+    Incoming, NoiseConfig, ServerSecurity, SetupError, TimeoutKind,
 };
 use netproto_wire::{
     Decoder, Envelope, Frame, Message, MessageType, Preface, PrefaceAnswer, SecurityMode,
@@ -25,6 +25,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 
 const HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// A connector with these settings, as the tests use them.
+fn new_connector(
+    security: ClientSecurity,
+    config: &ConnectionConfig,
+    handshake: Duration,
+) -> Connector {
+    Connector::builder(security, config.clone())
+        .handshake_timeout(handshake)
+        .build()
+        .unwrap()
+}
+
+/// An acceptor with these settings, one limit for the preface and the handshake.
+fn new_acceptor(
+    security: ServerSecurity,
+    config: &ConnectionConfig,
+    handshake: Duration,
+) -> Acceptor {
+    Acceptor::builder(security, config.clone())
+        .limits(AcceptLimits::new(handshake, handshake))
+        .build()
+        .unwrap()
+}
 
 fn keypair() -> Keypair {
     Keypair::generate(&mut rand::rngs::OsRng)
@@ -38,8 +62,15 @@ async fn pair(
 ) -> (Connection, Connection) {
     let (a, b) = tokio::io::duplex(pipe);
     let server_config = config.clone();
-    let server = tokio::spawn(async move { accept(b, &server, &server_config, HANDSHAKE).await });
-    let client = connect(a, &client, &config, HANDSHAKE).await.unwrap();
+    let server = tokio::spawn(async move {
+        new_acceptor(server.clone(), &server_config, HANDSHAKE)
+            .accept(b)
+            .await
+    });
+    let client = new_connector(client.clone(), &config, HANDSHAKE)
+        .connect(a)
+        .await
+        .unwrap();
     (client, server.await.unwrap().unwrap())
 }
 
@@ -224,20 +255,20 @@ async fn wrong_pin_fails_the_noise_handshake() {
     client_noise.remote_static = Some(*keypair().public());
     let (a, b) = tokio::io::duplex(64 * 1024);
     let server = tokio::spawn(async move {
-        accept(
-            b,
-            &ServerSecurity::noise(NoiseConfig::new(keypair())),
+        new_acceptor(
+            ServerSecurity::noise(NoiseConfig::new(keypair())),
             &ConnectionConfig::default(),
             HANDSHAKE,
         )
+        .accept(b)
         .await
     });
-    let err = connect(
-        a,
-        &ClientSecurity::noise(client_noise),
+    let err = new_connector(
+        ClientSecurity::noise(client_noise),
         &ConnectionConfig::default(),
         HANDSHAKE,
     )
+    .connect(a)
     .await
     .unwrap_err();
     assert!(matches!(err, Error::Crypto(_)), "{err:?}");
@@ -248,20 +279,20 @@ async fn wrong_pin_fails_the_noise_handshake() {
 async fn mode_mismatch_is_refused_with_a_clear_error() {
     let (a, b) = tokio::io::duplex(1024);
     let server = tokio::spawn(async move {
-        accept(
-            b,
-            &ServerSecurity::noise(NoiseConfig::new(keypair())),
+        new_acceptor(
+            ServerSecurity::noise(NoiseConfig::new(keypair())),
             &ConnectionConfig::default(),
             HANDSHAKE,
         )
+        .accept(b)
         .await
     });
-    let err = connect(
-        a,
-        &ClientSecurity::Plain,
+    let err = new_connector(
+        ClientSecurity::Plain,
         &ConnectionConfig::default(),
         HANDSHAKE,
     )
+    .connect(a)
     .await
     .unwrap_err();
     assert!(
@@ -285,23 +316,27 @@ async fn mode_mismatch_is_refused_with_a_clear_error() {
 
 #[tokio::test]
 async fn zero_or_absurd_configuration_is_an_error_not_a_panic() {
-    let (a, _b) = tokio::io::duplex(1024);
     let mut config = ConnectionConfig::default();
     config.backpressure_limit = 0;
-    let err = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+    let err = Connector::new(ClientSecurity::Plain, config.clone()).unwrap_err();
+    assert!(matches!(err, SetupError::Config(_)), "{err:?}");
+    let err = Acceptor::new(ServerSecurity::Plain, config.clone()).unwrap_err();
+    assert!(matches!(err, SetupError::Config(_)), "{err:?}");
+    let err = Connector::builder(ClientSecurity::Plain, ConnectionConfig::default())
+        .handshake_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Config(_)), "{err:?}");
+    // The lower-level function checks its arguments on every call.
+    let (a, _b) = tokio::io::duplex(1024);
+    let err = netproto_transport::connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
-    let (a, _b) = tokio::io::duplex(1024);
-    let err = connect(
-        a,
-        &ClientSecurity::Plain,
-        &ConnectionConfig::default(),
-        Duration::ZERO,
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Setup(SetupError::Config(_))),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
 }
 
 /// A raw peer that answers the preface, then does whatever the test says.
@@ -318,12 +353,12 @@ async fn raw_server(mut io: DuplexStream) -> DuplexStream {
 async fn handshake_timeout_when_the_server_never_answers() {
     let (a, _b) = tokio::io::duplex(1024);
     let start = Instant::now();
-    let err = connect(
-        a,
-        &ClientSecurity::Plain,
+    let err = new_connector(
+        ClientSecurity::Plain,
         &ConnectionConfig::default(),
         Duration::from_secs(3),
     )
+    .connect(a)
     .await
     .unwrap_err();
     assert!(
@@ -366,7 +401,8 @@ async fn silent_peer_is_declared_dead_within_the_configured_time() {
         }
         pings
     });
-    let mut conn = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+    let mut conn = new_connector(ClientSecurity::Plain, &config, HANDSHAKE)
+        .connect(a)
         .await
         .unwrap();
     let start = Instant::now();
@@ -396,11 +432,13 @@ async fn answering_peer_stays_alive_until_idle_timeout() {
     let mut server_config = config.clone();
     server_config.idle_timeout = None;
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let server =
-        tokio::spawn(
-            async move { accept(b, &ServerSecurity::Plain, &server_config, HANDSHAKE).await },
-        );
-    let mut client = connect(a, &ClientSecurity::Plain, &config, HANDSHAKE)
+    let server = tokio::spawn(async move {
+        new_acceptor(ServerSecurity::Plain, &server_config, HANDSHAKE)
+            .accept(b)
+            .await
+    });
+    let mut client = new_connector(ClientSecurity::Plain, &config, HANDSHAKE)
+        .connect(a)
         .await
         .unwrap();
     let mut server = server.await.unwrap().unwrap();
@@ -449,8 +487,15 @@ async fn heartbeat_pair(
         (ClientSecurity::Plain, ServerSecurity::Plain)
     };
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let server = tokio::spawn(async move { accept(b, &server, &server_config, HANDSHAKE).await });
-    let client = connect(a, &client, &config, HANDSHAKE).await.unwrap();
+    let server = tokio::spawn(async move {
+        new_acceptor(server.clone(), &server_config, HANDSHAKE)
+            .accept(b)
+            .await
+    });
+    let client = new_connector(client.clone(), &config, HANDSHAKE)
+        .connect(a)
+        .await
+        .unwrap();
     (client, server.await.unwrap().unwrap())
 }
 
@@ -563,7 +608,8 @@ async fn connect_to_a_peer_that_never_reads(
         tokio::time::sleep(Duration::from_secs(3600)).await;
         drop(io);
     });
-    let conn = connect(a, &ClientSecurity::Plain, config, HANDSHAKE)
+    let conn = new_connector(ClientSecurity::Plain, config, HANDSHAKE)
+        .connect(a)
         .await
         .unwrap();
     (conn, peer)
@@ -703,12 +749,12 @@ async fn protocol_violation_is_reported_and_closes() {
         let mut rest = Vec::new();
         let _ = io.read_to_end(&mut rest).await;
     });
-    let mut conn = connect(
-        a,
-        &ClientSecurity::Plain,
+    let mut conn = new_connector(
+        ClientSecurity::Plain,
         &ConnectionConfig::default(),
         HANDSHAKE,
     )
+    .connect(a)
     .await
     .unwrap();
     let err = conn.recv().await.unwrap_err();

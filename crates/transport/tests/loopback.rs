@@ -14,14 +14,38 @@ use std::time::Duration;
 use bytes::Bytes;
 use netproto_crypto::Keypair;
 use netproto_transport::{
-    ClientSecurity, Connection, ConnectionConfig, DEFAULT_CONNECT_TIMEOUT, Error, Incoming,
-    NoiseConfig, ServerSecurity, TimeoutKind, accept, accept_handshake, connect, connect_tcp,
+    AcceptLimits, Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Error,
+    HandshakeProgress, Incoming, NoiseConfig, ServerSecurity, TimeoutKind, connect_tcp,
 };
 use netproto_wire::{Envelope, MessageType};
 use tokio::net::TcpListener;
 
 const HANDSHAKE: Duration = Duration::from_secs(5);
 const LIMIT: Duration = Duration::from_secs(30);
+
+/// A connector with these settings, as the tests use them.
+fn new_connector(
+    security: ClientSecurity,
+    config: &ConnectionConfig,
+    handshake: Duration,
+) -> Connector {
+    Connector::builder(security, config.clone())
+        .handshake_timeout(handshake)
+        .build()
+        .unwrap()
+}
+
+/// An acceptor with these settings, one limit for the preface and the handshake.
+fn new_acceptor(
+    security: ServerSecurity,
+    config: &ConnectionConfig,
+    handshake: Duration,
+) -> Acceptor {
+    Acceptor::builder(security, config.clone())
+        .limits(AcceptLimits::new(handshake, handshake))
+        .build()
+        .unwrap()
+}
 
 fn keypair() -> Keypair {
     Keypair::generate(&mut rand::rngs::OsRng)
@@ -71,13 +95,16 @@ async fn tcp_case(bind: &str, client: ClientSecurity, server: ServerSecurity) {
     let server_task = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let conn = accept(stream, &server, &ConnectionConfig::default(), HANDSHAKE)
+        let conn = new_acceptor(server.clone(), &ConnectionConfig::default(), HANDSHAKE)
+            .accept(stream)
             .await
             .unwrap();
         echo_server(conn).await
     });
-    let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
-    let conn = connect(stream, &client, &config, HANDSHAKE).await.unwrap();
+    let conn = new_connector(client.clone(), &config, HANDSHAKE)
+        .connect_tcp(addr)
+        .await
+        .unwrap();
     run_client(conn, 400).await;
     assert_eq!(server_task.await.unwrap().unwrap(), 400);
 }
@@ -128,15 +155,14 @@ async fn unix_case(client: ClientSecurity, server: ServerSecurity) {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let server_task = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let conn = accept(stream, &server, &ConnectionConfig::default(), HANDSHAKE)
+        let conn = new_acceptor(server.clone(), &ConnectionConfig::default(), HANDSHAKE)
+            .accept(stream)
             .await
             .unwrap();
         echo_server(conn).await
     });
-    let stream = netproto_transport::connect_unix(&path, DEFAULT_CONNECT_TIMEOUT)
-        .await
-        .unwrap();
-    let conn = connect(stream, &client, &ConnectionConfig::default(), HANDSHAKE)
+    let conn = new_connector(client, &ConnectionConfig::default(), HANDSHAKE)
+        .connect_unix(&path)
         .await
         .unwrap();
     run_client(conn, 400).await;
@@ -178,29 +204,28 @@ async fn noise_server_requires_allowed_client_key() {
         for _ in 0..2 {
             let (stream, _) = listener.accept().await.unwrap();
             results.push(
-                accept(stream, &server, &ConnectionConfig::default(), HANDSHAKE)
+                new_acceptor(server.clone(), &ConnectionConfig::default(), HANDSHAKE)
+                    .accept(stream)
                     .await
                     .map(|c| c.info().peer_static),
             );
         }
         results
     });
-    let stranger = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
-    let refused = connect(
-        stranger,
-        &ClientSecurity::noise(NoiseConfig::new(keypair())),
+    let refused = new_connector(
+        ClientSecurity::noise(NoiseConfig::new(keypair())),
         &ConnectionConfig::default(),
         HANDSHAKE,
     )
+    .connect_tcp(addr)
     .await;
     // The stranger's handshake completes on its side at best; the server refuses it.
-    let friend = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
-    let ok = connect(
-        friend,
-        &ClientSecurity::noise(NoiseConfig::new(allowed.clone())),
+    let ok = new_connector(
+        ClientSecurity::noise(NoiseConfig::new(allowed.clone())),
         &ConnectionConfig::default(),
         HANDSHAKE,
     )
+    .connect_tcp(addr)
     .await;
     assert!(ok.is_ok());
     let results = tokio::time::timeout(LIMIT, server_task)
@@ -262,15 +287,16 @@ async fn first_header_case(
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let mut accepted =
-            accept_handshake(stream, &ServerSecurity::Plain, &server, HANDSHAKE).await?;
+        let mut accepted = new_acceptor(ServerSecurity::Plain, &server, HANDSHAKE)
+            .accept_handshake(stream, &HandshakeProgress::default())
+            .await?;
         accepted.first_header(wait).await?;
         // A second call is harmless: what it reads stays in order.
         accepted.first_header(wait).await?;
         Ok(echo_server(accepted.start()).await)
     });
-    let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
-    let conn = connect(stream, &ClientSecurity::Plain, &client, HANDSHAKE)
+    let conn = new_connector(ClientSecurity::Plain, &client, HANDSHAKE)
+        .connect_tcp(addr)
         .await
         .unwrap();
     (conn, task)
@@ -349,7 +375,8 @@ async fn first_header_does_not_wait_on_noise_connections() {
             let (stream, _) = listener.accept().await.unwrap();
             let security = ServerSecurity::noise(NoiseConfig::new(keypair()));
             let config = ConnectionConfig::default();
-            let mut accepted = accept_handshake(stream, &security, &config, HANDSHAKE)
+            let mut accepted = new_acceptor(security.clone(), &config, HANDSHAKE)
+                .accept_handshake(stream, &HandshakeProgress::default())
                 .await
                 .unwrap();
             // A wait far past the test's limit: only returning at once passes.
@@ -357,13 +384,12 @@ async fn first_header_does_not_wait_on_noise_connections() {
             checked_tx.send(()).unwrap();
             echo_server(accepted.start()).await
         });
-        let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
-        let conn = connect(
-            stream,
-            &ClientSecurity::noise(NoiseConfig::new(keypair())),
+        let conn = new_connector(
+            ClientSecurity::noise(NoiseConfig::new(keypair())),
             &ConnectionConfig::default(),
             HANDSHAKE,
         )
+        .connect_tcp(addr)
         .await
         .unwrap();
         // The client sends nothing until the server is past the check.
@@ -374,6 +400,7 @@ async fn first_header_does_not_wait_on_noise_connections() {
     tokio::time::timeout(LIMIT, case).await.unwrap();
 }
 
+#[cfg(feature = "certgen")]
 mod tls {
     use super::*;
     use netproto_transport::tls::{CertificateAuthority, TlsAcceptor, TlsConnector, self_signed};
@@ -388,21 +415,22 @@ mod tls {
         let addr = listener.local_addr().unwrap();
         let server_task = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let conn = accept(
-                stream,
-                &ServerSecurity::Tls(acceptor),
+            let conn = new_acceptor(
+                ServerSecurity::Tls(acceptor),
                 &ConnectionConfig::default(),
                 HANDSHAKE,
             )
+            .accept(stream)
             .await?;
             echo_server(conn).await
         });
-        let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
         let security = ClientSecurity::Tls {
             connector,
             server_name: "localhost".into(),
         };
-        let conn = connect(stream, &security, &ConnectionConfig::default(), HANDSHAKE).await?;
+        let conn = new_connector(security, &ConnectionConfig::default(), HANDSHAKE)
+            .connect_tcp(addr)
+            .await?;
         // With TLS 1.3 a refused client certificate shows up after the handshake.
         let (sender, mut receiver, _) = conn.split();
         sender
@@ -566,12 +594,12 @@ mod tls {
         const COUNT: u64 = 50_000;
         let server_task = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            let mut conn = accept(
-                stream,
-                &ServerSecurity::Tls(acceptor),
+            let mut conn = new_acceptor(
+                ServerSecurity::Tls(acceptor),
                 &ConnectionConfig::default(),
                 HANDSHAKE,
             )
+            .accept(stream)
             .await
             .unwrap();
             let mut received = 0u64;
@@ -582,12 +610,12 @@ mod tls {
             }
             received
         });
-        let stream = connect_tcp(addr, DEFAULT_CONNECT_TIMEOUT).await.unwrap();
         let security = ClientSecurity::Tls {
             connector,
             server_name: "localhost".into(),
         };
-        let conn = connect(stream, &security, &ConnectionConfig::default(), HANDSHAKE)
+        let conn = new_connector(security, &ConnectionConfig::default(), HANDSHAKE)
+            .connect_tcp(addr)
             .await
             .unwrap();
         let flood = async {

@@ -63,8 +63,8 @@ impl TransportConfig {
 /// The transport's complaint about `c`, with the configuration's name of
 /// the field (`transport.*`, or `side.*` for the two settings of one side)
 /// and the value refused.
-fn invalid(error: netproto_transport::Error, side: &str, c: &ConnectionConfig) -> Error {
-    let netproto_transport::Error::Config(what) = error else {
+fn invalid(error: netproto_transport::SetupError, side: &str, c: &ConnectionConfig) -> Error {
+    let netproto_transport::SetupError::Config(what) = error else {
         return error.into();
     };
     let field = what.split(' ').next().unwrap_or_default();

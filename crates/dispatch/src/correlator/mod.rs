@@ -68,27 +68,26 @@ impl Unsolicited {
 /// ```
 /// use std::sync::Arc;
 /// use netproto_dispatch::{Correlator, CorrelatorConfig, Dispatcher, ServeConfig};
-/// use netproto_transport::{ClientSecurity, ConnectionConfig, ServerSecurity};
+/// use netproto_transport::{Acceptor, ClientSecurity, ConnectionConfig, Connector, ServerSecurity};
 /// use netproto_wire::Message;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-/// let timeout = netproto_transport::DEFAULT_HANDSHAKE_TIMEOUT;
+/// let acceptor = Acceptor::new(ServerSecurity::Plain, ConnectionConfig::default())?;
+/// let connector = Connector::new(ClientSecurity::Plain, ConnectionConfig::default())?;
 /// let dispatcher = Arc::new(Dispatcher::default());
 /// dispatcher.register("PING", |_| Ok(Message::Pong));
 ///
 /// let server_dispatcher = dispatcher.clone();
 /// let server = tokio::spawn(async move {
-///     let config = ConnectionConfig::default();
-///     let conn = netproto_transport::accept(server_io, &ServerSecurity::Plain, &config, timeout).await?;
+///     let conn = acceptor.accept(server_io).await?;
 ///     let (_stop, shutdown) = tokio::sync::watch::channel(false);
 ///     let report = server_dispatcher.serve(conn, &ServeConfig::default(), shutdown).await?;
 ///     Ok::<_, netproto_dispatch::Error>(report)
 /// });
 ///
-/// let config = ConnectionConfig::default();
-/// let conn = netproto_transport::connect(client_io, &ClientSecurity::Plain, &config, timeout).await?;
+/// let conn = connector.connect(client_io).await?;
 /// let (client, _unsolicited) = Correlator::new(conn, &CorrelatorConfig::default())?;
 /// assert_eq!(client.request(&Message::Ping).await?, Message::Pong);
 /// client.close().await?;

@@ -62,8 +62,8 @@ impl DevCerts {
 ///
 /// [`ProtocolError::Io`](crate::error::ProtocolError::Io) if the directory
 /// cannot be created,
-/// [`ProtocolError::Transport`](crate::error::ProtocolError::Transport) if
-/// generation or writing fails.
+/// [`ProtocolError::TransportSetup`](crate::error::ProtocolError::TransportSetup)
+/// if generation or writing fails.
 pub fn write_dev_certs(dir: &Path) -> Result<DevCerts> {
     std::fs::create_dir_all(dir)?;
     let files = DevCerts::in_dir(dir);

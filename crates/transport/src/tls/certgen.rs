@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use zeroize::Zeroizing;
 
 use super::spki_sha256;
-use crate::Error;
+use crate::SetupError;
 
 /// A generated certificate and its private key.
 ///
@@ -26,7 +26,7 @@ pub struct GeneratedCert {
 }
 
 impl GeneratedCert {
-    fn new(cert: &rcgen::Certificate, key: &KeyPair) -> Result<Self, Error> {
+    fn new(cert: &rcgen::Certificate, key: &KeyPair) -> Result<Self, SetupError> {
         Ok(Self {
             cert_pem: cert.pem(),
             key_pem: Zeroizing::new(key.serialize_pem()),
@@ -62,8 +62,8 @@ impl GeneratedCert {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if a file cannot be created or written.
-    pub fn write_pem_files(&self, cert_path: &Path, key_path: &Path) -> Result<(), Error> {
+    /// [`SetupError::Io`] if a file cannot be created or written.
+    pub fn write_pem_files(&self, cert_path: &Path, key_path: &Path) -> Result<(), SetupError> {
         write_file(key_path, self.key_pem.as_bytes(), true)?;
         write_file(cert_path, self.cert_pem.as_bytes(), false)?;
         Ok(())
@@ -108,9 +108,9 @@ fn write_file(path: &Path, data: &[u8], secret: bool) -> io::Result<()> {
 fn leaf_params(
     subject_alt_names: &[String],
     usage: ExtendedKeyUsagePurpose,
-) -> Result<CertificateParams, Error> {
+) -> Result<CertificateParams, SetupError> {
     let Some(first) = subject_alt_names.first() else {
-        return Err(Error::Config(
+        return Err(SetupError::Config(
             "a server certificate needs at least one subject alternative name",
         ));
     };
@@ -135,7 +135,7 @@ fn leaf_params(
 ///
 /// # Errors
 ///
-/// [`Error::Config`] if `subject_alt_names` is empty, [`Error::CertGen`] if a
+/// [`SetupError::Config`] if `subject_alt_names` is empty, [`SetupError::CertGen`] if a
 /// name is not a valid DNS name or IP address, or generation fails.
 ///
 /// # Examples
@@ -143,9 +143,9 @@ fn leaf_params(
 /// ```
 /// let cert = netproto_transport::tls::self_signed(&["localhost".to_owned(), "127.0.0.1".to_owned()])?;
 /// assert!(cert.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
-/// # Ok::<(), netproto_transport::Error>(())
+/// # Ok::<(), netproto_transport::SetupError>(())
 /// ```
-pub fn self_signed(subject_alt_names: &[String]) -> Result<GeneratedCert, Error> {
+pub fn self_signed(subject_alt_names: &[String]) -> Result<GeneratedCert, SetupError> {
     let params = leaf_params(subject_alt_names, ExtendedKeyUsagePurpose::ServerAuth)?;
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
@@ -158,12 +158,12 @@ pub fn self_signed(subject_alt_names: &[String]) -> Result<GeneratedCert, Error>
 ///
 /// # Errors
 ///
-/// As [`self_signed`], and [`Error::Io`] if a file cannot be written.
+/// As [`self_signed`], and [`SetupError::Io`] if a file cannot be written.
 pub fn write_self_signed(
     subject_alt_names: &[String],
     cert_path: &Path,
     key_path: &Path,
-) -> Result<GeneratedCert, Error> {
+) -> Result<GeneratedCert, SetupError> {
     let cert = self_signed(subject_alt_names)?;
     cert.write_pem_files(cert_path, key_path)?;
     Ok(cert)
@@ -194,7 +194,7 @@ pub fn write_self_signed(
 ///     .ca_pem(ca.cert_pem())
 ///     .client_auth_pem(client.cert_pem(), client.key_pem())
 ///     .build()?;
-/// # Ok::<(), netproto_transport::Error>(())
+/// # Ok::<(), netproto_transport::SetupError>(())
 /// ```
 pub struct CertificateAuthority {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -215,8 +215,8 @@ impl CertificateAuthority {
     ///
     /// # Errors
     ///
-    /// [`Error::CertGen`] if generation fails.
-    pub fn new(common_name: &str) -> Result<Self, Error> {
+    /// [`SetupError::CertGen`] if generation fails.
+    pub fn new(common_name: &str) -> Result<Self, SetupError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
@@ -250,9 +250,12 @@ impl CertificateAuthority {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if `subject_alt_names` is empty, [`Error::CertGen`]
+    /// [`SetupError::Config`] if `subject_alt_names` is empty, [`SetupError::CertGen`]
     /// if a name is not a valid DNS name or IP address, or signing fails.
-    pub fn issue_server_cert(&self, subject_alt_names: &[String]) -> Result<GeneratedCert, Error> {
+    pub fn issue_server_cert(
+        &self,
+        subject_alt_names: &[String],
+    ) -> Result<GeneratedCert, SetupError> {
         let mut params = leaf_params(subject_alt_names, ExtendedKeyUsagePurpose::ServerAuth)?;
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
@@ -265,8 +268,8 @@ impl CertificateAuthority {
     ///
     /// # Errors
     ///
-    /// [`Error::CertGen`] if signing fails.
-    pub fn issue_client_cert(&self, common_name: &str) -> Result<GeneratedCert, Error> {
+    /// [`SetupError::CertGen`] if signing fails.
+    pub fn issue_client_cert(&self, common_name: &str) -> Result<GeneratedCert, SetupError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params

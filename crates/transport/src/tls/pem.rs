@@ -7,7 +7,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::Error;
+use crate::SetupError;
 
 /// Where PEM comes from: a file, or bytes in memory.
 #[derive(Clone, Copy)]
@@ -18,20 +18,23 @@ pub(super) enum Source<'a> {
 
 impl Source<'_> {
     /// The error for a failure while loading `what` from this source.
-    fn error(self, what: &'static str, source: pem::Error) -> Error {
+    fn error(self, what: &'static str, source: pem::Error) -> SetupError {
         match self {
-            Self::File(path) => Error::Pem {
+            Self::File(path) => SetupError::Pem {
                 what,
                 path: path.to_path_buf(),
                 source,
             },
-            Self::Data(_) => Error::PemData { what, source },
+            Self::Data(_) => SetupError::PemData { what, source },
         }
     }
 
     /// All `CERTIFICATE` sections, in order. Other sections are skipped; no
     /// certificate at all is an error.
-    pub(super) fn certs(self, what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    pub(super) fn certs(
+        self,
+        what: &'static str,
+    ) -> Result<Vec<CertificateDer<'static>>, SetupError> {
         let certs = match self {
             Self::File(path) => CertificateDer::pem_file_iter(path)
                 .map_err(|err| self.error(what, err))?
@@ -46,7 +49,7 @@ impl Source<'_> {
     }
 
     /// The first private key section (PKCS#8, PKCS#1 or SEC1).
-    pub(super) fn private_key(self) -> Result<PrivateKeyDer<'static>, Error> {
+    pub(super) fn private_key(self) -> Result<PrivateKeyDer<'static>, SetupError> {
         const WHAT: &str = "private key";
         match self {
             Self::File(path) => PrivateKeyDer::from_pem_file(path),
@@ -56,7 +59,7 @@ impl Source<'_> {
     }
 
     /// The certificates as trust anchors.
-    pub(super) fn roots(self, what: &'static str) -> Result<RootCertStore, Error> {
+    pub(super) fn roots(self, what: &'static str) -> Result<RootCertStore, SetupError> {
         let mut roots = RootCertStore::empty();
         self.add_roots(what, &mut roots)?;
         Ok(roots)
@@ -67,7 +70,7 @@ impl Source<'_> {
         self,
         what: &'static str,
         roots: &mut RootCertStore,
-    ) -> Result<(), Error> {
+    ) -> Result<(), SetupError> {
         for cert in self.certs(what)? {
             roots.add(cert)?;
         }

@@ -23,7 +23,7 @@ use rustls::CertificateError;
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::SetupError;
 
 const SEQUENCE: u8 = 0x30;
 const INTEGER: u8 = 0x02;
@@ -39,19 +39,21 @@ const VERSION: u8 = 0xa0;
 ///
 /// # Errors
 ///
-/// [`Error::Tls`] with [`CertificateError::BadEncoding`] if `cert` is not a
+/// [`SetupError::Tls`] with [`CertificateError::BadEncoding`] if `cert` is not a
 /// DER X.509 certificate.
 ///
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "certgen")] {
 /// let cert = netproto_transport::tls::self_signed(&["localhost".to_owned()])?;
 /// let pin = netproto_transport::tls::spki_sha256(cert.cert_der())?;
 /// assert_eq!(pin, cert.spki_sha256());
-/// # Ok::<(), netproto_transport::Error>(())
+/// # }
+/// # Ok::<(), netproto_transport::SetupError>(())
 /// ```
-pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], Error> {
-    let spki = spki_der(cert).ok_or(Error::Tls(rustls::Error::InvalidCertificate(
+pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], SetupError> {
+    let spki = spki_der(cert).ok_or(SetupError::Tls(rustls::Error::InvalidCertificate(
         CertificateError::BadEncoding,
     )))?;
     Ok(Sha256::digest(spki).into())

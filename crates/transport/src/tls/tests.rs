@@ -1,4 +1,6 @@
 //! Unit tests: SPKI extraction, PEM loading errors, certificate generation.
+//! They generate their certificates, so they need the `certgen` feature.
+#![cfg(feature = "certgen")]
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -56,10 +58,10 @@ fn names(names: &[&str]) -> Vec<String> {
     names.iter().map(|&n| n.to_owned()).collect()
 }
 
-fn is_bad_encoding(err: &Error) -> bool {
+fn is_bad_encoding(err: &SetupError) -> bool {
     matches!(
         err,
-        Error::Tls(rustls::Error::InvalidCertificate(
+        SetupError::Tls(rustls::Error::InvalidCertificate(
             CertificateError::BadEncoding
         ))
     )
@@ -224,18 +226,18 @@ fn verifier_pin_mismatch() -> rustls::Error {
 }
 
 fn assert_pem_file_error(
-    err: Error,
+    err: SetupError,
     want_what: &str,
     want_path: &Path,
     want: fn(&pem::Error) -> bool,
 ) {
     match err {
-        Error::Pem { what, path, source } => {
+        SetupError::Pem { what, path, source } => {
             assert_eq!(what, want_what);
             assert_eq!(path, want_path);
             assert!(want(&source), "{source:?}");
         }
-        other => panic!("expected Error::Pem, got {other:?}"),
+        other => panic!("expected SetupError::Pem, got {other:?}"),
     }
 }
 
@@ -318,7 +320,7 @@ fn pem_errors_from_memory() {
     assert!(
         matches!(
             err,
-            Error::PemData {
+            SetupError::PemData {
                 what: "certificate chain",
                 source: pem::Error::NoItemsFound
             }
@@ -330,7 +332,7 @@ fn pem_errors_from_memory() {
     assert!(
         matches!(
             err,
-            Error::PemData {
+            SetupError::PemData {
                 what: "private key",
                 ..
             }
@@ -344,7 +346,7 @@ fn pem_errors_from_memory() {
     assert!(
         matches!(
             err,
-            Error::PemData {
+            SetupError::PemData {
                 what: "ca certificates",
                 ..
             }
@@ -354,7 +356,7 @@ fn pem_errors_from_memory() {
     // Valid PEM framing around bytes that are not a certificate.
     let not_der = "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n";
     let err = TlsConnector::builder().ca_pem(not_der).build().unwrap_err();
-    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    assert!(matches!(err, SetupError::Tls(_)), "{err:?}");
 }
 
 #[test]
@@ -363,25 +365,25 @@ fn mismatched_key_and_certificate_are_refused() {
     let b = self_signed(&names(&["localhost"])).unwrap();
     let err = TlsAcceptor::from_pem(a.cert_pem().as_bytes(), b.key_pem().as_bytes(), None, false)
         .unwrap_err();
-    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    assert!(matches!(err, SetupError::Tls(_)), "{err:?}");
     let err = TlsConnector::builder()
         .ca_pem(a.cert_pem())
         .client_auth_pem(a.cert_pem(), b.key_pem())
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    assert!(matches!(err, SetupError::Tls(_)), "{err:?}");
 }
 
 #[test]
 fn config_errors() {
     let err = TlsAcceptor::new(&TlsServerConfig::default()).unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, SetupError::Config(_)), "{err:?}");
     let err = TlsConnector::builder().pin([0; 32]).build().unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, SetupError::Config(_)), "{err:?}");
     let err = self_signed(&[]).unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, SetupError::Config(_)), "{err:?}");
     let err = self_signed(&names(&["bücher.example"])).unwrap_err();
-    assert!(matches!(err, Error::CertGen(_)), "{err:?}");
+    assert!(matches!(err, SetupError::CertGen(_)), "{err:?}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::Digest;
 
 use super::spki::spki_der;
-use crate::Error;
+use crate::SetupError;
 
 /// Runs the normal webpki verification (chain to a trusted root, validity
 /// period, name, key usage) and then, if any pins are set, requires the
@@ -33,7 +33,7 @@ impl PinnedServerVerifier {
         roots: Arc<RootCertStore>,
         provider: Arc<CryptoProvider>,
         pins: Vec<[u8; 32]>,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, SetupError> {
         let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
             .map_err(super::verifier_error)?;
