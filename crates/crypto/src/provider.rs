@@ -168,13 +168,44 @@ pub trait Hash: Send + Sync {
 
 /// The default provider: RustCrypto's `chacha20poly1305`, `sha2` and `hkdf`.
 pub fn rust_crypto() -> Arc<dyn Provider> {
-    Arc::new(rust_crypto::RustCrypto)
+    Arc::new(rust_crypto::RUST_CRYPTO)
 }
 
 /// The `ring` 0.17 provider (ChaCha20-Poly1305, AES-256-GCM and SHA-256), usually faster.
 #[cfg(feature = "ring")]
 pub fn ring() -> Arc<dyn Provider> {
-    Arc::new(ring::Ring)
+    Arc::new(ring::RING)
+}
+
+/// A built-in provider: one backend's constructor for each algorithm, so
+/// that the dispatch on the algorithm is written once for all backends.
+struct Backend {
+    /// What `Debug` shows.
+    name: &'static str,
+    chacha20_poly1305: fn(&[u8; KEY_LEN]) -> Option<Box<dyn Cipher>>,
+    aes_256_gcm: fn(&[u8; KEY_LEN]) -> Option<Box<dyn Cipher>>,
+    sha256: fn() -> Box<dyn Hash>,
+}
+
+impl Provider for Backend {
+    fn cipher(&self, algorithm: CipherAlgorithm, key: &[u8; KEY_LEN]) -> Option<Box<dyn Cipher>> {
+        match algorithm {
+            CipherAlgorithm::ChaCha20Poly1305 => (self.chacha20_poly1305)(key),
+            CipherAlgorithm::Aes256Gcm => (self.aes_256_gcm)(key),
+        }
+    }
+
+    fn hash(&self, algorithm: HashAlgorithm) -> Option<Box<dyn Hash>> {
+        match algorithm {
+            HashAlgorithm::Sha256 => Some((self.sha256)()),
+        }
+    }
+}
+
+impl core::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name)
+    }
 }
 
 /// The provider used when none is given: [`rust_crypto()`].
@@ -244,5 +275,12 @@ mod tests {
             CipherAlgorithm::default(),
             CipherAlgorithm::ChaCha20Poly1305
         );
+    }
+
+    #[test]
+    fn providers_debug_as_their_backend() {
+        assert_eq!(format!("{:?}", rust_crypto()), "RustCrypto");
+        #[cfg(feature = "ring")]
+        assert_eq!(format!("{:?}", ring()), "Ring");
     }
 }

@@ -120,40 +120,69 @@ impl Direction {
     }
 }
 
+/// The constructors and accessors of [`Sealer`] and [`Opener`], which differ
+/// only in the name of the half (`$half`) and what it does to records
+/// (`$done`): both are a [`Direction`] and nothing else.
+macro_rules! direction_api {
+    ($half:literal, $done:literal) => {
+        #[doc = concat!("A ChaCha20-Poly1305 ", $half, " with a raw 32-byte key, nonce 0.")]
+        ///
+        /// Sessions get theirs from the handshake; this is for tests and custom
+        /// key schedules. Never use one key in two sealers.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::MissingPrimitive`] if `provider` lacks ChaCha20-Poly1305.
+        pub fn from_key(
+            provider: Arc<dyn Provider>,
+            key: &[u8; KEY_LEN],
+            config: &RecordConfig,
+        ) -> Result<Self> {
+            Self::from_key_with_cipher(provider, CipherAlgorithm::ChaCha20Poly1305, key, config)
+        }
+
+        #[doc = concat!("A ", $half, " for `cipher` with a raw 32-byte key, nonce 0. See")]
+        /// [`from_key`](Self::from_key).
+        ///
+        /// # Errors
+        ///
+        /// [`Error::MissingPrimitive`] if `provider` lacks `cipher`.
+        pub fn from_key_with_cipher(
+            provider: Arc<dyn Provider>,
+            cipher: CipherAlgorithm,
+            key: &[u8; KEY_LEN],
+            config: &RecordConfig,
+        ) -> Result<Self> {
+            Direction::new(provider, cipher, key, config).map(Self)
+        }
+
+        /// Replaces the key now with Noise `Rekey()`, as the automatic schedule
+        /// does. The peer must do the same at the same record.
+        ///
+        /// # Errors
+        ///
+        /// Only if the provider fails.
+        pub fn rekey(&mut self) -> Result<()> {
+            self.0.rekey()
+        }
+
+        #[doc = concat!("The nonce of the next record (= records ", $done, " so far).")]
+        pub const fn nonce(&self) -> u64 {
+            self.0.nonce
+        }
+
+        /// The AEAD protecting the records.
+        pub const fn cipher(&self) -> CipherAlgorithm {
+            self.0.algorithm
+        }
+    };
+}
+
 /// Seals plaintext into records: the sending half of a session.
 pub struct Sealer(Direction);
 
 impl Sealer {
-    /// A ChaCha20-Poly1305 sealer with a raw 32-byte key, nonce 0.
-    ///
-    /// Sessions get theirs from the handshake; this is for tests and custom
-    /// key schedules. Never use one key in two sealers.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MissingPrimitive`] if `provider` lacks ChaCha20-Poly1305.
-    pub fn from_key(
-        provider: Arc<dyn Provider>,
-        key: &[u8; KEY_LEN],
-        config: &RecordConfig,
-    ) -> Result<Self> {
-        Self::from_key_with_cipher(provider, CipherAlgorithm::ChaCha20Poly1305, key, config)
-    }
-
-    /// A sealer for `cipher` with a raw 32-byte key, nonce 0. See
-    /// [`from_key`](Self::from_key).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MissingPrimitive`] if `provider` lacks `cipher`.
-    pub fn from_key_with_cipher(
-        provider: Arc<dyn Provider>,
-        cipher: CipherAlgorithm,
-        key: &[u8; KEY_LEN],
-        config: &RecordConfig,
-    ) -> Result<Self> {
-        Direction::new(provider, cipher, key, config).map(Self)
-    }
+    direction_api!("sealer", "sealed");
 
     /// Appends records carrying `plaintext` to `out`.
     ///
@@ -221,26 +250,6 @@ impl Sealer {
         }
         Ok(())
     }
-
-    /// Replaces the key now with Noise `Rekey()`, as the automatic schedule
-    /// does. The peer's opener must do the same at the same record.
-    ///
-    /// # Errors
-    ///
-    /// Only if the provider fails.
-    pub fn rekey(&mut self) -> Result<()> {
-        self.0.rekey()
-    }
-
-    /// The nonce of the next record (= records sealed so far).
-    pub const fn nonce(&self) -> u64 {
-        self.0.nonce
-    }
-
-    /// The AEAD protecting the records.
-    pub const fn cipher(&self) -> CipherAlgorithm {
-        self.0.algorithm
-    }
 }
 
 impl core::fmt::Debug for Sealer {
@@ -256,34 +265,7 @@ impl core::fmt::Debug for Sealer {
 pub struct Opener(Direction);
 
 impl Opener {
-    /// A ChaCha20-Poly1305 opener with a raw 32-byte key, nonce 0. See
-    /// [`Sealer::from_key`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MissingPrimitive`] if `provider` lacks ChaCha20-Poly1305.
-    pub fn from_key(
-        provider: Arc<dyn Provider>,
-        key: &[u8; KEY_LEN],
-        config: &RecordConfig,
-    ) -> Result<Self> {
-        Self::from_key_with_cipher(provider, CipherAlgorithm::ChaCha20Poly1305, key, config)
-    }
-
-    /// An opener for `cipher` with a raw 32-byte key, nonce 0. See
-    /// [`Sealer::from_key`].
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MissingPrimitive`] if `provider` lacks `cipher`.
-    pub fn from_key_with_cipher(
-        provider: Arc<dyn Provider>,
-        cipher: CipherAlgorithm,
-        key: &[u8; KEY_LEN],
-        config: &RecordConfig,
-    ) -> Result<Self> {
-        Direction::new(provider, cipher, key, config).map(Self)
-    }
+    direction_api!("opener", "opened");
 
     /// Takes one complete record from the front of `input`, decrypts it in
     /// place and returns its plaintext, sharing `input`'s allocation.
@@ -382,28 +364,9 @@ impl Opener {
         Ok(Some((body_len - TAG_LEN, end)))
     }
 
-    /// Replaces the key now with Noise `Rekey()`. See [`Sealer::rekey`].
-    ///
-    /// # Errors
-    ///
-    /// Only if the provider fails.
-    pub fn rekey(&mut self) -> Result<()> {
-        self.0.rekey()
-    }
-
-    /// The nonce of the next record (= records opened so far).
-    pub const fn nonce(&self) -> u64 {
-        self.0.nonce
-    }
-
     /// Whether an earlier record failed to open.
     pub const fn is_poisoned(&self) -> bool {
         self.0.poisoned
-    }
-
-    /// The AEAD protecting the records.
-    pub const fn cipher(&self) -> CipherAlgorithm {
-        self.0.algorithm
     }
 }
 

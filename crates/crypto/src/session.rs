@@ -323,6 +323,48 @@ impl core::fmt::Debug for Driver {
     }
 }
 
+/// The methods of [`Initiator`] and [`Responder`] other than `read_message`
+/// (whose inputs differ by role): both are a [`Driver`] and nothing else.
+macro_rules! handshake_api {
+    () => {
+        /// Appends our next framed handshake message to `out`; `now_ms` is the
+        /// Unix time in milliseconds, sent in our payload.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::OutOfTurn`] if a message from the peer is expected.
+        pub fn write_message(&mut self, now_ms: u64, out: &mut BytesMut) -> Result<()> {
+            self.0.write(now_ms, out)
+        }
+
+        /// Whether the next step is ours to write.
+        pub fn wants_write(&self) -> bool {
+            !self.0.failed && self.0.noise.is_my_turn()
+        }
+
+        /// Whether every handshake message has been exchanged.
+        pub fn is_finished(&self) -> bool {
+            self.0.noise.is_finished()
+        }
+
+        /// The peer's static key, once known.
+        pub fn peer_static(&self) -> Option<&PublicKey> {
+            self.0.noise.remote_static()
+        }
+
+        /// The established session.
+        ///
+        /// # Errors
+        ///
+        /// [`Error::HandshakeState`] if messages remain, [`Error::HandshakeFailed`]
+        /// after an error, [`Error::UnknownPeer`] if an allow-list is set but the
+        /// pattern never revealed the peer's key.
+        pub fn into_session(self) -> Result<Session> {
+            self.0.finish()
+        }
+    };
+}
+
 /// The connecting side's handshake.
 ///
 /// Drive it with [`write_message`](Self::write_message) and
@@ -333,15 +375,7 @@ impl core::fmt::Debug for Driver {
 pub struct Initiator(Driver);
 
 impl Initiator {
-    /// Appends our next framed handshake message to `out`; `now_ms` is the
-    /// Unix time in milliseconds, sent in our payload.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::OutOfTurn`] if a message from the peer is expected.
-    pub fn write_message(&mut self, now_ms: u64, out: &mut BytesMut) -> Result<()> {
-        self.0.write(now_ms, out)
-    }
+    handshake_api!();
 
     /// Consumes one complete framed handshake message from the front of
     /// `input`. Returns `Ok(false)`, consuming nothing, if it is incomplete.
@@ -353,32 +387,6 @@ impl Initiator {
     /// [`Error::UnsupportedVersion`] for a bad payload.
     pub fn read_message(&mut self, input: &mut BytesMut) -> Result<bool> {
         self.0.read(input).map(|read| read.is_some())
-    }
-
-    /// Whether the next step is ours to write.
-    pub fn wants_write(&self) -> bool {
-        !self.0.failed && self.0.noise.is_my_turn()
-    }
-
-    /// Whether every handshake message has been exchanged.
-    pub fn is_finished(&self) -> bool {
-        self.0.noise.is_finished()
-    }
-
-    /// The peer's static key, once known.
-    pub fn peer_static(&self) -> Option<&PublicKey> {
-        self.0.noise.remote_static()
-    }
-
-    /// The established session.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::HandshakeState`] if messages remain, [`Error::HandshakeFailed`]
-    /// after an error, [`Error::UnknownPeer`] if an allow-list is set but the
-    /// pattern never revealed the peer's key.
-    pub fn into_session(self) -> Result<Session> {
-        self.0.finish()
     }
 }
 
@@ -414,39 +422,7 @@ impl Responder {
         Ok(true)
     }
 
-    /// Appends our next framed handshake message to `out`; `now_ms` is the
-    /// Unix time in milliseconds, sent in our payload.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::OutOfTurn`] if a message from the peer is expected.
-    pub fn write_message(&mut self, now_ms: u64, out: &mut BytesMut) -> Result<()> {
-        self.0.write(now_ms, out)
-    }
-
-    /// Whether the next step is ours to write.
-    pub fn wants_write(&self) -> bool {
-        !self.0.failed && self.0.noise.is_my_turn()
-    }
-
-    /// Whether every handshake message has been exchanged.
-    pub fn is_finished(&self) -> bool {
-        self.0.noise.is_finished()
-    }
-
-    /// The peer's static key, once known.
-    pub fn peer_static(&self) -> Option<&PublicKey> {
-        self.0.noise.remote_static()
-    }
-
-    /// The established session. Errors as [`Initiator::into_session`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Initiator::into_session`].
-    pub fn into_session(self) -> Result<Session> {
-        self.0.finish()
-    }
+    handshake_api!();
 }
 
 fn check_fresh(

@@ -86,13 +86,9 @@ impl Preface {
     /// [`Error::BadMagic`], [`Error::UnknownSecurityMode`] or
     /// [`Error::ReservedNotZero`] for bytes that are not a preface.
     pub fn parse(buf: &[u8]) -> Result<Option<Self>, Error> {
-        let Some(bytes) = buf.first_chunk::<PREFACE_LEN>() else {
-            return check_magic_prefix(buf).map(|()| None);
+        let Some([version, mode, r0, r1]) = after_magic(buf)? else {
+            return Ok(None);
         };
-        let [a, b, c, d, version, mode, r0, r1] = *bytes;
-        if [a, b, c, d] != MAGIC {
-            return Err(Error::BadMagic);
-        }
         if r0 != 0 || r1 != 0 {
             return Err(Error::ReservedNotZero("preface byte"));
         }
@@ -190,13 +186,9 @@ impl PrefaceAnswer {
     /// [`Error::BadMagic`], [`Error::UnknownSecurityMode`],
     /// [`Error::UnknownPrefaceStatus`] or [`Error::ReservedNotZero`].
     pub fn parse(buf: &[u8]) -> Result<Option<Self>, Error> {
-        let Some(bytes) = buf.first_chunk::<PREFACE_LEN>() else {
-            return check_magic_prefix(buf).map(|()| None);
+        let Some([version, mode, status, r0]) = after_magic(buf)? else {
+            return Ok(None);
         };
-        let [a, b, c, d, version, mode, status, r0] = *bytes;
-        if [a, b, c, d] != MAGIC {
-            return Err(Error::BadMagic);
-        }
         if r0 != 0 {
             return Err(Error::ReservedNotZero("preface byte"));
         }
@@ -206,6 +198,18 @@ impl PrefaceAnswer {
             status: PrefaceStatus::from_byte(status)?,
         }))
     }
+}
+
+/// The four bytes after the magic of the preface or answer at the start of
+/// `buf`; `Ok(None)` while it is incomplete.
+fn after_magic(buf: &[u8]) -> Result<Option<[u8; 4]>, Error> {
+    let Some(&[a, b, c, d, rest @ ..]) = buf.first_chunk::<PREFACE_LEN>() else {
+        return check_magic_prefix(buf).map(|()| None);
+    };
+    if [a, b, c, d] != MAGIC {
+        return Err(Error::BadMagic);
+    }
+    Ok(Some(rest))
 }
 
 /// Fails early on a partial preface whose bytes so far cannot start the magic.

@@ -1,37 +1,28 @@
 //! `ring` 0.17 backend.
 
-use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
+use ring::aead::{
+    AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey,
+};
 use ring::{digest, hmac};
 
-use super::{
-    Cipher, CipherAlgorithm, Hash, HashAlgorithm, KEY_LEN, Provider, TAG_LEN, aesgcm_nonce,
-    chacha_nonce,
-};
+use super::{Backend, Cipher, Hash, KEY_LEN, TAG_LEN, aesgcm_nonce, chacha_nonce};
 use crate::{Error, Result};
 
 /// `ring` provider.
-#[derive(Debug)]
-pub(super) struct Ring;
+pub(super) const RING: Backend = Backend {
+    name: "Ring",
+    chacha20_poly1305: |key| cipher::<CHACHA>(&CHACHA20_POLY1305, key),
+    aes_256_gcm: |key| cipher::<AESGCM>(&AES_256_GCM, key),
+    sha256: || Box::new(RingSha256),
+};
 
-impl Provider for Ring {
-    fn cipher(&self, algorithm: CipherAlgorithm, key: &[u8; KEY_LEN]) -> Option<Box<dyn Cipher>> {
-        match algorithm {
-            CipherAlgorithm::ChaCha20Poly1305 => {
-                let key = UnboundKey::new(&CHACHA20_POLY1305, key).ok()?;
-                Some(Box::new(RingAead::<CHACHA>(LessSafeKey::new(key))))
-            }
-            CipherAlgorithm::Aes256Gcm => {
-                let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
-                Some(Box::new(RingAead::<AESGCM>(LessSafeKey::new(key))))
-            }
-        }
-    }
-
-    fn hash(&self, algorithm: HashAlgorithm) -> Option<Box<dyn Hash>> {
-        match algorithm {
-            HashAlgorithm::Sha256 => Some(Box::new(RingSha256)),
-        }
-    }
+/// A ring AEAD for `algorithm`, whose Noise nonce layout is `BIG_ENDIAN`.
+fn cipher<const BIG_ENDIAN: bool>(
+    algorithm: &'static Algorithm,
+    key: &[u8; KEY_LEN],
+) -> Option<Box<dyn Cipher>> {
+    let key = UnboundKey::new(algorithm, key).ok()?;
+    Some(Box::new(RingAead::<BIG_ENDIAN>(LessSafeKey::new(key))))
 }
 
 /// The `BIG_ENDIAN` parameter of [`RingAead`] for ChaCha20-Poly1305 (little-endian counter).

@@ -7,36 +7,26 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 
-use super::{
-    Cipher, CipherAlgorithm, Hash, HashAlgorithm, KEY_LEN, Provider, TAG_LEN, aesgcm_nonce,
-    chacha_nonce,
-};
+use super::{Backend, Cipher, Hash, KEY_LEN, TAG_LEN, aesgcm_nonce, chacha_nonce};
 use crate::{Error, Result};
 
 /// RustCrypto provider (`chacha20poly1305`, `aes-gcm`, `sha2`, `hkdf`).
-#[derive(Debug)]
-pub(super) struct RustCrypto;
-
-impl Provider for RustCrypto {
-    fn cipher(&self, algorithm: CipherAlgorithm, key: &[u8; KEY_LEN]) -> Option<Box<dyn Cipher>> {
-        match algorithm {
-            CipherAlgorithm::ChaCha20Poly1305 => Some(Box::new(Aead {
-                aead: ChaCha20Poly1305::new(key.into()),
-                nonce: chacha_nonce,
-            })),
-            CipherAlgorithm::Aes256Gcm => Some(Box::new(Aead {
-                aead: Aes256Gcm::new(key.into()),
-                nonce: aesgcm_nonce,
-            })),
-        }
-    }
-
-    fn hash(&self, algorithm: HashAlgorithm) -> Option<Box<dyn Hash>> {
-        match algorithm {
-            HashAlgorithm::Sha256 => Some(Box::new(Sha256Hash)),
-        }
-    }
-}
+pub(super) const RUST_CRYPTO: Backend = Backend {
+    name: "RustCrypto",
+    chacha20_poly1305: |key| {
+        Some(Box::new(Aead {
+            aead: ChaCha20Poly1305::new(key.into()),
+            nonce: chacha_nonce,
+        }))
+    },
+    aes_256_gcm: |key| {
+        Some(Box::new(Aead {
+            aead: Aes256Gcm::new(key.into()),
+            nonce: aesgcm_nonce,
+        }))
+    },
+    sha256: || Box::new(Sha256Hash),
+};
 
 /// A RustCrypto AEAD with the nonce layout of its Noise cipher.
 ///
