@@ -158,8 +158,8 @@ impl Balancer {
             };
             let retry = match &error {
                 // Certainly not processed.
-                Error::Unavailable { .. }
-                | Error::Dispatch(netproto_dispatch::Error::GoingAway { .. }) => true,
+                Error::Unavailable { .. } => true,
+                Error::Dispatch(error) => error.is_unprocessed(),
                 Error::EndpointDown { .. } => options.idempotent,
                 _ => false,
             };

@@ -1,12 +1,13 @@
 //! The client: connection with timeouts, requests in flight, reconnection.
 
+use netproto_transport::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use netproto_crypto::PublicKey;
 use netproto_dispatch::{Correlator, CorrelatorConfig, Unsolicited};
-use netproto_transport::{ClientSecurity, ConnectionConfig};
+use netproto_transport::Connector;
 use netproto_wire::Message;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -87,7 +88,7 @@ impl Client {
 
     /// The server's Noise public key, once connected in Noise mode.
     pub fn server_key(&self) -> Option<PublicKey> {
-        *self.server_key.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.server_key)
     }
 
     /// Sends `message` as a request and waits for the answer.
@@ -102,11 +103,9 @@ impl Client {
         let result = correlator
             .request_with_timeout(message, self.settings.response_timeout)
             .await;
-        if let Err(
-            netproto_dispatch::Error::Disconnected(_)
-            | netproto_dispatch::Error::Closed
-            | netproto_dispatch::Error::GoingAway { .. },
-        ) = &result
+        if result
+            .as_ref()
+            .is_err_and(netproto_dispatch::Error::is_connection_lost)
         {
             self.forget(&correlator).await;
         }
@@ -128,11 +127,9 @@ impl Client {
         let result = correlator
             .request_raw_with_timeout(msg_type, payload, self.settings.response_timeout)
             .await;
-        if let Err(
-            netproto_dispatch::Error::Disconnected(_)
-            | netproto_dispatch::Error::Closed
-            | netproto_dispatch::Error::GoingAway { .. },
-        ) = &result
+        if result
+            .as_ref()
+            .is_err_and(netproto_dispatch::Error::is_connection_lost)
         {
             self.forget(&correlator).await;
         }
@@ -151,10 +148,7 @@ impl Client {
         self.correlator().await?;
         let this = self.clone();
         let reply = tokio::spawn(async move { this.request(&message).await });
-        self.replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(reply);
+        lock(&self.replies).push_back(reply);
         Ok(())
     }
 
@@ -164,11 +158,7 @@ impl Client {
     ///
     /// The request's error; [`Error::Invalid`] when nothing was sent.
     pub async fn recv(&self) -> Result<Message> {
-        let next = self
-            .replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
+        let next = lock(&self.replies).pop_front();
         match next {
             Some(reply) => reply
                 .await
@@ -192,7 +182,7 @@ impl Client {
     }
 
     fn set_current(&self, correlator: Option<Arc<Correlator>>) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = correlator;
+        *lock(&self.current) = correlator;
     }
 
     async fn forget(&self, dead: &Arc<Correlator>) {
@@ -208,11 +198,7 @@ impl Client {
 
     /// The live connection, connecting (with retries) if there is none.
     async fn correlator(&self) -> Result<Arc<Correlator>> {
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let current = lock(&self.current).clone();
         if let Some(correlator) = current {
             return Ok(correlator);
         }
@@ -238,7 +224,8 @@ impl Client {
                     return Ok(correlator);
                 }
                 Err(error @ Error::KeyChanged { .. }) => return Err(error),
-                Err(error) if attempt >= attempts => {
+                // What would fail again as it is is not retried.
+                Err(error) if attempt >= attempts || !error.is_retryable() => {
                     return Err(Error::GaveUp {
                         attempts: attempt,
                         last: Box::new(error),
@@ -256,7 +243,7 @@ impl Client {
     async fn connect_once(&self) -> Result<Live> {
         let (correlator, key) = self.dialer.dial(&self.settings.address).await?;
         if let Some(key) = key {
-            *self.server_key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+            *lock(&self.server_key) = Some(key);
         }
         Ok(Live {
             correlator: Arc::new(correlator),
@@ -269,10 +256,10 @@ impl Client {
 /// server is authenticated.
 #[derive(Debug)]
 pub(crate) struct Dialer {
-    connection: ConnectionConfig,
-    connect_timeout: Duration,
+    /// Security, connection settings and both timeouts
+    /// (`client.connection_timeout` for the TCP connect and the handshake).
+    connector: Connector,
     response_timeout: Duration,
-    security: ClientSecurity,
     trust: ServerTrust,
 }
 
@@ -285,11 +272,13 @@ impl Dialer {
         address: &str,
     ) -> Result<Self> {
         let (security, trust) = client_security(security, address)?;
+        let connector = Connector::builder(security, client.connection_config(transport)?)
+            .connect_timeout(client.connection_timeout)
+            .handshake_timeout(client.connection_timeout)
+            .build()?;
         Ok(Self {
-            connection: client.connection_config(transport)?,
-            connect_timeout: client.connection_timeout,
+            connector,
             response_timeout: client.response_timeout,
-            security,
             trust,
         })
     }
@@ -304,12 +293,10 @@ impl Dialer {
     /// logged and dropped. Returns the server's Noise key when the mode has
     /// one. Host names are resolved on every call.
     pub(crate) async fn dial(&self, address: &str) -> Result<(Correlator, Option<PublicKey>)> {
-        let (security, config, timeout) = (&self.security, &self.connection, self.connect_timeout);
         let conn = if let Some(path) = address.strip_prefix("unix:") {
             #[cfg(unix)]
             {
-                let stream = netproto_transport::connect_unix(path, timeout).await?;
-                netproto_transport::connect(stream, security, config, timeout).await?
+                self.connector.connect_unix(path).await?
             }
             #[cfg(not(unix))]
             {
@@ -317,8 +304,7 @@ impl Dialer {
                 return Err(Error::Invalid("unix sockets need a unix system".into()));
             }
         } else {
-            let stream = netproto_transport::connect_tcp(address, timeout).await?;
-            netproto_transport::connect(stream, security, config, timeout).await?
+            self.connector.connect_tcp(address).await?
         };
         let key = conn.info().peer_static;
         if let (Some(key), ServerTrust::KnownHosts(hosts)) = (&key, &self.trust) {
@@ -351,13 +337,20 @@ mod tests {
             "127.0.0.1:9000",
         )
         .unwrap();
-        assert_eq!(dialer.connection.backpressure_limit, 7);
+        assert_eq!(dialer.connector.config().backpressure_limit, 7);
         assert_eq!(
-            dialer.connection.heartbeat_interval,
+            dialer.connector.config().heartbeat_interval,
             Some(Duration::from_secs(4))
         );
-        assert_eq!(dialer.connection.max_frame_len, 4096);
-        assert_eq!(dialer.connect_timeout, config.client.connection_timeout);
+        assert_eq!(dialer.connector.config().max_frame_len, 4096);
+        assert_eq!(
+            dialer.connector.connect_timeout(),
+            config.client.connection_timeout
+        );
+        assert_eq!(
+            dialer.connector.handshake_timeout(),
+            config.client.connection_timeout
+        );
         config.client.backpressure_limit = 0;
         let error = config
             .client

@@ -97,5 +97,30 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether trying again (a new connection, after a backoff) may succeed.
+    ///
+    /// True for transport failures that
+    /// [`netproto_transport::Error::is_retryable`] calls retryable (refused
+    /// or reset connections, timeouts, a busy server), for a lost connection
+    /// or a request timeout ([`netproto_dispatch::Error::is_connection_lost`])
+    /// and for the same I/O errors; false for what would fail again as it
+    /// is: configuration and key files, a changed server key, TLS, Noise and
+    /// protocol failures.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport(error) => error.is_retryable(),
+            Self::Dispatch(error) => {
+                error.is_connection_lost() || matches!(error, netproto_dispatch::Error::Timeout(_))
+            }
+            Self::Io(error) => {
+                netproto_transport::Error::Io(std::io::Error::from(error.kind())).is_retryable()
+            }
+            Self::Timeout(_) | Self::Unavailable { .. } | Self::EndpointDown { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,6 +1,7 @@
 //! Turning the security section of the configuration into transport settings:
 //! identities, pins, known hosts, TLS acceptors and connectors.
 
+use netproto_transport::sync::lock;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -166,7 +167,7 @@ impl KnownHosts {
     /// [`Error::KeyChanged`] when another key is remembered for `address`;
     /// I/O errors reading or writing the file.
     pub fn check(&self, address: &str, key: &PublicKey) -> Result<bool> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&self.lock);
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -15,6 +15,7 @@ mod handshake;
 mod listener;
 mod stream;
 
+use netproto_transport::sync::lock;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -120,7 +121,7 @@ impl ServerHandle {
     /// `None`), then every connection is closed.
     pub async fn shutdown(&self, timeout: Option<Duration>) {
         if let Some(limit) = timeout {
-            *self.limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
+            *lock(&self.limit) = Some(limit);
         }
         self.shutdown.send_replace(true);
         let mut done = self.done.clone();
@@ -218,7 +219,14 @@ impl Server {
     /// A configuration error before anything starts. Errors of single
     /// connections are logged, never returned.
     pub async fn run(mut self) -> Result<()> {
-        let connection_config = Arc::new(self.connection.clone());
+        let limits = netproto_transport::AcceptLimits::new(
+            self.settings.preface_timeout,
+            self.settings.connection_timeout,
+        );
+        let transport =
+            netproto_transport::Acceptor::builder(self.security.clone(), self.connection.clone())
+                .limits(limits)
+                .build()?;
         let mut serve_config = ServeConfig::default();
         serve_config.max_in_flight = self.settings.max_in_flight;
         serve_config.request_timeout = self.settings.request_timeout;
@@ -263,8 +271,7 @@ impl Server {
             stats: self.stats.clone(),
             per_ip: Arc::default(),
             admission: Arc::new(Admission::new(&self.settings)),
-            security: Arc::new(self.security.clone()),
-            connection_config,
+            transport,
             established: established_tx,
         };
         // Accepting, limits, prefaces, handshakes and first headers all run
@@ -291,11 +298,7 @@ impl Server {
         accepting.abort();
         let _ = accepting.await;
         drop(established_rx);
-        let limit = self
-            .limit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(self.settings.shutdown_timeout);
+        let limit = lock(&self.limit).unwrap_or(self.settings.shutdown_timeout);
         tracing::info!(connections = tasks.len(), ?limit, "shutting down");
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(limit, drain).await.is_err() {

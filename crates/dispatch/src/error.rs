@@ -65,4 +65,44 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether the connection under the correlator takes no more requests:
+    /// it was lost ([`Disconnected`](Self::Disconnected)), closed here
+    /// ([`Closed`](Self::Closed)), or the peer is going away
+    /// ([`GoingAway`](Self::GoingAway)). New requests need a new connection.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Self::Disconnected(_) | Self::Closed | Self::GoingAway { .. }
+        )
+    }
+
+    /// Whether the request certainly was not processed by the peer, so that
+    /// sending it again (elsewhere) cannot run it twice: refused before it
+    /// was sent ([`Closed`](Self::Closed)), or above the peer's goaway
+    /// ([`GoingAway`](Self::GoingAway)).
+    pub fn is_unprocessed(&self) -> bool {
+        matches!(self, Self::Closed | Self::GoingAway { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn predicates_sort_the_variants() {
+        let lost = Error::Disconnected(Arc::new(netproto_transport::Error::PeerClosed));
+        let going = Error::GoingAway {
+            last_request_id: 3,
+            code: ErrorCode::SHUTTING_DOWN,
+        };
+        let timeout = Error::Timeout(Duration::from_secs(1));
+        assert!(lost.is_connection_lost() && !lost.is_unprocessed());
+        assert!(going.is_connection_lost() && going.is_unprocessed());
+        assert!(Error::Closed.is_connection_lost() && Error::Closed.is_unprocessed());
+        assert!(!timeout.is_connection_lost() && !timeout.is_unprocessed());
+    }
 }

@@ -4,11 +4,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use netproto_crypto::PublicKey;
 use netproto_dispatch::Correlator;
+use netproto_transport::sync::lock;
 use netproto_wire::Message;
 use tokio::sync::{Notify, watch};
 
@@ -73,10 +74,6 @@ impl fmt::Debug for Link {
             .field("address", &self.address)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Link {

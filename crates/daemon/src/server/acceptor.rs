@@ -2,6 +2,7 @@
 //! preface, security handshake and first header, up to the point it is
 //! established and handed to the serving threads.
 
+use netproto_transport::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -9,9 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use netproto_transport::{
-    AcceptLimits, Accepted, ConnectionConfig, HandshakeStage, ServerSecurity,
-};
+use netproto_transport::{Accepted, HandshakeStage};
 use netproto_wire::PrefaceStatus;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -47,8 +46,9 @@ pub(super) struct Acceptor {
     pub(super) stats: Arc<ServerStats>,
     pub(super) per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
     pub(super) admission: Arc<Admission>,
-    pub(super) security: Arc<ServerSecurity>,
-    pub(super) connection_config: Arc<ConnectionConfig>,
+    /// Security, connection settings and the preface and handshake
+    /// timeouts.
+    pub(super) transport: netproto_transport::Acceptor,
     pub(super) established: mpsc::UnboundedSender<Established>,
 }
 
@@ -115,7 +115,7 @@ impl Acceptor {
         if refusing.0.refusing.load(Ordering::Relaxed) > MAX_REFUSALS {
             return;
         }
-        let mode = self.security.mode();
+        let mode = self.transport.security().mode();
         let wait = self.limits.preface_timeout + delay;
         drop(tokio::spawn(async move {
             let mut io = io;
@@ -138,23 +138,14 @@ impl Acceptor {
         span: tracing::Span,
         detach: bool,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let security = self.security.clone();
-        let connection_config = self.connection_config.clone();
+        let transport = self.transport.clone();
         let stats = self.stats.clone();
         let established = self.established.clone();
         let handshake_timeout = self.limits.connection_timeout;
-        let limits = AcceptLimits::new(self.limits.preface_timeout, handshake_timeout);
         async move {
             // Boxed: its state is freed once done, and does not stay in the
             // task while it waits for the first header.
-            let accepted = Box::pin(netproto_transport::accept_handshake_within(
-                io,
-                &security,
-                &connection_config,
-                &limits,
-                ticket.progress(),
-            ))
-            .await;
+            let accepted = Box::pin(transport.accept_handshake(io, ticket.progress())).await;
             match &accepted {
                 Ok(_) => ticket.established(),
                 Err(_) => drop(ticket),
@@ -222,7 +213,7 @@ impl Acceptor {
         }
         if let Some(ip) = ip {
             let count = {
-                let map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                let map = lock(&self.per_ip);
                 map.get(&ip).copied().unwrap_or(0)
             };
             if count >= self.limits.max_connections_per_ip {
@@ -308,11 +299,7 @@ impl ConnectionGuard {
         stats.active.fetch_add(1, Ordering::Relaxed);
         stats.metrics.connection_opened();
         if let Some(ip) = ip {
-            *per_ip
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(ip)
-                .or_default() += 1;
+            *lock(&per_ip).entry(ip).or_default() += 1;
         }
         Self { stats, per_ip, ip }
     }
@@ -323,7 +310,7 @@ impl Drop for ConnectionGuard {
         self.stats.active.fetch_sub(1, Ordering::Relaxed);
         self.stats.metrics.connection_closed();
         if let Some(ip) = self.ip {
-            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = lock(&self.per_ip);
             if let Some(count) = map.get_mut(&ip) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {

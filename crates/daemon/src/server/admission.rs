@@ -25,6 +25,7 @@
 //! from a few addresses cannot take the handshake threads from everyone
 //! else: past the rate, new connections from there are refused ("busy").
 
+use netproto_transport::sync::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -133,7 +134,7 @@ impl Admission {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Every update leaves the maps consistent before it can panic.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// The refusal reason when `ip` (or its prefix) completed handshakes

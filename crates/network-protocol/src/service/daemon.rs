@@ -31,9 +31,10 @@
 //! # }
 //! ```
 
+use netproto_transport::sync::lock;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -149,11 +150,7 @@ impl Server {
                     self.shared.dispatcher.clone(),
                 )
                 .await?;
-                *self
-                    .shared
-                    .bound
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Bound {
+                *lock(&self.shared.bound) = Bound {
                     local_addr: Some(server.local_addr()),
                     public_key: server.public_key().copied(),
                 };
@@ -168,23 +165,14 @@ impl Server {
     /// The bound address (`host:port` with the real port, or `unix:path`),
     /// once [`bind`](Self::bind) or [`run`](Self::run) has bound it.
     pub fn local_addr(&self) -> Option<String> {
-        self.shared
-            .bound
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .local_addr
-            .clone()
+        lock(&self.shared.bound).local_addr.clone()
     }
 
     /// The server's Noise public key, once bound in Noise mode: give it to
     /// clients to pin
     /// ([`client::connect_pinned`](super::client::connect_pinned)).
     pub fn public_key(&self) -> Option<PublicKey> {
-        self.shared
-            .bound
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .public_key
+        lock(&self.shared.bound).public_key
     }
 
     /// Binds (unless already bound), then accepts and serves connections
