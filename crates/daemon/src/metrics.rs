@@ -4,7 +4,9 @@
 //! (which records nothing unless the application installed one), or, when
 //! `server.metrics_address` is set (`netproto serve --metrics
 //! 127.0.0.1:9100`), into its own [`Registry`] served as Prometheus text
-//! at `GET /metrics` on that address.
+//! at `GET /metrics` on that address. The registry is the recorder of
+//! `metrics-exporter-prometheus`; the HTTP responder is ours, because the
+//! crate's listener answers every path and method and has no limits.
 //!
 //! Nothing is recorded per frame: each connection's transport counters
 //! ([`netproto_transport::ConnectionStats`]) are folded into the counters
@@ -47,7 +49,7 @@ mod registry;
 pub(crate) use http::serve as serve_http;
 pub use http::{HTTP_TIMEOUT, MAX_REQUEST, scrape};
 pub use netproto_dispatch::{REQUEST_DURATION, REQUESTS};
-pub use registry::{BUCKETS, Registry};
+pub use registry::{BUCKETS, Registry, UPKEEP_INTERVAL};
 
 /// Connections open now (gauge).
 pub const CONNECTIONS_OPEN: &str = "netproto_connections_open";

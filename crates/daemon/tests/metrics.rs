@@ -55,7 +55,8 @@ fn parse(text: &str) -> HashMap<String, f64> {
             typed.push(rest.split(' ').next().unwrap().to_owned());
             continue;
         }
-        if line.starts_with('#') {
+        // Blank lines separate metric families.
+        if line.starts_with('#') || line.is_empty() {
             continue;
         }
         let (series, value) = line.rsplit_once(' ').unwrap();
@@ -205,10 +206,10 @@ async fn traffic_and_scrape() {
         client.close().await.unwrap();
     }
     wait_for(metrics, "netproto_connections_open", 0.0).await;
-    // A scrape reads the series one after another, in name order: the one
-    // that saw the gauge at 0 may have read the byte counters (named before
-    // it) just before the last connection's traffic was folded in. A scrape
-    // begun after it sees everything.
+    // A scrape reads the series one after another, counters before gauges:
+    // the one that saw the gauge at 0 may have read the byte counters just
+    // before the last connection's traffic was folded in. A scrape begun
+    // after it sees everything.
     let end = parse(&scrape(metrics).await);
     let total = requests * SIZE as f64;
     for series in [

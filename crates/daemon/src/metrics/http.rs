@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::Registry;
+use super::{Registry, UPKEEP_INTERVAL};
 
 /// Time a scraper has to send its request, and then to read the answer.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,11 +22,21 @@ const MAX_SCRAPES: usize = 16;
 const MAX_ANSWER: u64 = 64 * 1024 * 1024;
 
 /// Serves `GET /metrics` on `listener` until the task is dropped: one
-/// request per connection, answered and closed.
+/// request per connection, answered and closed. Meanwhile runs the
+/// registry's upkeep every [`UPKEEP_INTERVAL`].
 pub(crate) async fn serve(listener: TcpListener, registry: Registry) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = upkeep.tick() => {
+                registry.upkeep();
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
                 tracing::warn!(%error, "metrics accept failed");
@@ -176,7 +186,7 @@ mod tests {
     async fn answers_get_metrics_and_rejects_the_rest() {
         let ok = ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        let body = "# TYPE x_total counter\nx_total 7\n";
+        let body = "# TYPE x_total counter\nx_total 7\n\n";
         assert!(ok.ends_with(&format!("\r\n\r\n{body}")), "{ok}");
         assert!(
             ok.contains(&format!("Content-Length: {}\r\n", body.len())),

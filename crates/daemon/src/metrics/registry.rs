@@ -1,14 +1,11 @@
-//! A small `metrics` recorder that renders the Prometheus text format.
+//! A server's Prometheus recorder: `metrics-exporter-prometheus`'s, with
+//! our histogram buckets and help texts.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-    SharedString, Unit,
-};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 /// Upper bounds of the histogram buckets, in seconds (the unit of every
 /// histogram this crate records): 1 µs to 30 s.
@@ -38,332 +35,111 @@ pub const BUCKETS: [f64; 23] = [
     30.0,
 ];
 
-/// Counters and histograms are split in this many shards, each on its own
-/// cache line, so that threads recording at once do not contend.
-const SHARDS: usize = 4;
-
-/// The shard the current thread records into.
-fn shard<T>(shards: &[Padded<T>; SHARDS]) -> &T {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    let index = INDEX.with(|index| *index);
-    let [first, ..] = shards;
-    &shards.get(index).unwrap_or(first).0
-}
-
-/// Keeps its content on cache lines of its own.
-#[repr(align(128))]
-#[derive(Debug, Default)]
-struct Padded<T>(T);
+/// How often the exporter task moves recorded histogram samples into
+/// their buckets ([`Registry::upkeep`]).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A `metrics` [`Recorder`] that keeps every series in memory and renders
-/// them in the Prometheus text format (version 0.0.4).
+/// them in the Prometheus text format (version 0.0.4): the
+/// [`PrometheusRecorder`] of `metrics-exporter-prometheus`, built with
+/// [`BUCKETS`] and not installed globally.
 ///
 /// Cheap to clone (clones share the series). Counters and gauges are one
-/// atomic add; histograms have fixed [`BUCKETS`], so recording is a search
-/// over 23 bounds and two atomic operations, and memory stays bounded
-/// however rarely it is scraped. Counters and histograms are sharded by
-/// thread, so that recording from several threads does not contend on one
-/// cache line. Registering takes a lock: obtain handles once and keep them.
+/// atomic add (and one for the exporter's generation count). A histogram
+/// record appends the value to a lock-free list, and [`upkeep`](Self::upkeep)
+/// (or a render) moves the values into the fixed [`BUCKETS`]; memory
+/// between two upkeeps grows with the values recorded, so whoever records
+/// histograms runs it periodically (a server's exporter task does, every
+/// [`UPKEEP_INTERVAL`]). Registering takes a lock: obtain handles once and
+/// keep them.
+///
+/// Help texts get the unit appended, as in `Bytes written (bytes)`; names
+/// are left as registered (no unit suffix). The text lists metric families
+/// in no particular order, separated by blank lines.
 ///
 /// It is not installed globally by this crate: a server with a metrics
 /// address registers into its own registry, so several servers in one
 /// process each report their own traffic. An application can install one
 /// with [`metrics::set_global_recorder`] to export its own metrics too.
-#[derive(Clone, Debug, Default)]
-pub struct Registry(Arc<Mutex<BTreeMap<String, Family>>>);
-
-#[derive(Debug, Default)]
-struct Family {
-    kind: Option<Kind>,
-    help: Option<String>,
-    series: BTreeMap<Vec<(String, String)>, Series>,
+#[derive(Clone, Debug)]
+pub struct Registry {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-#[derive(Debug)]
-enum Series {
-    Counter(Arc<ShardedCounter>),
-    Gauge(Arc<AtomicF64>),
-    Histogram(Arc<Buckets>),
-}
-
-/// An `f64` in an `AtomicU64`.
-#[derive(Debug, Default)]
-struct AtomicF64(AtomicU64);
-
-impl AtomicF64 {
-    fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
-    }
-
-    fn update(&self, f: impl Fn(f64) -> f64) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some(f(f64::from_bits(bits)).to_bits())
-            });
-    }
-}
-
-impl GaugeFn for AtomicF64 {
-    fn increment(&self, value: f64) {
-        self.update(|v| v + value);
-    }
-
-    fn decrement(&self, value: f64) {
-        self.update(|v| v - value);
-    }
-
-    fn set(&self, value: f64) {
-        self.0.store(value.to_bits(), Ordering::Relaxed);
-    }
-}
-
-/// A counter split in shards.
-#[derive(Debug, Default)]
-struct ShardedCounter([Padded<AtomicU64>; SHARDS]);
-
-impl ShardedCounter {
-    fn get(&self) -> u64 {
-        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
-    }
-}
-
-impl metrics::CounterFn for ShardedCounter {
-    fn increment(&self, value: u64) {
-        shard(&self.0).fetch_add(value, Ordering::Relaxed);
-    }
-
-    /// Not atomic with respect to concurrent increments.
-    fn absolute(&self, value: u64) {
-        for (i, s) in self.0.iter().enumerate() {
-            s.0.store(if i == 0 { value } else { 0 }, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A histogram with the fixed [`BUCKETS`], split in shards.
-#[derive(Debug, Default)]
-struct Buckets([Padded<Shard>; SHARDS]);
-
-/// One shard of a histogram; the last count is `+Inf`.
-#[derive(Debug, Default)]
-struct Shard {
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum: AtomicF64,
-}
-
-impl HistogramFn for Buckets {
-    fn record(&self, value: f64) {
-        let shard = shard(&self.0);
-        let index = BUCKETS.partition_point(|bound| *bound < value);
-        if let Some(bucket) = shard.counts.get(index) {
-            bucket.fetch_add(1, Ordering::Relaxed);
-        }
-        shard.sum.update(|sum| sum + value);
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn families(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Family>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn describe(&self, name: &KeyName, kind: Kind, unit: Option<Unit>, help: &SharedString) {
-        let mut families = self.families();
-        let family = families.entry(sanitize(name.as_str())).or_default();
-        if family.kind.is_none() {
-            family.kind = Some(kind);
+        // `set_buckets` fails only for an empty list.
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        Self {
+            recorder: Arc::new(recorder),
+            handle,
         }
-        let help = match unit {
-            Some(unit) if unit != Unit::Count => format!("{help} ({})", unit.as_str()),
-            _ => help.to_string(),
-        };
-        family.help = Some(help);
     }
 
-    /// The series of `key`, created on first use; `None` if its name is
-    /// already used by a metric of another type.
-    fn series<T>(
-        &self,
-        key: &Key,
-        kind: Kind,
-        make: impl FnOnce() -> Series,
-        pick: impl FnOnce(&Series) -> Option<T>,
-    ) -> Option<T> {
-        let mut families = self.families();
-        let family = families.entry(sanitize(key.name())).or_default();
-        if *family.kind.get_or_insert(kind) != kind {
-            return None;
-        }
-        let labels = key
-            .labels()
-            .map(|l| (sanitize(l.key()), l.value().to_owned()))
-            .collect();
-        pick(family.series.entry(labels).or_insert_with(make))
-    }
-
-    /// Every series in the Prometheus text format, sorted by name.
+    /// Every series in the Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, family) in self.families().iter() {
-            let Some(kind) = family.kind.filter(|_| !family.series.is_empty()) else {
-                continue;
-            };
-            if let Some(help) = &family.help {
-                let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-                let _ = writeln!(out, "# HELP {name} {help}");
-            }
-            let type_name = match kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-                Kind::Histogram => "histogram",
-            };
-            let _ = writeln!(out, "# TYPE {name} {type_name}");
-            for (labels, series) in &family.series {
-                match series {
-                    Series::Counter(value) => {
-                        let value = value.get();
-                        let _ = writeln!(out, "{name}{} {value}", label_set(labels, None));
-                    }
-                    Series::Gauge(value) => {
-                        let value = number(value.get());
-                        let _ = writeln!(out, "{name}{} {value}", label_set(labels, None));
-                    }
-                    Series::Histogram(buckets) => render_histogram(&mut out, name, labels, buckets),
-                }
-            }
-        }
-        out
+        self.handle.render()
+    }
+
+    /// Moves the histogram values recorded since the last upkeep or render
+    /// into their buckets, which bounds the memory they take.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 }
 
-fn render_histogram(out: &mut String, name: &str, labels: &[(String, String)], h: &Buckets) {
-    let mut cumulative = 0;
-    let bounds = BUCKETS.iter().map(|b| number(*b)).chain(["+Inf".into()]);
-    for (index, bound) in bounds.enumerate() {
-        cumulative +=
-            h.0.iter()
-                .filter_map(|shard| shard.0.counts.get(index))
-                .map(|count| count.load(Ordering::Relaxed))
-                .sum::<u64>();
-        let labels = label_set(labels, Some(&bound));
-        let _ = writeln!(out, "{name}_bucket{labels} {cumulative}");
+/// `help`, with the unit appended unless it is a plain count.
+fn help(unit: Option<Unit>, help: SharedString) -> SharedString {
+    match unit {
+        Some(unit) if unit != Unit::Count => format!("{help} ({})", unit.as_str()).into(),
+        _ => help,
     }
-    let sum: f64 = h.0.iter().map(|shard| shard.0.sum.get()).sum();
-    let labels = label_set(labels, None);
-    let _ = writeln!(out, "{name}_sum{labels} {}", number(sum));
-    // The count is the +Inf bucket, so that they always agree.
-    let _ = writeln!(out, "{name}_count{labels} {cumulative}");
-}
-
-/// `{a="1",le="0.5"}`, or nothing without labels.
-fn label_set(labels: &[(String, String)], le: Option<&str>) -> String {
-    let pairs: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(le.map(|le| ("le", le)))
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect();
-    if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", pairs.join(","))
-    }
-}
-
-/// A sample value as Prometheus writes it.
-fn number(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".into()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        value.to_string()
-    }
-}
-
-/// Replaces characters not allowed in metric and label names with `_`.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .enumerate()
-        .map(|(i, c)| {
-            if c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit()) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 impl Recorder for Registry {
     fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.describe(&key, Kind::Counter, unit, &description);
+        let description = help(unit, description);
+        self.recorder.describe_counter(key, unit, description);
     }
 
     fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.describe(&key, Kind::Gauge, unit, &description);
+        let description = help(unit, description);
+        self.recorder.describe_gauge(key, unit, description);
     }
 
     fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.describe(&key, Kind::Histogram, unit, &description);
+        let description = help(unit, description);
+        self.recorder.describe_histogram(key, unit, description);
     }
 
-    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let make = || Series::Counter(Arc::default());
-        let pick = |s: &Series| match s {
-            Series::Counter(c) => Some(Counter::from_arc(c.clone())),
-            _ => None,
-        };
-        self.series(key, Kind::Counter, make, pick)
-            .unwrap_or_else(Counter::noop)
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.recorder.register_counter(key, metadata)
     }
 
-    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        let make = || Series::Gauge(Arc::default());
-        let pick = |s: &Series| match s {
-            Series::Gauge(g) => Some(Gauge::from_arc(g.clone())),
-            _ => None,
-        };
-        self.series(key, Kind::Gauge, make, pick)
-            .unwrap_or_else(Gauge::noop)
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.recorder.register_gauge(key, metadata)
     }
 
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let make = || Series::Histogram(Arc::default());
-        let pick = |s: &Series| match s {
-            Series::Histogram(h) => Some(Histogram::from_arc(h.clone())),
-            _ => None,
-        };
-        self.series(key, Kind::Histogram, make, pick)
-            .unwrap_or_else(Histogram::noop)
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.recorder.register_histogram(key, metadata)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use metrics::{Key, Label, Level, Metadata, Recorder};
+    use metrics::{Key, Label, Level, Metadata, Recorder, Unit};
 
     use super::Registry;
 
@@ -373,29 +149,33 @@ mod tests {
     fn renders_counters_gauges_and_histograms() {
         let registry = Registry::new();
         registry.describe_counter("c_total".into(), None, "a \"counter\"".into());
+        registry.describe_counter("b_total".into(), Some(Unit::Bytes), "bytes".into());
         let labels = vec![Label::new("reason", "a\"b")];
         registry
             .register_counter(&Key::from_parts("c_total", labels), &META)
             .increment(3);
+        registry
+            .register_counter(&Key::from_name("b_total"), &META)
+            .increment(5);
         let gauge = registry.register_gauge(&Key::from_name("open"), &META);
         gauge.increment(2.0);
         gauge.decrement(1.0);
         let h = registry.register_histogram(&Key::from_name("t_seconds"), &META);
         h.record(0.000_2);
+        registry.upkeep();
         h.record(0.3);
         h.record(100.0);
-        // A name reused with another type records nothing.
-        registry
-            .register_gauge(&Key::from_name("c_total"), &META)
-            .set(9.0);
         let text = registry.render();
         for line in [
             "# HELP c_total a \"counter\"",
             "# TYPE c_total counter",
             "c_total{reason=\"a\\\"b\"} 3",
+            "# HELP b_total bytes (bytes)",
+            "b_total 5",
             "# TYPE open gauge",
             "open 1",
             "# TYPE t_seconds histogram",
+            "t_seconds_bucket{le=\"0.000001\"} 0",
             "t_seconds_bucket{le=\"0.0001\"} 0",
             "t_seconds_bucket{le=\"0.00025\"} 1",
             "t_seconds_bucket{le=\"0.5\"} 2",
@@ -408,11 +188,10 @@ mod tests {
                 "{line:?} missing in\n{text}"
             );
         }
-        assert!(!text.contains(" 9"), "{text}");
     }
 
     #[test]
-    fn shards_add_up_across_threads() {
+    fn records_from_several_threads() {
         let registry = Registry::new();
         let counter = registry.register_counter(&Key::from_name("n_total"), &META);
         let h = registry.register_histogram(&Key::from_name("h_seconds"), &META);
