@@ -9,8 +9,9 @@ pub const REQUEST_DURATION: &str = "netproto_request_duration_seconds";
 pub const REQUESTS: &str = "netproto_requests_total";
 
 /// Handles the serve loop records into: obtained once (per server, say), so
-/// that recording a request costs an atomic add or two and never a lookup by
-/// name.
+/// that recording a request never looks a metric up by name (what it costs
+/// beyond that is the recorder's: with the daemon's Prometheus recorder, a
+/// counter add and a histogram sample, about 0.2 us).
 ///
 /// | Name | Type | Labels | Meaning |
 /// |------|------|--------|---------|
