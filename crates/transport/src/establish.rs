@@ -1,21 +1,33 @@
 //! Establishing connections: preface, security handshake, then framing.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use netproto_crypto::{Capabilities, CompressionSet, ReplayCache};
-use netproto_wire::{Compression, Decoder, HEADER_LEN, SecurityMode};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpStream, ToSocketAddrs};
+use netproto_wire::{Compression, SecurityMode};
 
 use crate::config::check_duration;
 use crate::connection::{ConnectionInfo, Protection};
 use crate::noise::{self, NoiseConfig};
 use crate::tls::{self, CertificateDer, TlsAcceptor, TlsConnector};
 use crate::{Connection, ConnectionConfig, Error, Io, SetupError, TimeoutKind, preface};
+
+mod accepted;
+mod dial;
+mod progress;
+
+pub use accepted::Accepted;
+pub(crate) use accepted::AcceptedStream;
+#[cfg(windows)]
+pub use dial::connect_pipe;
+pub use dial::connect_tcp;
+#[cfg(unix)]
+pub use dial::connect_unix;
+pub(crate) use dial::tcp;
+#[cfg(unix)]
+pub(crate) use dial::unix;
+pub use progress::{AcceptLimits, HandshakeProgress, HandshakeStage};
 
 /// Default time allowed for the preface and the security handshake: 10 s.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,117 +177,6 @@ pub(crate) fn check_setup(
     )
 }
 
-/// How long each stage of a server-side handshake may take: see
-/// [`AcceptorBuilder::limits`](crate::AcceptorBuilder::limits).
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AcceptLimits {
-    /// Time from the start for the client's whole preface. A client sends
-    /// it at once, so this can be short: a connection that sends nothing
-    /// then costs its socket for this long at most.
-    pub preface_timeout: Duration,
-    /// Time from the start for the preface and the whole security
-    /// handshake; at least `preface_timeout` (the shorter one wins).
-    pub handshake_timeout: Duration,
-}
-
-impl Default for AcceptLimits {
-    fn default() -> Self {
-        Self {
-            preface_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-}
-
-impl AcceptLimits {
-    /// Both limits.
-    pub fn new(preface_timeout: Duration, handshake_timeout: Duration) -> Self {
-        Self {
-            preface_timeout,
-            handshake_timeout,
-        }
-    }
-}
-
-/// How far a server-side handshake got, in order: a server that must drop
-/// a connection that is not established yet drops one of the least
-/// advanced (a silent socket before a client that is mid-handshake).
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HandshakeStage {
-    /// Connected; the client's preface is not complete yet.
-    Connected,
-    /// The preface arrived and was accepted; in Noise mode the client's
-    /// first handshake message is not complete yet.
-    Preface,
-    /// Noise: the client's first handshake message arrived and was valid
-    /// (not a replay, within the clock-skew window); the server has
-    /// answered it or is about to.
-    Handshake,
-}
-
-/// Where [`Acceptor::accept_handshake`](crate::Acceptor::accept_handshake)
-/// reports the [`HandshakeStage`] it has reached and when, for another task
-/// to read at any time (two atomics).
-#[derive(Debug)]
-pub struct HandshakeProgress {
-    stage: AtomicU8,
-    /// When the stage was last reached: microseconds since [`base`].
-    at: AtomicU64,
-}
-
-/// The instant progress times count from.
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-fn micros_since_base(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(base()).as_micros()).unwrap_or(u64::MAX)
-}
-
-impl Default for HandshakeProgress {
-    /// [`HandshakeStage::Connected`], now.
-    fn default() -> Self {
-        Self {
-            stage: AtomicU8::new(0),
-            at: AtomicU64::new(micros_since_base(Instant::now())),
-        }
-    }
-}
-
-impl HandshakeProgress {
-    /// The stage reached so far.
-    pub fn stage(&self) -> HandshakeStage {
-        match self.stage.load(Ordering::Relaxed) {
-            0 => HandshakeStage::Connected,
-            1 => HandshakeStage::Preface,
-            _ => HandshakeStage::Handshake,
-        }
-    }
-
-    /// When the handshake last progressed: when it reached its stage (for
-    /// [`HandshakeStage::Connected`], when this was created).
-    pub fn progressed_at(&self) -> Instant {
-        base() + Duration::from_micros(self.at.load(Ordering::Relaxed))
-    }
-
-    /// Records that the handshake reached `stage` now; a stage never moves
-    /// back, and reaching it again changes nothing.
-    pub fn reached(&self, stage: HandshakeStage) {
-        let value = match stage {
-            HandshakeStage::Connected => 0,
-            HandshakeStage::Preface => 1,
-            HandshakeStage::Handshake => 2,
-        };
-        if self.stage.fetch_max(value, Ordering::Relaxed) < value {
-            self.at
-                .store(micros_since_base(Instant::now()), Ordering::Relaxed);
-        }
-    }
-}
-
 /// Runs the server side of the preface and the security handshake over
 /// `io` within `limits`, reporting each stage reached to `progress`, without
 /// starting the connection's tasks.
@@ -386,250 +287,6 @@ pub(crate) async fn server<I: Io>(
     })
 }
 
-/// A server connection whose preface and security handshake are done, and
-/// whose reader and writer tasks are not started yet: see
-/// [`Acceptor::accept_handshake`](crate::Acceptor::accept_handshake).
-///
-/// A server can run handshakes (the costly public-key work a stranger can
-/// make it do) on threads of their own, and start the established
-/// connections ([`Accepted::start`]) where its requests are served, so that a
-/// flood of handshakes does not delay the clients already connected.
-pub struct Accepted<I> {
-    stream: AcceptedStream<I>,
-    protection: Protection,
-    leftover: BytesMut,
-    info: ConnectionInfo,
-    config: ConnectionConfig,
-    offload: Option<tokio::runtime::Handle>,
-}
-
-enum AcceptedStream<I> {
-    /// The stream as accepted, plain or Noise: the connection itself seals
-    /// its frames into Noise records, or sends them as they are.
-    Raw(I),
-    /// TLS: frames go straight into the TLS stream.
-    Tls(Box<tokio_rustls::server::TlsStream<I>>),
-}
-
-impl<I: Io> Accepted<I> {
-    /// What the handshake established: mode, peer key or certificate,
-    /// capabilities.
-    pub fn info(&self) -> &ConnectionInfo {
-        &self.info
-    }
-
-    /// The socket under the connection (under TLS, in TLS mode): to set an
-    /// option on it, or to move it to another runtime's I/O driver before
-    /// the connection starts.
-    pub fn get_mut(&mut self) -> &mut I {
-        match &mut self.stream {
-            AcceptedStream::Raw(io) => io,
-            AcceptedStream::Tls(stream) => stream.get_mut().0,
-        }
-    }
-
-    /// Runs the connection's costly work on `runtime`'s blocking threads
-    /// instead of the current runtime's: decompressing large bodies (64 KiB
-    /// and more), milliseconds of CPU a peer can ask for with a few bytes. A
-    /// server gives it threads of lower priority, so that this work waits
-    /// while other connections are served.
-    ///
-    /// The lower-level form of [`StartOptions::offload`](crate::StartOptions::offload),
-    /// which an [`Acceptor`](crate::Acceptor) applies to every connection.
-    #[must_use]
-    pub fn offload_to(mut self, runtime: tokio::runtime::Handle) -> Self {
-        self.offload = Some(runtime);
-        self
-    }
-
-    /// Waits up to `wait` for the peer's first frame header and checks it
-    /// against the connection's limits, before the connection is started.
-    ///
-    /// Clients send their first request as soon as they are connected, and a
-    /// stranger's cheapest attacks (garbage, a header declaring a body over
-    /// the limit, a connection closed right away) show in their first bytes.
-    /// A server that calls this where it runs handshakes turns those away
-    /// there, so that the threads serving established connections never see
-    /// them: the idea of `TCP_DEFER_ACCEPT` and of accept filters. A quiet
-    /// peer is not an error: after `wait` the connection starts as it is.
-    /// The bytes read are kept for the connection.
-    ///
-    /// Only plain connections are checked: Noise records and TLS are opened
-    /// once the connection runs, and for them this returns `Ok` at once.
-    ///
-    /// The lower-level form of
-    /// [`StartOptions::first_header_within`](crate::StartOptions::first_header_within),
-    /// which an [`Acceptor`](crate::Acceptor) applies to every connection.
-    ///
-    /// # Errors
-    ///
-    /// A header the connection would refuse ([`Error::Protocol`]), the peer
-    /// closing before a whole header ([`Error::PeerClosed`]), or a read
-    /// error.
-    pub async fn first_header(&mut self, wait: Duration) -> Result<(), Error> {
-        let (AcceptedStream::Raw(io), Protection::ByStream) = (&mut self.stream, &self.protection)
-        else {
-            return Ok(());
-        };
-        // Only the header is read here, into no allocation of its own: a
-        // quiet peer waits at the cost of its task alone. Bytes already kept
-        // (by an earlier call) count towards it.
-        let need = HEADER_LEN.saturating_sub(self.leftover.len());
-        let mut header = [0; HEADER_LEN];
-        let mut got = 0;
-        let read = async {
-            while got < need {
-                let n = io
-                    .read(header.get_mut(got..need).unwrap_or_default())
-                    .await?;
-                if n == 0 {
-                    return Err(Error::PeerClosed);
-                }
-                got += n;
-            }
-            Ok(())
-        };
-        let read = tokio::time::timeout(wait, read).await;
-        self.leftover
-            .extend_from_slice(header.get(..got).unwrap_or_default());
-        match read {
-            Ok(read) => read?,
-            Err(_) => return Ok(()),
-        }
-        Decoder::new(self.config.max_frame_len).peek_header(&self.leftover)?;
-        Ok(())
-    }
-
-    /// Sets or clears the runtime of [`offload_to`](Self::offload_to).
-    pub(crate) fn set_offload(&mut self, runtime: Option<tokio::runtime::Handle>) {
-        self.offload = runtime;
-    }
-
-    /// Starts the connection's reader and writer tasks on the current tokio
-    /// runtime.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime, as `tokio::spawn` does.
-    pub fn start(self) -> Connection {
-        let Self {
-            stream,
-            protection,
-            leftover,
-            info,
-            config,
-            offload,
-        } = self;
-        match stream {
-            AcceptedStream::Raw(io) => {
-                Connection::spawn(io, protection, leftover, info, &config, offload)
-            }
-            AcceptedStream::Tls(stream) => {
-                Connection::spawn(*stream, protection, leftover, info, &config, offload)
-            }
-        }
-    }
-}
-
-impl<I> std::fmt::Debug for Accepted<I> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Accepted")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Opens a TCP connection with `TCP_NODELAY` on (the writer coalesces
-/// frames itself, so Nagle's algorithm would only add delay).
-///
-/// The lower-level form of [`Connector::connect_tcp`](crate::Connector::connect_tcp),
-/// which also runs the handshake.
-///
-/// # Errors
-///
-/// [`Error::Setup`] for a timeout out of range; [`Error::Timeout`] with
-/// [`TimeoutKind::Connect`], or the I/O error.
-pub async fn connect_tcp(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
-    check_duration(timeout, "connect timeout must be between 1 ms and one day")?;
-    tcp(addr, timeout).await
-}
-
-/// [`connect_tcp`] with the timeout already checked.
-pub(crate) async fn tcp(addr: impl ToSocketAddrs, timeout: Duration) -> Result<TcpStream, Error> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(stream) => stream?,
-        Err(_) => {
-            return Err(Error::Timeout {
-                kind: TimeoutKind::Connect,
-                after: timeout,
-            });
-        }
-    };
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// Opens a Unix domain socket connection.
-///
-/// The lower-level form of [`Connector::connect_unix`](crate::Connector::connect_unix),
-/// which also runs the handshake.
-///
-/// # Errors
-///
-/// [`Error::Setup`] for a timeout out of range; [`Error::Timeout`] with
-/// [`TimeoutKind::Connect`], or the I/O error.
-#[cfg(unix)]
-pub async fn connect_unix(
-    path: impl AsRef<Path>,
-    timeout: Duration,
-) -> Result<tokio::net::UnixStream, Error> {
-    check_duration(timeout, "connect timeout must be between 1 ms and one day")?;
-    unix(path, timeout).await
-}
-
-/// [`connect_unix`] with the timeout already checked.
-#[cfg(unix)]
-pub(crate) async fn unix(
-    path: impl AsRef<Path>,
-    timeout: Duration,
-) -> Result<tokio::net::UnixStream, Error> {
-    match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
-        Ok(stream) => Ok(stream?),
-        Err(_) => Err(Error::Timeout {
-            kind: TimeoutKind::Connect,
-            after: timeout,
-        }),
-    }
-}
-
-/// Opens a Windows named pipe, which stands in for a Unix socket there.
-///
-/// # Errors
-///
-/// The I/O error.
-#[cfg(windows)]
-pub async fn connect_pipe(
-    name: impl AsRef<std::ffi::OsStr>,
-) -> Result<tokio::net::windows::named_pipe::NamedPipeClient, Error> {
-    Ok(tokio::net::windows::named_pipe::ClientOptions::new().open(name)?)
-}
-
-/// Runs `work` for at most `within`; a timeout reports the handshake
-/// timeout `after` (of which `within` may be what is left).
-async fn with_timeout<T>(
-    within: Duration,
-    after: Duration,
-    work: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    match tokio::time::timeout(within, work).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Timeout {
-            kind: TimeoutKind::Handshake,
-            after,
-        }),
-    }
-}
-
 /// What this side offers in the Noise handshake: its frame limit, and every
 /// algorithm it can decompress.
 fn offered(config: &ConnectionConfig) -> Capabilities {
@@ -710,5 +367,21 @@ fn tls_info(
         mode: SecurityMode::Tls,
         peer_certificate,
         ..plain_info(config)
+    }
+}
+
+/// Runs `work` for at most `within`; a timeout reports the handshake
+/// timeout `after` (of which `within` may be what is left).
+async fn with_timeout<T>(
+    within: Duration,
+    after: Duration,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(within, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            kind: TimeoutKind::Handshake,
+            after,
+        }),
     }
 }
