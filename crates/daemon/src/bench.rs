@@ -10,23 +10,16 @@ use clap::Args;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use netproto_crypto::PublicKey;
 use netproto_daemon::Client;
 use netproto_daemon::metrics::Samples;
 use netproto_wire::MessageType;
 
-use crate::ConfigArgs;
+use crate::TargetArgs;
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
     #[command(flatten)]
-    config: ConfigArgs,
-    /// The server (`host:port` or `unix:/path`) instead of `client.address`.
-    #[arg(long)]
-    address: Option<String>,
-    /// The server's Noise public key (hex), pinned.
-    #[arg(long)]
-    server_key: Option<PublicKey>,
+    target: TargetArgs,
     /// Connections to open.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -162,14 +155,8 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let mut config = args.config.load()?;
+    let mut config = args.target.load()?;
     netproto_daemon::init_logging(Some("warn"), None)?;
-    if let Some(address) = &args.address {
-        config.client.address.clone_from(address);
-    }
-    if let Some(key) = args.server_key {
-        config.security.server_key = Some(key);
-    }
     crate::default_trust(&mut config);
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");

@@ -103,13 +103,7 @@ impl Client {
         let result = correlator
             .request_with_timeout(message, self.settings.response_timeout)
             .await;
-        if result
-            .as_ref()
-            .is_err_and(netproto_dispatch::Error::is_connection_lost)
-        {
-            self.forget(&correlator).await;
-        }
-        Ok(result?)
+        self.settle(&correlator, result).await
     }
 
     /// Sends a request of type `msg_type` with a raw payload and waits for
@@ -127,11 +121,21 @@ impl Client {
         let result = correlator
             .request_raw_with_timeout(msg_type, payload, self.settings.response_timeout)
             .await;
+        self.settle(&correlator, result).await
+    }
+
+    /// A request's result; the connection is forgotten when the result says
+    /// it takes no more requests, so the next request reconnects.
+    async fn settle<T>(
+        &self,
+        correlator: &Arc<Correlator>,
+        result: std::result::Result<T, netproto_dispatch::Error>,
+    ) -> Result<T> {
         if result
             .as_ref()
             .is_err_and(netproto_dispatch::Error::is_connection_lost)
         {
-            self.forget(&correlator).await;
+            self.forget(correlator).await;
         }
         Ok(result?)
     }

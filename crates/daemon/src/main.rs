@@ -90,8 +90,9 @@ struct ServeArgs {
     metrics: Option<String>,
 }
 
-#[derive(Args, Debug)]
-struct CallArgs {
+/// Options of the commands that talk to a server.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TargetArgs {
     #[command(flatten)]
     config: ConfigArgs,
     /// The server (`host:port` or `unix:/path`) instead of `client.address`.
@@ -100,6 +101,27 @@ struct CallArgs {
     /// The server's Noise public key (hex), pinned.
     #[arg(long)]
     server_key: Option<PublicKey>,
+}
+
+impl TargetArgs {
+    /// The configuration, with the server's address and key from the
+    /// command line.
+    pub(crate) fn load(&self) -> anyhow::Result<NetworkConfig> {
+        let mut config = self.config.load()?;
+        if let Some(address) = &self.address {
+            config.client.address.clone_from(address);
+        }
+        if let Some(key) = self.server_key {
+            config.security.server_key = Some(key);
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args, Debug)]
+struct CallArgs {
+    #[command(flatten)]
+    target: TargetArgs,
     /// Message type; ECHO and PING are built in, others are sent as custom messages.
     #[arg(long = "type", default_value = "ECHO")]
     msg_type: String,
@@ -260,17 +282,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<()> {
-    let mut config = args.config.load()?;
+    let mut config = args.target.load()?;
     if std::env::var_os("RUST_LOG").is_some() {
         init_logs(&config)?;
     } else {
         init_logging(Some("warn"), None)?;
-    }
-    if let Some(address) = args.address {
-        config.client.address = address;
-    }
-    if let Some(key) = args.server_key {
-        config.security.server_key = Some(key);
     }
     default_trust(&mut config);
     config.client.max_reconnect_attempts = config.client.max_reconnect_attempts.min(3);

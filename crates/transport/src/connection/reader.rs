@@ -62,9 +62,8 @@ impl Reader {
         });
         tokio::pin!(timer);
         loop {
-            while let Some(event) = self.inflow.poll_event()? {
+            while let Some(event) = self.inflow.poll_event(&mut self.batch)? {
                 match event {
-                    Event::Deliver(item) => self.batch.push_back(item),
                     Event::Reply(frame) => self.reply(frame).await,
                     Event::DecompressAside(body) => {
                         let body = self.decompress_aside(body).await?;

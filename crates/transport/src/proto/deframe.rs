@@ -72,6 +72,7 @@ impl Deframer {
     ///
     /// A record that fails to open ([`Error::Crypto`]) or a malformed frame
     /// ([`Error::Protocol`]); the connection cannot go on after either.
+    #[inline]
     pub(crate) fn poll_frame(&mut self) -> Result<Option<Frame>, Error> {
         if self.rest.is_none()
             && let Some(opener) = self.opener.as_mut()

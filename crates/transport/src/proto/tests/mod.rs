@@ -124,9 +124,8 @@ impl Endpoint {
     fn try_receive(&mut self, bytes: &[u8], now: Instant) -> Result<(), Error> {
         self.inflow.deframer().handle_bytes(bytes)?;
         self.liveness.handle_rx(now);
-        while let Some(event) = self.inflow.poll_event()? {
+        while let Some(event) = self.inflow.poll_event(&mut self.delivered)? {
             match event {
-                Event::Deliver(item) => self.delivered.push_back(item),
                 Event::Reply(frame) => self.send_frame(&frame),
                 Event::DecompressAside(body) => {
                     let mut codec = self.inflow.take_codec();
