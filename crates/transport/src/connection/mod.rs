@@ -12,7 +12,9 @@ mod recv;
 mod send;
 mod writer;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use netproto_crypto::{Capabilities, Opener, PublicKey, Sealer};
@@ -23,7 +25,7 @@ use tracing::Instrument;
 pub use recv::Receiver;
 pub use send::Sender;
 
-use crate::proto::{Inflow, Liveness, Outflow};
+use crate::proto::{Heartbeat, Inflow, Outflow, Watchdog};
 use crate::sync::lock;
 use crate::{ConnectionConfig, ConnectionStats, Error, Io};
 
@@ -75,8 +77,12 @@ pub(crate) enum Protection {
 
 /// What the reader, the writer and the receiver share.
 struct Shared {
-    /// The heartbeat and idle timers, fed by the reader and the writer.
-    liveness: Mutex<Liveness>,
+    /// When the connection started: the origin of `data_sent`.
+    origin: Instant,
+    /// When the writer last wrote a data frame, in nanoseconds after
+    /// `origin`: what the reader's watchdog needs of the writer, passed
+    /// without a lock.
+    data_sent: AtomicU64,
     /// The first fatal error, reported to the receiver.
     error: Mutex<Option<Error>>,
     /// Set to true to stop both tasks.
@@ -84,8 +90,17 @@ struct Shared {
 }
 
 impl Shared {
-    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
-        lock(&self.liveness)
+    /// Records that a data frame was written at `at`.
+    fn data_sent(&self, at: Instant) {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        self.data_sent
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When the writer last wrote a data frame (the start, if never).
+    fn last_data_sent(&self) -> Instant {
+        let nanos = self.data_sent.load(Ordering::Relaxed);
+        self.origin + std::time::Duration::from_nanos(nanos)
     }
 
     /// Records `error` if it is the first, and stops both tasks.
@@ -114,7 +129,7 @@ impl Shared {
 }
 
 /// The current instant on the runtime's clock (which tests may pause).
-fn now() -> std::time::Instant {
+fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -150,8 +165,10 @@ impl Connection {
         let outgoing = Arc::new(send::Outgoing::new(config, &info, stats.clone()));
         let inbound = Arc::new(recv::Inbound::new(config.inbound_limit));
         let (stop, stop_rx) = watch::channel(false);
+        let start = now();
         let shared = Arc::new(Shared {
-            liveness: Mutex::new(Liveness::new(config, now())),
+            origin: start,
+            data_sent: AtomicU64::new(0),
             error: Mutex::new(None),
             stop,
         });
@@ -167,6 +184,7 @@ impl Connection {
             outgoing: outgoing.clone(),
             stop: stop_rx.clone(),
             inflow: Inflow::new(config, opener, leftover),
+            watchdog: Watchdog::new(config, start),
             offload,
         };
         tokio::spawn(reader.run(read_half).instrument(span.clone()));
@@ -175,7 +193,8 @@ impl Connection {
             stop: stop_rx,
             write_timeout: config.write_timeout,
             write_batch_bytes: config.write_batch_bytes,
-            heartbeat: config.heartbeat_interval,
+            heartbeat: Heartbeat::new(config, start),
+            linger_after: config.heartbeat_interval,
             outflow: Outflow::new(sealer),
             outgoing: outgoing.clone(),
         };

@@ -13,7 +13,7 @@ use super::recv::{Inbound, append};
 use super::send::Outgoing;
 use super::{Incoming, Shared, now};
 use crate::Error;
-use crate::proto::{Event, Inflow, message};
+use crate::proto::{Event, Inflow, Watchdog, message};
 use crate::stats::Counters;
 use crate::sync::wait_until_or;
 
@@ -25,6 +25,9 @@ pub(super) struct Reader {
     pub(super) outgoing: Arc<Outgoing>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) inflow: Inflow,
+    /// The dead-peer and idle timers; the writer's data frames reach it
+    /// through `Shared::data_sent`.
+    pub(super) watchdog: Watchdog,
     /// Where large decompressions run: this runtime's blocking threads when
     /// `None`.
     pub(super) offload: Option<tokio::runtime::Handle>,
@@ -55,7 +58,7 @@ impl Reader {
         // Wakes the reader to check the liveness deadline. It is set for the
         // deadline known when it is armed and re-armed when it fires early
         // (reads only move the deadline later), so reads never touch it.
-        let deadline = self.shared.liveness().deadline();
+        let deadline = self.watchdog.deadline();
         let timer = tokio::time::sleep_until(match deadline {
             Some(at) => at.into(),
             None => tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
@@ -84,15 +87,14 @@ impl Reader {
                 }
             }
             if data || waited {
-                let mut liveness = self.shared.liveness();
                 let now = now();
                 if data {
-                    liveness.handle_data(now);
+                    self.watchdog.handle_data(now);
                 }
                 if waited {
                     // Time spent waiting for the application is not the
                     // peer's silence.
-                    liveness.handle_rx(now);
+                    self.watchdog.handle_rx(now);
                 }
             }
             if decoded > 0 {
@@ -108,12 +110,12 @@ impl Reader {
                     }
                     deframer.handle_read(n);
                     Counters::add(&self.outgoing.stats.counters().bytes_in, n as u64);
-                    self.shared.liveness().handle_rx(now());
+                    self.watchdog.handle_rx(now());
                 }
                 () = &mut timer, if deadline.is_some() => {
-                    let liveness = self.shared.liveness();
-                    liveness.check(now())?;
-                    if let Some(at) = liveness.deadline() {
+                    self.watchdog.handle_data(self.shared.last_data_sent());
+                    self.watchdog.check(now())?;
+                    if let Some(at) = self.watchdog.deadline() {
                         timer.as_mut().reset(at.into());
                     }
                 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::send::{OutState, Outgoing};
 use super::{Shared, now};
-use crate::proto::Outflow;
+use crate::proto::{Heartbeat, Outflow};
 use crate::stats::Counters;
 use crate::sync::wait_until;
 use crate::{Error, TimeoutKind};
@@ -32,7 +32,11 @@ pub(super) struct Writer {
     pub(super) stop: watch::Receiver<bool>,
     pub(super) write_timeout: Duration,
     pub(super) write_batch_bytes: usize,
-    pub(super) heartbeat: Option<Duration>,
+    /// When to ping.
+    pub(super) heartbeat: Heartbeat,
+    /// How long buffers a large batch grew are kept after it: the heartbeat
+    /// interval, or [`SEND_BUFFER_LINGER`] without heartbeats.
+    pub(super) linger_after: Option<Duration>,
     pub(super) outflow: Outflow,
     pub(super) outgoing: Arc<Outgoing>,
 }
@@ -77,7 +81,7 @@ impl Writer {
         let mut frames = BytesMut::new();
         let mut segments: Vec<Bytes> = Vec::new();
         let mut sealed = BytesMut::new();
-        let heartbeat = self.heartbeat;
+        let heartbeat = self.linger_after;
         // Wakes the writer for a ping (when due) or to give buffers back.
         let tick = tokio::time::sleep(heartbeat.unwrap_or(Duration::from_secs(3600)));
         tokio::pin!(tick);
@@ -118,11 +122,11 @@ impl Writer {
                             let queue = give_back(&mut frames, &mut sealed, &mut outgoing.lock());
                             set_send_buffer(&outgoing, &frames, &sealed, queue);
                         }
-                        let ping = self.shared.liveness().poll_ping(now());
+                        let ping = self.heartbeat.poll_ping(now());
                         let Some(token) = ping else {
                             // Early (something was written since the tick was
                             // set), or only here to give buffers back.
-                            let ping_at = self.shared.liveness().ping_at();
+                            let ping_at = self.heartbeat.ping_at();
                             let wake = match (ping_at, large_at) {
                                 (Some(ping), Some(at)) => Some(Instant::from_std(ping).min(at + linger)),
                                 (Some(ping), None) => Some(Instant::from_std(ping)),
@@ -176,12 +180,9 @@ impl Writer {
                 }
             }
             let now = Instant::now();
-            {
-                let mut liveness = self.shared.liveness();
-                liveness.handle_tx(now.into_std());
-                if batch.data {
-                    liveness.handle_data(now.into_std());
-                }
+            self.heartbeat.handle_tx(now.into_std());
+            if batch.data {
+                self.shared.data_sent(now.into_std());
             }
             let counters = outgoing.stats.counters();
             Counters::add(&counters.bytes_out, written as u64);

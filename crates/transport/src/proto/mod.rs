@@ -11,7 +11,7 @@
 //!   send), with decompression;
 //! - [`Outflow`]: batches of encoded frames to the bytes to write (Noise
 //!   records, or the frames as they are);
-//! - [`Liveness`]: heartbeat and idle timers;
+//! - [`Heartbeat`] and [`Watchdog`]: the heartbeat, dead-peer and idle timers;
 //! - [`Policy`]: which bodies are compressed.
 
 mod compression;
@@ -26,5 +26,5 @@ mod tests;
 pub(crate) use compression::{Policy, decompress_config};
 pub(crate) use deframe::Deframer;
 pub(crate) use inflow::{Event, Inflow, message};
-pub(crate) use liveness::Liveness;
+pub(crate) use liveness::{Heartbeat, Watchdog};
 pub(crate) use outflow::Outflow;

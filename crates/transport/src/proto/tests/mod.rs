@@ -13,7 +13,8 @@ use netproto_compress::Codec;
 use netproto_crypto::{Opener, RecordConfig, Sealer};
 use netproto_wire::{Compression, Encoder, Envelope, Frame, MessageType};
 
-use super::{Event, Inflow, Liveness, Outflow, Policy, decompress_config, message};
+use super::liveness::earliest;
+use super::{Event, Heartbeat, Inflow, Outflow, Policy, Watchdog, decompress_config, message};
 use crate::{ConnectionConfig, Error, Incoming};
 
 /// One side of a [`Pair`]: the core's parts, wired as the connection's
@@ -25,7 +26,8 @@ pub(super) struct Endpoint {
     codec: Codec,
     outflow: Outflow,
     inflow: Inflow,
-    liveness: Liveness,
+    heartbeat: Heartbeat,
+    watchdog: Watchdog,
     /// Encoded frames not transmitted yet.
     queued: BytesMut,
     queued_data: bool,
@@ -56,7 +58,8 @@ impl Endpoint {
             codec: Codec::new(decompress_config(config)),
             outflow: Outflow::new(sealer.map(Box::new)),
             inflow: Inflow::new(config, opener.map(Box::new), BytesMut::new()),
-            liveness: Liveness::new(config, now),
+            heartbeat: Heartbeat::new(config, now),
+            watchdog: Watchdog::new(config, now),
             queued: BytesMut::new(),
             queued_data: false,
             delivered: VecDeque::new(),
@@ -104,9 +107,9 @@ impl Endpoint {
         } else {
             frames.freeze()
         };
-        self.liveness.handle_tx(now);
+        self.heartbeat.handle_tx(now);
         if std::mem::take(&mut self.queued_data) {
-            self.liveness.handle_data(now);
+            self.watchdog.handle_data(now);
         }
         if self.mute { Bytes::new() } else { wire }
     }
@@ -123,7 +126,7 @@ impl Endpoint {
 
     fn try_receive(&mut self, bytes: &[u8], now: Instant) -> Result<(), Error> {
         self.inflow.deframer().handle_bytes(bytes)?;
-        self.liveness.handle_rx(now);
+        self.watchdog.handle_rx(now);
         while let Some(event) = self.inflow.poll_event(&mut self.delivered)? {
             match event {
                 Event::Reply(frame) => self.send_frame(&frame),
@@ -136,7 +139,7 @@ impl Endpoint {
             }
         }
         if self.inflow.take_counts().1 {
-            self.liveness.handle_data(now);
+            self.watchdog.handle_data(now);
         }
         Ok(())
     }
@@ -153,11 +156,11 @@ impl Endpoint {
         if self.error.is_some() {
             return;
         }
-        if let Err(error) = self.liveness.check(now) {
+        if let Err(error) = self.watchdog.check(now) {
             self.error = Some(error);
             return;
         }
-        if let Some(token) = self.liveness.poll_ping(now) {
+        if let Some(token) = self.heartbeat.poll_ping(now) {
             self.pings += 1;
             self.send_frame(&Frame::Ping(token));
         }
@@ -172,6 +175,11 @@ impl Endpoint {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The next instant at which a timer of this side has something to say.
+    fn poll_timeout(&self) -> Option<Instant> {
+        earliest(self.heartbeat.ping_at(), self.watchdog.deadline())
     }
 
     /// This side's configuration.
@@ -258,14 +266,11 @@ impl Pair {
         let end = self.now + duration;
         self.drive();
         for _ in 0..100_000 {
-            let next = [
-                self.a.liveness.poll_timeout(),
-                self.b.liveness.poll_timeout(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter(|at| *at > self.now)
-            .min();
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .filter(|at| *at > self.now)
+                .min();
             let Some(at) = next.filter(|at| *at <= end) else {
                 self.now = end;
                 self.a.on_timeout(end);
