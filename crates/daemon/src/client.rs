@@ -103,7 +103,8 @@ impl Client {
         let result = correlator
             .request_with_timeout(message, self.settings.response_timeout)
             .await;
-        self.settle(&correlator, result).await
+        self.forget_if_lost(&correlator, &result).await;
+        Ok(result?)
     }
 
     /// Sends a request of type `msg_type` with a raw payload and waits for
@@ -121,23 +122,23 @@ impl Client {
         let result = correlator
             .request_raw_with_timeout(msg_type, payload, self.settings.response_timeout)
             .await;
-        self.settle(&correlator, result).await
+        self.forget_if_lost(&correlator, &result).await;
+        Ok(result?)
     }
 
-    /// A request's result; the connection is forgotten when the result says
-    /// it takes no more requests, so the next request reconnects.
-    async fn settle<T>(
+    /// Forgets the connection when a request's result says it takes no more
+    /// requests, so that the next request reconnects.
+    async fn forget_if_lost<T>(
         &self,
         correlator: &Arc<Correlator>,
-        result: std::result::Result<T, netproto_dispatch::Error>,
-    ) -> Result<T> {
+        result: &std::result::Result<T, netproto_dispatch::Error>,
+    ) {
         if result
             .as_ref()
             .is_err_and(netproto_dispatch::Error::is_connection_lost)
         {
             self.forget(correlator).await;
         }
-        Ok(result?)
     }
 
     /// Sends `message` as a request without waiting; [`recv`](Self::recv)
