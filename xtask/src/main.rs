@@ -96,6 +96,13 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         )
         .run()?)
     })?;
+    step("netproto-transport without certificate generation", || {
+        Ok(cmd!(
+            sh,
+            "cargo check -p netproto-transport --no-default-features --all-targets --locked"
+        )
+        .run()?)
+    })?;
     step("tests", || {
         Ok(cmd!(sh, "cargo test --workspace --locked").run()?)
     })?;
