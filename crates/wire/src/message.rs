@@ -393,6 +393,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_varint_longer_than_needed_is_read_for_its_value() {
+        // Request id 1 written in two bytes (81 00), type length 1 in two
+        // (81 00): accepted as 1 and "A", as postcard reads them.
+        let body = Bytes::from_static(&[0x81, 0x00, 0x81, 0x00, b'A', b'!']);
+        let envelope = Envelope::decode(body).unwrap();
+        assert_eq!(envelope.request_id, 1);
+        assert_eq!(envelope.msg_type.as_str(), "A");
+        assert_eq!(&envelope.payload[..], b"!");
+    }
+
+    #[test]
     fn head_is_written_as_postcard_writes_it() {
         let long = "T".repeat(MAX_TYPE_LEN);
         for request_id in [0, 1, 127, 128, 16_384, u64::from(u32::MAX), u64::MAX] {
