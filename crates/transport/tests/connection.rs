@@ -10,45 +10,24 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use netproto_crypto::Keypair;
 use netproto_transport::{
-    AcceptLimits, Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Error,
-    Incoming, NoiseConfig, ServerSecurity, SetupError, TimeoutKind,
+    Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Error, Incoming,
+    NoiseConfig, ServerSecurity, SetupError, TimeoutKind,
 };
 use netproto_wire::{
     Decoder, Envelope, Frame, Message, MessageType, Preface, PrefaceAnswer, SecurityMode,
 };
+use support::{new_acceptor, new_connector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 
 const HANDSHAKE: Duration = Duration::from_secs(5);
-
-/// A connector with these settings, as the tests use them.
-fn new_connector(
-    security: ClientSecurity,
-    config: &ConnectionConfig,
-    handshake: Duration,
-) -> Connector {
-    Connector::builder(security, config.clone())
-        .handshake_timeout(handshake)
-        .build()
-        .unwrap()
-}
-
-/// An acceptor with these settings, one limit for the preface and the handshake.
-fn new_acceptor(
-    security: ServerSecurity,
-    config: &ConnectionConfig,
-    handshake: Duration,
-) -> Acceptor {
-    Acceptor::builder(security, config.clone())
-        .limits(AcceptLimits::new(handshake, handshake))
-        .build()
-        .unwrap()
-}
 
 fn keypair() -> Keypair {
     Keypair::generate(&mut rand::rngs::OsRng)
@@ -60,8 +39,19 @@ async fn pair(
     config: ConnectionConfig,
     pipe: usize,
 ) -> (Connection, Connection) {
-    let (a, b) = tokio::io::duplex(pipe);
     let server_config = config.clone();
+    pair_with(client, server, config, server_config, pipe).await
+}
+
+/// As [`pair`], with a configuration of its own for the server.
+async fn pair_with(
+    client: ClientSecurity,
+    server: ServerSecurity,
+    config: ConnectionConfig,
+    server_config: ConnectionConfig,
+    pipe: usize,
+) -> (Connection, Connection) {
+    let (a, b) = tokio::io::duplex(pipe);
     let server = tokio::spawn(async move {
         new_acceptor(server.clone(), &server_config, HANDSHAKE)
             .accept(b)
@@ -486,17 +476,7 @@ async fn heartbeat_pair(
     } else {
         (ClientSecurity::Plain, ServerSecurity::Plain)
     };
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    let server = tokio::spawn(async move {
-        new_acceptor(server.clone(), &server_config, HANDSHAKE)
-            .accept(b)
-            .await
-    });
-    let client = new_connector(client.clone(), &config, HANDSHAKE)
-        .connect(a)
-        .await
-        .unwrap();
-    (client, server.await.unwrap().unwrap())
+    pair_with(client, server, config, server_config, 64 * 1024).await
 }
 
 /// Sends `count` messages of `size` bytes from `client` and checks that the

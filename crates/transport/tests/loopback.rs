@@ -9,43 +9,22 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use netproto_crypto::Keypair;
 use netproto_transport::{
-    AcceptLimits, Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Error,
-    HandshakeProgress, Incoming, NoiseConfig, ServerSecurity, TimeoutKind, connect_tcp,
+    ClientSecurity, Connection, ConnectionConfig, Error, HandshakeProgress, Incoming, NoiseConfig,
+    ServerSecurity, TimeoutKind, connect_tcp,
 };
 use netproto_wire::{Envelope, MessageType};
+use support::{new_acceptor, new_connector};
 use tokio::net::TcpListener;
 
 const HANDSHAKE: Duration = Duration::from_secs(5);
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// A connector with these settings, as the tests use them.
-fn new_connector(
-    security: ClientSecurity,
-    config: &ConnectionConfig,
-    handshake: Duration,
-) -> Connector {
-    Connector::builder(security, config.clone())
-        .handshake_timeout(handshake)
-        .build()
-        .unwrap()
-}
-
-/// An acceptor with these settings, one limit for the preface and the handshake.
-fn new_acceptor(
-    security: ServerSecurity,
-    config: &ConnectionConfig,
-    handshake: Duration,
-) -> Acceptor {
-    Acceptor::builder(security, config.clone())
-        .limits(AcceptLimits::new(handshake, handshake))
-        .build()
-        .unwrap()
-}
 
 fn keypair() -> Keypair {
     Keypair::generate(&mut rand::rngs::OsRng)
