@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 const NOW: u64 = 1_700_000_000_000;
-const PREFACE: &[u8] = b"NETPROTO\x01noise";
+const PREFACE: &[u8] = b"NETP\x01\x01\x00\x00";
 
 fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
@@ -367,7 +367,7 @@ fn peers_with_different_ciphers_fail_the_handshake() {
 
 #[test]
 fn a_different_prologue_makes_the_handshake_fail() {
-    let tampered = SessionBuilder::new(keypair(2)).prologue(b"NETPROTO\x01plain");
+    let tampered = SessionBuilder::new(keypair(2)).prologue(b"NETP\x01\x00\x00\x00");
     let mut pair = Pair::new(builder(1), tampered);
     assert!(matches!(pair.run(), Err(Error::Decrypt)));
 }

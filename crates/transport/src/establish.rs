@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use netproto_crypto::{Capabilities, CompressionSet, ReplayCache};
-use netproto_wire::{Compression, SecurityMode};
+use netproto_wire::{Compression, PrefaceStatus, SecurityMode};
+use tokio::io::AsyncReadExt;
 
 use crate::config::check_duration;
 use crate::connection::{ConnectionInfo, Protection};
@@ -137,9 +138,11 @@ pub(crate) async fn client<I: Io>(
         server_name,
     } = security
     {
+        // TLS from the first byte; the preface is the first thing inside.
         let stream = with_timeout(handshake_timeout, handshake_timeout, async move {
-            preface::client(&mut io, SecurityMode::Tls).await?;
-            connector.connect(server_name, io).await
+            let mut stream = connector.connect(server_name, io).await?;
+            preface::client(&mut stream, SecurityMode::Tls).await?;
+            Ok(stream)
         })
         .await?;
         let certificate = tls::server_certificate(&stream).cloned();
@@ -228,21 +231,26 @@ pub(crate) async fn server<I: Io>(
 ) -> Result<Accepted<I>, Error> {
     let start = tokio::time::Instant::now();
     let preface_within = limits.preface_timeout.min(limits.handshake_timeout);
-    let prologue =
-        match tokio::time::timeout(preface_within, preface::server(&mut io, security.mode())).await
-        {
-            Ok(prologue) => prologue?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    kind: TimeoutKind::Preface,
-                    after: preface_within,
-                });
-            }
-        };
-    progress.reached(HandshakeStage::Preface);
-    let left = limits.handshake_timeout.saturating_sub(start.elapsed());
+    let preface_timeout = Error::Timeout {
+        kind: TimeoutKind::Preface,
+        after: preface_within,
+    };
     if let ServerSecurity::Tls(acceptor) = security {
-        let stream = with_timeout(left, limits.handshake_timeout, acceptor.accept(io)).await?;
+        // TLS from the first byte: the ClientHello is what must arrive
+        // within the preface timeout.
+        let Ok(hello) = tokio::time::timeout(preface_within, client_hello(acceptor, io)).await
+        else {
+            return Err(preface_timeout);
+        };
+        let hello = hello?;
+        progress.reached(HandshakeStage::Preface);
+        let left = limits.handshake_timeout.saturating_sub(start.elapsed());
+        let stream = with_timeout(left, limits.handshake_timeout, async {
+            let mut stream = acceptor.complete(hello).await?;
+            preface::server(&mut stream, SecurityMode::Tls).await?;
+            Ok(stream)
+        })
+        .await?;
         let certificate = tls::client_certificate(&stream).cloned();
         return Ok(Accepted {
             stream: AcceptedStream::Tls(Box::new(stream)),
@@ -253,6 +261,14 @@ pub(crate) async fn server<I: Io>(
             offload: None,
         });
     }
+    let Ok(prologue) =
+        tokio::time::timeout(preface_within, preface::server(&mut io, security.mode())).await
+    else {
+        return Err(preface_timeout);
+    };
+    let prologue = prologue?;
+    progress.reached(HandshakeStage::Preface);
+    let left = limits.handshake_timeout.saturating_sub(start.elapsed());
     let handshake = async {
         match security {
             ServerSecurity::Plain | ServerSecurity::Tls(_) => {
@@ -285,6 +301,31 @@ pub(crate) async fn server<I: Io>(
         config: config.clone(),
         offload: None,
     })
+}
+
+/// Reads the ClientHello that starts a TLS connection. A netproto preface
+/// in the clear instead (from a client in another mode, or one that predates
+/// TLS from the first byte) is answered "mode not offered" in the clear,
+/// whatever mode it asks for, before the error is returned: in TLS mode the
+/// preface is valid only inside TLS.
+async fn client_hello<I: Io>(
+    acceptor: &TlsAcceptor,
+    mut io: I,
+) -> Result<tokio_rustls::StartHandshake<I>, Error> {
+    let first = match io.read_u8().await {
+        Ok(byte) => byte,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Error::PeerClosed),
+        Err(e) => return Err(e.into()),
+    };
+    if first != tls::HANDSHAKE_RECORD {
+        let offered = SecurityMode::Tls;
+        let status = PrefaceStatus::ModeNotOffered;
+        let asked = preface::refuse_after(&mut io, &[first], offered, status).await?;
+        return Err(Error::ModeMismatch { asked, offered });
+    }
+    let mut started = rustls::server::Acceptor::default();
+    started.read_tls(&mut &[first][..])?;
+    acceptor.client_hello(started, io).await
 }
 
 /// What this side offers in the Noise handshake: its frame limit, and every

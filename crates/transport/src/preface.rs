@@ -37,7 +37,7 @@ pub(crate) async fn server<I: Io>(
     io: &mut I,
     offered: SecurityMode,
 ) -> Result<[u8; PREFACE_LEN], Error> {
-    let bytes = read_preface(io).await?;
+    let bytes = read_preface(io, &[]).await?;
     let preface = Preface::parse(&bytes)?.ok_or(Error::PeerClosed)?;
     let answer = PrefaceAnswer::to(preface, offered);
     io.write_all(&answer.to_bytes()).await?;
@@ -56,29 +56,49 @@ pub(crate) async fn server<I: Io>(
 ///
 /// # Errors
 ///
-/// I/O and preface errors; a refusal that was sent returns `Ok`.
+/// I/O and preface errors; a refusal that was sent returns `Ok`. In TLS
+/// mode the preface travels inside TLS, and a TLS ClientHello fails here as
+/// a bad magic (at its first byte): a server closes such a connection
+/// unanswered.
 pub async fn refuse<I: Io>(
     io: &mut I,
     offered: SecurityMode,
     status: PrefaceStatus,
 ) -> Result<(), Error> {
-    let bytes = read_preface(io).await?;
+    refuse_after(io, &[], offered, status).await?;
+    Ok(())
+}
+
+/// [`refuse`] for a preface whose first bytes, `read`, were read already;
+/// returns the mode the client asked for.
+pub(crate) async fn refuse_after<I: Io>(
+    io: &mut I,
+    read: &[u8],
+    offered: SecurityMode,
+    status: PrefaceStatus,
+) -> Result<SecurityMode, Error> {
+    let bytes = read_preface(io, read).await?;
     let preface = Preface::parse(&bytes)?.ok_or(Error::PeerClosed)?;
     let answer = PrefaceAnswer {
         version: netproto_wire::PROTOCOL_VERSION,
         mode: offered,
         status,
     };
-    let _ = preface;
     io.write_all(&answer.to_bytes()).await?;
     io.shutdown().await?;
-    Ok(())
+    Ok(preface.mode)
 }
 
-/// Reads eight bytes, failing as soon as they cannot start a preface.
-async fn read_preface<I: Io>(io: &mut I) -> Result<[u8; PREFACE_LEN], Error> {
+/// Reads eight bytes, of which `read` came already, failing as soon as they
+/// cannot start a preface.
+async fn read_preface<I: Io>(io: &mut I, read: &[u8]) -> Result<[u8; PREFACE_LEN], Error> {
     let mut bytes = [0; PREFACE_LEN];
-    let mut filled = 0;
+    let mut filled = read.len().min(PREFACE_LEN);
+    bytes
+        .get_mut(..filled)
+        .unwrap_or_default()
+        .copy_from_slice(read.get(..filled).unwrap_or_default());
+    Preface::parse(bytes.get(..filled).unwrap_or_default())?;
     while filled < PREFACE_LEN {
         let n = io.read(bytes.get_mut(filled..).unwrap_or_default()).await?;
         if n == 0 {

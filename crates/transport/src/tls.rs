@@ -11,7 +11,9 @@
 //!   feature, on by default).
 //!
 //! Both sides speak TLS 1.3 and TLS 1.2 only, with rustls's default cipher
-//! suites from the ring provider. There are no system roots: a client trusts
+//! suites from the ring provider (all AEAD with ephemeral key exchange), and
+//! name the application protocol [`ALPN`] (`netproto/1`): a server refuses a
+//! client that does not offer it, a client a server that does not select it. There are no system roots: a client trusts
 //! exactly the CA certificates it is given. A self-signed server certificate
 //! is trusted by adding the certificate itself as a root.
 //!
@@ -103,6 +105,7 @@
 //! # }
 //! ```
 
+mod alpn;
 #[cfg(feature = "certgen")]
 mod certgen;
 mod pem;
@@ -121,12 +124,15 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::{PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::server::{StartHandshake, TlsStream as ServerTlsStream};
 use zeroize::Zeroizing;
 
 use crate::{Error, SetupError};
 use pem::Source;
 
+pub use alpn::ALPN;
+pub(crate) use alpn::HANDSHAKE_RECORD;
 #[cfg(feature = "certgen")]
 pub use certgen::{CertificateAuthority, GeneratedCert, self_signed, write_self_signed};
 pub use rustls_pki_types::CertificateDer;
@@ -260,7 +266,8 @@ impl TlsAcceptor {
                 builder.with_client_cert_verifier(verifier.build().map_err(verifier_error)?)
             }
         };
-        let config = builder.with_single_cert(chain, key)?;
+        let mut config = builder.with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(Self {
             inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         })
@@ -268,19 +275,68 @@ impl TlsAcceptor {
 
     /// Performs the server side of the handshake on `stream`.
     ///
+    /// The client must offer the ALPN protocol [`ALPN`]; a ClientHello
+    /// without it is answered with the fatal alert `no_application_protocol`.
     /// With mutual TLS, the client's certificate is then available through
     /// [`client_certificate`].
     ///
     /// # Errors
     ///
     /// [`Error::Tls`] if the handshake fails (including a rejected client
-    /// certificate), [`Error::Io`] if the stream fails or closes. The failure
-    /// is logged at `debug`.
-    pub async fn accept<S>(&self, stream: S) -> Result<tokio_rustls::server::TlsStream<S>, Error>
+    /// certificate, and `rustls::Error::NoApplicationProtocol` for a client
+    /// that does not offer [`ALPN`]), [`Error::Io`] if the stream fails or
+    /// closes. The failure is logged at `debug`.
+    pub async fn accept<S>(&self, stream: S) -> Result<ServerTlsStream<S>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.inner.accept(stream).await.map_err(handshake_error)
+        let hello = self
+            .client_hello(rustls::server::Acceptor::default(), stream)
+            .await?;
+        self.complete(hello).await
+    }
+
+    /// Reads the client's ClientHello, into `started` (which may hold its
+    /// first bytes already).
+    pub(crate) async fn client_hello<S>(
+        &self,
+        started: rustls::server::Acceptor,
+        stream: S,
+    ) -> Result<StartHandshake<S>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        tokio_rustls::LazyConfigAcceptor::new(started, stream)
+            .await
+            .map_err(handshake_error)
+    }
+
+    /// Finishes the handshake [`client_hello`](Self::client_hello) began:
+    /// refuses a client that does not offer [`ALPN`], then answers.
+    pub(crate) async fn complete<S>(
+        &self,
+        mut hello: StartHandshake<S>,
+    ) -> Result<ServerTlsStream<S>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !alpn::offers_netproto(&hello.client_hello()) {
+            tracing::debug!("tls client did not offer the netproto/1 application protocol");
+            // The refusal is best effort: the connection ends either way.
+            if hello
+                .io
+                .write_all(&alpn::NO_APPLICATION_PROTOCOL_ALERT)
+                .await
+                .is_ok()
+            {
+                let _ = hello.io.shutdown().await;
+            }
+            return Err(Error::Tls(rustls::Error::NoApplicationProtocol));
+        }
+        hello
+            .into_stream(self.inner.config().clone())
+            .await
+            .map_err(handshake_error)
     }
 }
 
@@ -330,6 +386,11 @@ impl TlsConnector {
     /// `server_name`; then, if pins are configured, the end-entity
     /// certificate's key must match one of them.
     ///
+    /// The client offers the ALPN protocol [`ALPN`] and requires the server
+    /// to select it. It sends `server_name` as SNI when it is a DNS name; an
+    /// IP address is never sent there (RFC 6066 §3), and the certificate is
+    /// then checked for that address.
+    ///
     /// With TLS 1.3 the client finishes its handshake before the server has
     /// checked the client certificate, so a server rejecting it shows up as
     /// an error on the first read rather than here.
@@ -339,7 +400,9 @@ impl TlsConnector {
     /// [`Error::InvalidServerName`] if `server_name` is neither a DNS name nor
     /// an IP address, [`Error::PinMismatch`] if the certificate is valid but
     /// matches no pin, [`Error::Tls`] for any other handshake failure (for
-    /// example an untrusted certificate or a name mismatch), [`Error::Io`] if
+    /// example an untrusted certificate, a name mismatch, or
+    /// `rustls::Error::NoApplicationProtocol` from a server that does not
+    /// select [`ALPN`]), [`Error::Io`] if
     /// the stream fails or closes. The failure is logged at `debug`.
     pub async fn connect<S>(
         &self,
@@ -351,10 +414,18 @@ impl TlsConnector {
     {
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| Error::InvalidServerName(server_name.to_owned()))?;
-        self.inner
+        let stream = self
+            .inner
             .connect(name, stream)
             .await
-            .map_err(handshake_error)
+            .map_err(handshake_error)?;
+        // rustls goes on when the server selects no protocol: a server that
+        // does not speak netproto/1 over TLS is refused here.
+        if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
+            tracing::debug!("tls server did not select the netproto/1 application protocol");
+            return Err(Error::Tls(rustls::Error::NoApplicationProtocol));
+        }
+        Ok(stream)
     }
 }
 
@@ -486,7 +557,7 @@ impl TlsConnectorBuilder {
             .with_protocol_versions(VERSIONS)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
-        let config = match &self.client_auth {
+        let mut config = match &self.client_auth {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
                 let chain = cert.borrow().certs("client certificate chain")?;
@@ -494,6 +565,7 @@ impl TlsConnectorBuilder {
                 builder.with_client_auth_cert(chain, key)?
             }
         };
+        config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(TlsConnector {
             inner: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })

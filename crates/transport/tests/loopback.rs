@@ -614,4 +614,88 @@ mod tls {
             .expect("the flood stalled");
         assert_eq!(received, COUNT);
     }
+
+    /// TLS from the first byte meets the other modes: a client that sends a
+    /// preface in the clear is answered "mode not offered" in the clear, and
+    /// a TLS client at a listener of another mode fails at once, both sides
+    /// saying why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_and_the_preface_modes_refuse_each_other_clearly() {
+        let cert = self_signed(&names()).unwrap();
+        let acceptor = TlsAcceptor::from_pem(
+            cert.cert_pem().as_bytes(),
+            cert.key_pem().as_bytes(),
+            None,
+            false,
+        )
+        .unwrap();
+        let connector = TlsConnector::builder()
+            .ca_pem(cert.cert_pem())
+            .build()
+            .unwrap();
+        let tls_client = ClientSecurity::Tls {
+            connector,
+            server_name: "localhost".into(),
+        };
+        let cases = [
+            (ClientSecurity::Plain, ServerSecurity::Tls(acceptor.clone())),
+            (
+                ClientSecurity::noise(NoiseConfig::new(keypair())),
+                ServerSecurity::Tls(acceptor),
+            ),
+            (tls_client.clone(), ServerSecurity::Plain),
+            (
+                tls_client,
+                ServerSecurity::noise(NoiseConfig::new(keypair())),
+            ),
+        ];
+        for (client, server) in cases {
+            let case = format!("{:?} client, {:?} server", client.mode(), server.mode());
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server_mode = server.mode();
+            let server_task = tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                new_acceptor(server, &ConnectionConfig::default(), HANDSHAKE)
+                    .accept(stream)
+                    .await
+                    .map(drop)
+            });
+            let connector = new_connector(client.clone(), &ConnectionConfig::default(), HANDSHAKE);
+            let err = tokio::time::timeout(LIMIT, connector.connect_tcp(addr))
+                .await
+                .unwrap()
+                .unwrap_err();
+            let server_err = tokio::time::timeout(LIMIT, server_task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap_err();
+            if server_mode == netproto_wire::SecurityMode::Tls {
+                assert!(
+                    matches!(
+                        err,
+                        Error::Refused {
+                            status: netproto_wire::PrefaceStatus::ModeNotOffered,
+                            mode: netproto_wire::SecurityMode::Tls,
+                            ..
+                        }
+                    ),
+                    "{case}: {err:?}"
+                );
+                assert!(
+                    matches!(server_err, Error::ModeMismatch { asked, .. } if asked == client.mode()),
+                    "{case}: {server_err:?}"
+                );
+            } else {
+                // The ClientHello cannot begin the preface magic: the server
+                // closes at its first byte, and the client's handshake ends.
+                assert!(server_err.is_protocol(), "{case}: {server_err:?}");
+                assert!(
+                    matches!(err, Error::Io(_) | Error::PeerClosed | Error::Tls(_)),
+                    "{case}: {err:?}"
+                );
+            }
+        }
+    }
 }

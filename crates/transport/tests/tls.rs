@@ -437,13 +437,14 @@ async fn tls12_only_client_still_connects() {
 
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.cert_der().clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_protocol_versions(&[&rustls::version::TLS12])
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+        config.alpn_protocols = vec![tls::ALPN.to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -478,12 +479,13 @@ async fn tls12_mutual_tls_and_pins() {
         .build()
         .unwrap();
         let key = PrivateKeyDer::from_pem_slice(m.server_cert.key_pem().as_bytes()).unwrap();
-        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut server_config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS12])
             .unwrap()
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(vec![m.server_cert.cert_der().clone()], key)
             .unwrap();
+        server_config.alpn_protocols = vec![tls::ALPN.to_vec()];
         let tls12_acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
 
         for (pin, expect_ok) in [(m.server_cert.spki_sha256(), true), ([1; 32], false)] {
@@ -572,6 +574,133 @@ async fn mutual_tls_from_pem_files() {
             server_result(server).await.unwrap().as_ref(),
             Some(client_cert.cert_der())
         );
+    })
+    .await;
+}
+
+/// A rustls client trusting `ca` that offers `alpn` (nothing when empty).
+fn rustls_client(ca: &CertificateAuthority, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|name| name.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn a_client_without_the_netproto_alpn_is_refused_with_an_alert() {
+    bounded(async {
+        let ca = CertificateAuthority::new("server ca").unwrap();
+        let server_cert = ca.issue_server_cert(&names(&["localhost"])).unwrap();
+        for offered in [&[][..], &[&b"h2"[..], b"http/1.1"][..]] {
+            let (addr, server) = spawn_echo_server(acceptor(&server_cert, None, false)).await;
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let err = rustls_client(&ca, offered)
+                .connect(name, tcp)
+                .await
+                .unwrap_err();
+            let alert = err
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+            assert!(
+                matches!(
+                    alert,
+                    Some(rustls::Error::AlertReceived(
+                        rustls::AlertDescription::NoApplicationProtocol
+                    ))
+                ),
+                "offering {offered:?}: {err:?}"
+            );
+            let err = server_result(server).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Tls(rustls::Error::NoApplicationProtocol)),
+                "offering {offered:?}: {err:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_server_selects_netproto_alpn_and_sees_the_dns_name_as_sni() {
+    bounded(async {
+        let ca = CertificateAuthority::new("server ca").unwrap();
+        let server_cert = ca
+            .issue_server_cert(&names(&["localhost", "127.0.0.1"]))
+            .unwrap();
+        let connector = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .build()
+            .unwrap();
+        // A DNS name travels as SNI; an IP address never does (RFC 6066).
+        for (dialled, sni) in [("localhost", Some("localhost")), ("127.0.0.1", None)] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let acceptor = acceptor(&server_cert, None, false);
+            let server = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await?;
+                let tls = acceptor.accept(tcp).await?;
+                let (_, session) = tls.get_ref();
+                Ok::<_, Error>((
+                    session.server_name().map(str::to_owned),
+                    session.alpn_protocol().map(<[u8]>::to_vec),
+                ))
+            });
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let tls = connector.connect(dialled, tcp).await.unwrap();
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(tls::ALPN));
+            let (seen_sni, seen_alpn) = server.await.unwrap().unwrap();
+            assert_eq!(seen_sni.as_deref(), sni, "dialling {dialled}");
+            assert_eq!(seen_alpn.as_deref(), Some(tls::ALPN));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_that_selects_no_alpn_is_refused_by_the_client() {
+    bounded(async {
+        let ca = CertificateAuthority::new("server ca").unwrap();
+        let server_cert = ca.issue_server_cert(&names(&["localhost"])).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(server_cert.key_pem().as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![server_cert.cert_der().clone()], key)
+        .unwrap();
+        let plain_tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await?;
+            let mut tls = plain_tls.accept(tcp).await?;
+            let mut buf = [0; 1];
+            // The client gives up after its handshake: nothing arrives.
+            let n = tls.read(&mut buf).await.unwrap_or(0);
+            Ok::<_, std::io::Error>(n)
+        });
+        let connector = TlsConnector::builder()
+            .ca_pem(ca.cert_pem())
+            .build()
+            .unwrap();
+        let err = echo_client(&connector, "localhost", addr)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Tls(rustls::Error::NoApplicationProtocol)),
+            "{err:?}"
+        );
+        assert_eq!(server.await.unwrap().unwrap(), 0);
     })
     .await;
 }
