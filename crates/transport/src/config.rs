@@ -83,7 +83,7 @@ impl ConnectionConfig {
     /// [`SetupError::Config`] naming the first value that is zero or out of range.
     pub fn validate(&self) -> Result<(), SetupError> {
         check(
-            self.max_frame_len >= 64,
+            self.max_frame_len >= netproto_wire::MIN_MAX_FRAME_LEN,
             "max_frame_len must be at least 64",
         )?;
         check(

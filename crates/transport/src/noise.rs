@@ -102,7 +102,7 @@ pub(crate) async fn client<I: Io>(
             }
         }
     }
-    Ok((initiator.into_session()?, input))
+    Ok((checked(initiator.into_session()?)?, input))
 }
 
 /// Runs the responder's side, checking replays against the shared cache.
@@ -141,7 +141,19 @@ pub(crate) async fn server<I: Io>(
             }
         }
     }
-    Ok((responder.into_session()?, input))
+    Ok((checked(responder.into_session()?)?, input))
+}
+
+/// Refuses a session whose peer announced a frame limit below the
+/// protocol's minimum (no message would fit; 0 would make every one an
+/// error). The agreed limit is the smaller of the two, and ours is at least
+/// the minimum.
+fn checked(session: Session) -> Result<Session, Error> {
+    let limit = session.capabilities().max_frame_len;
+    if limit < netproto_wire::MIN_MAX_FRAME_LEN {
+        return Err(netproto_wire::Error::PeerLimitTooSmall(limit).into());
+    }
+    Ok(session)
 }
 
 async fn read_more<I: Io>(io: &mut I, input: &mut BytesMut) -> Result<(), Error> {

@@ -64,6 +64,9 @@ pub enum Error {
     /// A custom message uses one of the reserved built-in type names.
     #[error("message type name is reserved for built-in messages")]
     ReservedTypeName,
+    /// A peer announced a frame limit below [`MIN_MAX_FRAME_LEN`](crate::MIN_MAX_FRAME_LEN).
+    #[error("peer frame limit of {0} bytes is below the minimum of 64")]
+    PeerLimitTooSmall(u32),
     /// A frame to encode is longer than the encoder's limit.
     #[error("frame of {len} bytes exceeds encoder limit of {max}")]
     EncodeTooLarge {

@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
 /// Checked when the header arrives, whatever the data-frame limit is.
 pub const MAX_CONTROL_BODY: u32 = 4096;
 
+/// The smallest data-frame limit (`max_frame_len`) a side may have: a peer
+/// that announces less breaks the protocol.
+pub const MIN_MAX_FRAME_LEN: u32 = 64;
+
 /// Mask of the flag bits that select a compression algorithm.
 const COMPRESSION_MASK: u8 = 0b0000_0011;
 

@@ -46,7 +46,7 @@ pub use decoder::{Decoder, READ_CHUNK};
 pub use error::Error;
 pub use frame::{
     Compression, DEFAULT_MAX_FRAME_LEN, Data, Encoder, ErrorCode, ErrorFrame, Frame, FrameKind,
-    GoAway, HEADER_LEN, Header, MAX_CONTROL_BODY,
+    GoAway, HEADER_LEN, Header, MAX_CONTROL_BODY, MIN_MAX_FRAME_LEN,
 };
 pub use message::{Envelope, MAX_TYPE_LEN, Message, MessageType};
 pub use preface::{

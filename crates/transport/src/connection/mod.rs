@@ -105,12 +105,22 @@ impl Shared {
 
     /// Records `error` if it is the first, and stops both tasks.
     fn fail(&self, error: Error) {
+        self.record(error);
+        self.stop();
+    }
+
+    /// Records `error` as the connection's end, without stopping the tasks
+    /// yet (see [`stop`](Self::stop)).
+    fn record(&self, error: Error) {
         let mut slot = lock(&self.error);
         if slot.is_none() {
             tracing::debug!(%error, "closing connection");
             *slot = Some(error);
         }
-        drop(slot);
+    }
+
+    /// Stops both tasks.
+    fn stop(&self) {
         self.stop.send_replace(true);
     }
 

@@ -13,9 +13,14 @@ use super::recv::{Inbound, append};
 use super::send::Outgoing;
 use super::{Incoming, Shared, now};
 use crate::Error;
-use crate::proto::{Event, Inflow, Watchdog, message};
+use crate::proto::{Event, Inflow, Watchdog, closing_frame, message};
 use crate::stats::Counters;
 use crate::sync::wait_until_or;
+
+/// How long a connection closing on the peer's error goes on reading (and
+/// dropping) what the peer sends, so that the error frame and the answers
+/// before it reach the peer instead of being destroyed by a reset.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(super) struct Reader {
     pub(super) shared: Arc<Shared>,
@@ -34,8 +39,26 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub(super) async fn run<R: AsyncRead + Unpin>(mut self, io: R) {
-        let result = self.read_loop(io).await;
+    pub(super) async fn run<R: AsyncRead + Unpin>(mut self, mut io: R) {
+        let result = self.read_loop(&mut io).await;
+        // The end is recorded before the receiver can see it.
+        let closing = match result {
+            // The peer finished sending; we may still answer it.
+            Err(Error::PeerClosed) => {
+                self.shared.peer_closed();
+                None
+            }
+            // Stopped by the writer, which recorded why.
+            Ok(()) => None,
+            Err(error) => {
+                let closing = closing_frame(&error);
+                self.shared.record(error);
+                if closing.is_none() {
+                    self.shared.stop();
+                }
+                closing
+            }
+        };
         // Hand over what was decoded before the end, then mark the end.
         {
             let mut state = self.inbound.lock();
@@ -43,18 +66,33 @@ impl Reader {
             state.ended = true;
         }
         self.inbound.ready.notify_one();
-        match result {
-            // The peer finished sending; we may still answer it.
-            Err(Error::PeerClosed) => self.shared.peer_closed(),
-            // Stopped by the writer, which recorded why.
-            Ok(()) => {}
-            Err(error) => self.shared.fail(error),
+        if let Some(frame) = closing {
+            self.close_with(&frame, &mut io).await;
         }
+    }
+
+    /// Closes the connection on the peer's error, telling it why: `frame`
+    /// goes out after what is already queued (answers to the requests that
+    /// came before the error), the writer ends our side of the stream, and
+    /// meanwhile what the peer still sends is read and dropped, for at most
+    /// [`CLOSE_LINGER`]: closing a socket with unread bytes makes the system
+    /// reset it, and a reset destroys what we sent but the peer has not read
+    /// yet.
+    async fn close_with<R: AsyncRead + Unpin>(&mut self, frame: &Frame, io: &mut R) {
+        if self.outgoing.close_with(frame) {
+            let mut sink = [0; 4096];
+            let drain = async { while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {} };
+            tokio::select! {
+                _ = tokio::time::timeout(CLOSE_LINGER, drain) => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+        self.shared.stop();
     }
 
     /// Reads until the peer closes (`Err(PeerClosed)`), the writer stops us
     /// (`Ok`), or something fails.
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut io: R) -> Result<(), Error> {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<(), Error> {
         // Wakes the reader to check the liveness deadline. It is set for the
         // deadline known when it is armed and re-armed when it fires early
         // (reads only move the deadline later), so reads never touch it.

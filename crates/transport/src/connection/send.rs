@@ -174,9 +174,26 @@ impl Outgoing {
 
     /// Closes the queue to new frames (the writer still sends what is queued).
     fn close(&self, done: Option<oneshot::Sender<()>>) -> bool {
+        self.close_after(done, None)
+    }
+
+    /// Queues `last` after everything queued so far, whatever the bound, and
+    /// closes the queue: the writer sends it last, then ends its side of the
+    /// stream. Returns whether the writer was still there to send it.
+    pub(super) fn close_with(&self, last: &Frame) -> bool {
+        self.close_after(None, Some(last))
+    }
+
+    fn close_after(&self, done: Option<oneshot::Sender<()>>, last: Option<&Frame>) -> bool {
         let mut state = self.lock();
         if state.writer_gone {
             return false;
+        }
+        if let Some(frame) = last.filter(|_| !state.closed) {
+            // A control frame always encodes within any limit.
+            if self.encoder.encode(frame, &mut state.frames).is_ok() {
+                state.queued += 1;
+            }
         }
         state.closed = true;
         state.close_done.extend(done);

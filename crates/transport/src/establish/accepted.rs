@@ -3,11 +3,16 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use netproto_wire::{Decoder, HEADER_LEN};
-use tokio::io::AsyncReadExt;
+use netproto_wire::{Decoder, Encoder, HEADER_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::connection::{ConnectionInfo, Protection};
+use crate::proto::closing_frame;
 use crate::{Connection, ConnectionConfig, Error, Io};
+
+/// How long [`Accepted::first_header`] spends telling a peer why its first
+/// header is refused.
+const TELL_WITHIN: Duration = Duration::from_millis(100);
 
 /// A server connection whose preface and security handshake are done, and
 /// whose reader and writer tasks are not started yet: see
@@ -78,7 +83,10 @@ impl<I: Io> Accepted<I> {
     /// The bytes read are kept for the connection.
     ///
     /// Only plain connections are checked: Noise records and TLS are opened
-    /// once the connection runs, and for them this returns `Ok` at once.
+    /// once the connection runs, and for them this returns `Ok` at once. A
+    /// refused header is answered with an error frame (request id 0, code
+    /// `PROTOCOL` or `TOO_LARGE`) before this returns, as the connection
+    /// would.
     ///
     /// The lower-level form of
     /// [`StartOptions::first_header_within`](crate::StartOptions::first_header_within),
@@ -119,8 +127,26 @@ impl<I: Io> Accepted<I> {
             Ok(read) => read?,
             Err(_) => return Ok(()),
         }
-        Decoder::new(self.config.max_frame_len).peek_header(&self.leftover)?;
-        Ok(())
+        let Err(error) = Decoder::new(self.config.max_frame_len).peek_header(&self.leftover) else {
+            return Ok(());
+        };
+        let error = Error::from(error);
+        // Tell the peer why, as the connection would (best effort, briefly:
+        // this is where a stranger's garbage ends).
+        if let Some(frame) = closing_frame(&error) {
+            let mut bytes = BytesMut::new();
+            if Encoder::new(self.info.peer_max_frame_len)
+                .encode(&frame, &mut bytes)
+                .is_ok()
+            {
+                let tell = async {
+                    io.write_all(&bytes).await?;
+                    io.shutdown().await
+                };
+                let _ = tokio::time::timeout(wait.min(TELL_WITHIN), tell).await;
+            }
+        }
+        Err(error)
     }
 
     /// Sets or clears the runtime of [`offload_to`](Self::offload_to).

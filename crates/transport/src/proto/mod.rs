@@ -12,8 +12,10 @@
 //! - [`Outflow`]: batches of encoded frames to the bytes to write (Noise
 //!   records, or the frames as they are);
 //! - [`Heartbeat`] and [`Watchdog`]: the heartbeat, dead-peer and idle timers;
-//! - [`Policy`]: which bodies are compressed.
+//! - [`Policy`]: which bodies are compressed;
+//! - [`closing_frame`]: the error frame that tells a peer why we close.
 
+mod closing;
 mod compression;
 mod deframe;
 mod inflow;
@@ -23,6 +25,7 @@ pub(crate) mod recv_pool;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use closing::closing_frame;
 pub(crate) use compression::{Policy, decompress_config};
 pub(crate) use deframe::Deframer;
 pub(crate) use inflow::{Event, Inflow, message};

@@ -1,4 +1,5 @@
 //! What the transport's integration tests share.
+#![allow(dead_code)] // each test binary uses a different part
 
 use std::time::Duration;
 
