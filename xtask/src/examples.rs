@@ -7,13 +7,15 @@
 //! path, a graceful shutdown) on Unix, and must exit successfully. Every
 //! background process is killed on every way out of this module.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use xshell::{Shell, cmd};
+
+use crate::process::{Background, accepts, target_directory};
 
 /// The package whose examples run.
 const PACKAGE: &str = "network-protocol";
@@ -28,70 +30,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a process has to exit once it should (a client after its
 /// exchange, a server after SIGINT or its run time).
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A process running in the background, killed when dropped unless it has
-/// already exited.
-struct Background {
-    name: &'static str,
-    child: Child,
-}
-
-impl Background {
-    fn spawn(name: &'static str, command: &mut Command) -> anyhow::Result<Self> {
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start example `{name}`"))?;
-        Ok(Self { name, child })
-    }
-
-    /// Fails if the process has already exited.
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("example `{}` exited early: {status}", self.name);
-        }
-        Ok(())
-    }
-
-    /// Asks the process to stop as ctrl-c would (Unix); elsewhere it stops
-    /// by itself when its run time is over.
-    fn interrupt(&self) -> anyhow::Result<()> {
-        if cfg!(unix) {
-            let pid = self.child.id().to_string();
-            let status = Command::new("sh")
-                .args(["-c", "kill -INT \"$1\"", "sh", &pid])
-                .status()
-                .context("cannot run `kill`")?;
-            if !status.success() {
-                bail!("`kill -INT` of example `{}` failed: {status}", self.name);
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    fn wait(&mut self, limit: Duration) -> anyhow::Result<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!("example `{}` did not exit within {limit:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            eprintln!("examples: killing `{}`", self.name);
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo build -p {PACKAGE} --examples --locked").run()?;
@@ -191,62 +129,6 @@ fn server_and_client(
     Ok(())
 }
 
-/// Whether something accepts TCP connections at `addr` (the probe closes at
-/// once).
-fn accepts(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
 fn executable(examples: &Path, name: &str) -> PathBuf {
     examples.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// Cargo's target directory (honouring `CARGO_TARGET_DIR` and
-/// configuration), from `cargo metadata`.
-fn target_directory(sh: &Shell) -> anyhow::Result<PathBuf> {
-    let metadata = cmd!(sh, "cargo metadata --format-version 1 --no-deps --locked")
-        .quiet()
-        .read()?;
-    json_string_field(&metadata, "target_directory")
-        .map(PathBuf::from)
-        .context("`cargo metadata` printed no target_directory")
-}
-
-/// The value of the first string field `name` in a JSON text, unescaped
-/// (enough for the paths cargo prints; xtask links no JSON parser).
-fn json_string_field(json: &str, name: &str) -> Option<String> {
-    let key = format!("\"{name}\":");
-    let rest = json[json.find(&key)? + key.len()..].trim_start();
-    let mut chars = rest.strip_prefix('"')?.chars();
-    let mut value = String::new();
-    loop {
-        match chars.next()? {
-            '"' => return Some(value),
-            '\\' => match chars.next()? {
-                'n' => value.push('\n'),
-                't' => value.push('\t'),
-                'u' => {
-                    let hex: String = chars.by_ref().take(4).collect();
-                    value.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-                }
-                other => value.push(other),
-            },
-            c => value.push(c),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::json_string_field;
-
-    #[test]
-    fn json_string_field_unescapes() {
-        let json = r#"{"packages":[],"target_directory":"C:\\work\\target","version":1}"#;
-        assert_eq!(
-            json_string_field(json, "target_directory").as_deref(),
-            Some(r"C:\work\target")
-        );
-        assert_eq!(json_string_field(json, "missing"), None);
-    }
 }

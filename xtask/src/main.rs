@@ -1,7 +1,7 @@
 //! Project automation for netproto: `cargo xtask <task>`.
 //!
 //! Tasks: `ci`, `stress`, `fuzz [TARGET...] [--time SECS]`, `bench [FILTER]`,
-//! `audit`, `layering`. Run `cargo xtask help` for details.
+//! `audit`, `layering`, `examples`, `tls-scan`. Run `cargo xtask help` for details.
 
 // Build tool: a failure stops the task with a message; no library code here.
 #![allow(
@@ -21,6 +21,9 @@ mod audit;
 mod examples;
 mod fuzz;
 mod layering;
+mod packages;
+mod process;
+mod tls_scan;
 
 const HELP: &str = "\
 usage: cargo xtask <task>
@@ -36,6 +39,9 @@ tasks:
   audit                      cargo-deny (installed when missing): advisories, bans, licenses, sources
   layering                   check that crates depend only on lower layers
   examples                   run the facade's README examples against a live server
+  tls-scan                   scan `netproto serve --mode tls` (sslscan, and openssl s_client offering
+                             the ALPN netproto/1): fails on TLS < 1.2, CBC or non-forward-secret
+                             suites, or a missing ALPN (installs openssl and sslscan with apt as root)
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         "audit" => audit::run(&sh),
         "layering" => layering::check(&sh),
         "examples" => examples::run(&sh),
+        "tls-scan" => tls_scan::run(&sh),
         "" | "help" | "-h" | "--help" => {
             eprint!("{HELP}");
             Ok(())
@@ -109,6 +116,7 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
     step("supply chain (cargo xtask audit)", || audit::run(sh))?;
     step("stress (cargo xtask stress)", || stress(sh))?;
     step("examples against a live server", || examples::run(sh))?;
+    step("tls scan (cargo xtask tls-scan)", || tls_scan::run(sh))?;
     step("benches compile", || {
         Ok(cmd!(sh, "cargo bench -p netproto-benches --no-run --locked").run()?)
     })?;
