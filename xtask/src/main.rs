@@ -39,6 +39,8 @@ tasks:
   audit                      cargo-deny (installed when missing): advisories, bans, licenses, sources
   layering                   check that crates depend only on lower layers
   examples                   run the facade's README examples against a live server
+  packages                   install the system programs some tests use (haproxy, python3, openssl,
+                             sslscan) with apt, as root; the tests skip, saying so, without them
   tls-scan                   scan `netproto serve --mode tls` (sslscan, and openssl s_client offering
                              the ALPN netproto/1): fails on TLS < 1.2, CBC or non-forward-secret
                              suites, or a missing ALPN (installs openssl and sslscan with apt as root)
@@ -62,6 +64,10 @@ fn main() -> anyhow::Result<()> {
         "layering" => layering::check(&sh),
         "examples" => examples::run(&sh),
         "tls-scan" => tls_scan::run(&sh),
+        "packages" => {
+            system_packages();
+            Ok(())
+        }
         "" | "help" | "-h" | "--help" => {
             eprint!("{HELP}");
             Ok(())
@@ -110,6 +116,10 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         )
         .run()?)
     })?;
+    step("system packages the tests use", || {
+        system_packages();
+        Ok(())
+    })?;
     step("tests", || {
         Ok(cmd!(sh, "cargo test --workspace --locked").run()?)
     })?;
@@ -133,6 +143,21 @@ fn ci(sh: &Shell) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Installs the system programs the tests use where it can (see
+/// [`packages::ensure`]); what is still missing is reported, and the tests
+/// that need it say that they skip.
+fn system_packages() {
+    let missing = packages::ensure(&[
+        ("haproxy", "haproxy"),
+        ("python3", "python3"),
+        ("openssl", "openssl"),
+        ("sslscan", "sslscan"),
+    ]);
+    for program in &missing {
+        eprintln!("packages: missing {program}");
+    }
 }
 
 /// The attack and scale suites (the daemon's `stress` feature), optimised,
