@@ -112,19 +112,43 @@ async fn load(client: Arc<Client>, message: Message, outcomes: Arc<Outcomes>) {
     }
 }
 
-/// Starts `clients` connections, each running [`load`] with `message`.
-async fn start_load(
-    config: &NetworkConfig,
-    clients: usize,
-    message: &Message,
-) -> (Arc<Outcomes>, tokio::task::JoinSet<()>) {
-    let outcomes = Arc::new(Outcomes::default());
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let client = Arc::new(Client::connect(config.clone()).await.unwrap());
-        tasks.spawn(load(client, message.clone(), outcomes.clone()));
+/// Clients that each run [`load`].
+struct Load {
+    outcomes: Arc<Outcomes>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Load {
+    /// Connects `clients` clients, each running [`load`] with `message`.
+    async fn start(config: &NetworkConfig, clients: usize, message: &Message) -> Self {
+        let outcomes = Arc::new(Outcomes::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let client = Arc::new(Client::connect(config.clone()).await.unwrap());
+            tasks.spawn(load(client, message.clone(), outcomes.clone()));
+        }
+        Self { outcomes, tasks }
     }
-    (outcomes, tasks)
+
+    /// Waits for every client to stop, and checks that each request ended
+    /// with a reply, a going-away or a closed error, and that the clients
+    /// saw the goaway; returns the replies.
+    async fn finish(mut self, case: &str) -> usize {
+        while let Some(joined) = self.tasks.join_next().await {
+            joined.unwrap();
+        }
+        let (sent, replied, going_away, closed) = self.outcomes.counts();
+        eprintln!(
+            "{case}: {sent} sent, {replied} replied, {going_away} going away, {closed} closed"
+        );
+        assert_eq!(
+            sent,
+            replied + going_away + closed,
+            "a request without outcome"
+        );
+        assert!(going_away >= 1, "the clients saw the goaway");
+        replied
+    }
 }
 
 /// Waits until `outcomes` counts more than `replies` replies.
@@ -211,7 +235,8 @@ async fn drain_in_process() {
     let (handle, metrics, config, server) = start_server(Duration::from_secs(600)).await;
     assert_eq!(get(metrics, "/readyz").await, (200, "ready\n".into()));
     assert!(handle.is_ready());
-    let (outcomes, mut clients) = start_load(&config, 3, &slow()).await;
+    let load = Load::start(&config, 3, &slow()).await;
+    let outcomes = load.outcomes.clone();
     replies_past(&outcomes, 100).await;
 
     let stopping = tokio::spawn({
@@ -231,19 +256,9 @@ async fn drain_in_process() {
     assert_eq!(get(metrics, "/readyz").await.1, "draining\n");
 
     handle.end_drain();
-    while let Some(joined) = clients.join_next().await {
-        joined.unwrap();
-    }
+    let replied = load.finish("drain").await;
     stopping.await.unwrap();
     server.await.unwrap();
-    let (sent, replied, going_away, closed) = outcomes.counts();
-    eprintln!("drain: {sent} sent, {replied} replied, {going_away} going away, {closed} closed");
-    assert_eq!(
-        sent,
-        replied + going_away + closed,
-        "a request without outcome"
-    );
-    assert!(going_away >= 1, "the clients saw the goaway");
     // Every request the server took was answered, and the answer arrived.
     let served = Samples::parse(&handle.metrics().unwrap());
     let server_replies = served.get(&format!("{REQUESTS}{{outcome=\"reply\"}}"));
@@ -380,7 +395,8 @@ async fn sigterm_under_load() {
     let mut config = plain_config();
     config.client.address = address;
     let echo = Message::Echo("in flight".into());
-    let (outcomes, mut clients) = start_load(&config, 2, &echo).await;
+    let load = Load::start(&config, 2, &echo).await;
+    let outcomes = load.outcomes.clone();
     replies_past(&outcomes, 1_000).await;
     assert_eq!(get(metrics, "/readyz").await.0, 200);
 
@@ -404,20 +420,8 @@ async fn sigterm_under_load() {
         took >= drain,
         "exited {took:?} after SIGTERM, before the drain delay"
     );
-    while let Some(joined) = clients.join_next().await {
-        joined.unwrap();
-    }
-    let (sent, replied, going_away, closed) = outcomes.counts();
-    eprintln!(
-        "sigterm: exit 0 after {took:?}; {sent} sent, {replied} replied, \
-         {going_away} going away, {closed} closed"
-    );
-    assert_eq!(
-        sent,
-        replied + going_away + closed,
-        "a request without outcome"
-    );
-    assert!(going_away >= 1, "the clients saw the goaway");
+    eprintln!("sigterm: exit 0 after {took:?}");
+    load.finish("sigterm").await;
     let at = |wanted: &str| messages.iter().position(|m| m.starts_with(wanted));
     let (draining, goaway) = (at("draining: not ready"), at("shutting down"));
     assert!(
