@@ -38,7 +38,7 @@ pub struct ServerConfig {
     /// for load balancers to see the daemon not ready and send nothing
     /// new. `0s` (the default) sends the goaway at once; set it to more
     /// than a balancer's readiness check period times its failure
-    /// threshold (docs/OPERATIONS.md, draining).
+    /// threshold (docs/OPERATIONS.md, stopping and draining).
     #[serde(with = "humantime_serde")]
     pub drain_delay: Duration,
     /// Connections open at once; more are refused with a clear answer.
