@@ -14,6 +14,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -293,11 +294,13 @@ async fn the_drain_delay_ends_by_itself_then_the_goaway_follows() {
 }
 
 /// The `netproto serve` child process; killed by its id if still running
-/// when dropped (a failed test).
+/// when dropped (a failed test), and its directory removed.
 struct ServeProcess {
     child: Child,
     /// The messages of its JSON log so far.
     log: Arc<Mutex<Vec<String>>>,
+    /// Its configuration file and home.
+    dir: PathBuf,
 }
 
 impl Drop for ServeProcess {
@@ -306,6 +309,7 @@ impl Drop for ServeProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -346,7 +350,7 @@ impl ServeProcess {
                 lines.lock().unwrap().push(message);
             }
         });
-        let process = Self { child, log };
+        let process = Self { child, log, dir };
         let (mut server, mut metrics) = (None, None);
         while server.is_none() || metrics.is_none() {
             let Ok((message, address)) = addresses.recv_timeout(Duration::from_secs(30)) else {
