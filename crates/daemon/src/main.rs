@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use netproto_crypto::{Keypair, PublicKey};
-use netproto_daemon::{Client, NetworkConfig, SecurityMode, Server, init_logging};
+use netproto_daemon::{Client, NetworkConfig, SecurityMode, Server, ServerHandle, init_logging};
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
 
@@ -84,8 +85,9 @@ struct ServeArgs {
     /// default key file.
     #[arg(long)]
     ephemeral_key: bool,
-    /// Serve Prometheus metrics at `http://ADDRESS/metrics`, e.g.
-    /// `127.0.0.1:9100` (instead of `server.metrics_address`).
+    /// Serve Prometheus metrics at `http://ADDRESS/metrics`, and health
+    /// checks at `/healthz` and `/readyz`, e.g. `127.0.0.1:9100` (instead
+    /// of `server.metrics_address`).
     #[arg(long, value_name = "ADDRESS")]
     metrics: Option<String>,
 }
@@ -239,7 +241,74 @@ fn default_server_key() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The signals that stop `netproto serve`: SIGTERM (what systemd, Docker
+/// and Kubernetes send) and SIGINT (Ctrl-C); Ctrl-C alone off Unix.
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Catches the signals from now on: they no longer end the process.
+    fn catch() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next signal; returns its name.
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+
+    /// Waits for the next signal; returns its name.
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        "ctrl-c"
+    }
+}
+
+/// On the first stop signal, drains and shuts the server down; a second
+/// one ends the drain delay early.
+async fn stop_on_signals(mut signals: StopSignals, handle: ServerHandle, drain_delay: Duration) {
+    let signal = signals.next().await;
+    tracing::info!(
+        signal,
+        ?drain_delay,
+        "draining, then shutting down (a second signal skips the drain delay)"
+    );
+    let shutdown = handle.shutdown(None);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            signal = signals.next() => {
+                tracing::info!(signal, "ending the drain delay now");
+                handle.end_drain();
+            }
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Before anything else, so that a stop signal is never fatal.
+    let signals = StopSignals::catch().context("catching SIGTERM and SIGINT")?;
     let mut config = args.config.load()?;
     init_logs(&config)?;
     raise_file_limit(config.server.max_connections);
@@ -270,14 +339,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.security.mode == SecurityMode::Plain {
         tracing::warn!("plain mode: no encryption and no authentication");
     }
-    let shutdown = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("shutting down (ctrl-c)");
-            handle.shutdown(None).await;
-        }
-    });
+    let stopping = tokio::spawn(stop_on_signals(signals, handle, config.server.drain_delay));
     server.run().await?;
-    shutdown.abort();
+    stopping.abort();
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -8,6 +8,13 @@
 //! `metrics-exporter-prometheus`; the HTTP responder is ours, because the
 //! crate's listener answers every path and method and has no limits.
 //!
+//! The same address answers health checks: `GET /healthz` is 200 while
+//! the process serves HTTP at all, `GET /readyz` is 200 until a shutdown
+//! begins, then 503 (`draining` during `server.drain_delay`, `shutting
+//! down` after the goaway), so that load balancers stop sending new
+//! connections before the goaway (see
+//! [`ServerHandle::shutdown`](crate::ServerHandle::shutdown)).
+//!
 //! Nothing is recorded per frame: each connection's transport counters
 //! ([`netproto_transport::ConnectionStats`]) are folded into the counters
 //! below once per [`FOLD_INTERVAL`] and when the connection ends. Requests
@@ -46,8 +53,8 @@ use netproto_transport::{ConnectionStats, StatsSnapshot, TimeoutKind};
 mod http;
 mod registry;
 
-pub(crate) use http::serve as serve_http;
-pub use http::{HTTP_TIMEOUT, MAX_REQUEST, scrape};
+pub use http::{HTTP_TIMEOUT, MAX_REQUEST, http_get, scrape};
+pub(crate) use http::{Health, serve as serve_http};
 pub use netproto_dispatch::{REQUEST_DURATION, REQUESTS};
 pub use registry::{BUCKETS, Registry, UPKEEP_INTERVAL};
 

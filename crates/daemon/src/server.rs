@@ -7,7 +7,7 @@
 //! - `stream`: sockets that move from the handshake threads' runtime to
 //!   the serving one;
 //! - here: the server, its handle and counters, and serving established
-//!   connections until a graceful shutdown.
+//!   connections until a graceful shutdown, after its drain delay.
 
 mod acceptor;
 mod admission;
@@ -34,7 +34,7 @@ use self::handshake::HandshakeRuntime;
 use self::listener::Listener;
 use self::stream::Stream;
 use crate::config::{SecurityMode, ServerConfig};
-use crate::metrics::{Registry, ServerMetrics};
+use crate::metrics::{Health, Registry, ServerMetrics};
 use crate::security::server_security;
 use crate::{NetworkConfig, Result};
 
@@ -87,6 +87,9 @@ pub struct Server {
     security: ServerSecurity,
     public_key: Option<PublicKey>,
     listener: Listener,
+    /// True from the start of a shutdown: readiness fails, the drain delay runs.
+    draining: watch::Sender<bool>,
+    /// True once the drain delay is over: the goaway goes out.
     shutdown: watch::Sender<bool>,
     limit: Arc<Mutex<Option<Duration>>>,
     done: watch::Sender<bool>,
@@ -103,27 +106,43 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Controls a running server from elsewhere: shut it down, read its counters.
+/// Controls a running server from elsewhere: shut it down, read its
+/// counters and readiness.
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
+    draining: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     limit: Arc<Mutex<Option<Duration>>>,
     done: watch::Receiver<bool>,
     stats: Arc<ServerStats>,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
+    health: Health,
     registry: Option<Registry>,
 }
 
 impl ServerHandle {
-    /// Starts a graceful shutdown and waits until the server has stopped:
-    /// no new connections, a goaway to every client, requests in flight
-    /// finish within `timeout` (the configured `shutdown_timeout` when
-    /// `None`), then every connection is closed.
+    /// Drains the server, shuts it down gracefully and waits until it has
+    /// stopped.
+    ///
+    /// 1. Drain: readiness fails at once ([`is_ready`](Self::is_ready) is
+    ///    false, `GET /readyz` answers 503 `draining`) while the server
+    ///    goes on serving as usual, new connections included, for
+    ///    `server.drain_delay`, so that load balancers stop sending it new
+    ///    connections first. [`end_drain`](Self::end_drain) cuts it short.
+    /// 2. Graceful shutdown: no new connections, a goaway to every client,
+    ///    requests in flight finish within `timeout` (the configured
+    ///    `server.shutdown_timeout` when `None`), then every connection is
+    ///    closed.
+    ///
+    /// Returns when the server has stopped, or after the drain delay plus
+    /// `timeout` plus one second at most. Calling it again, or from other
+    /// clones of the handle, waits for the same shutdown.
     pub async fn shutdown(&self, timeout: Option<Duration>) {
         if let Some(limit) = timeout {
             *lock(&self.limit) = Some(limit);
         }
-        self.shutdown.send_replace(true);
+        self.draining.send_replace(true);
         let mut done = self.done.clone();
         let wait = async {
             while !*done.borrow_and_update() {
@@ -132,8 +151,26 @@ impl ServerHandle {
                 }
             }
         };
-        let limit = timeout.unwrap_or(self.shutdown_timeout) + Duration::from_secs(1);
+        let limit =
+            self.drain_delay + timeout.unwrap_or(self.shutdown_timeout) + Duration::from_secs(1);
         let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// Ends the drain delay of a shutdown under way: the goaway and the
+    /// rest of the graceful shutdown follow at once (`netproto serve` does
+    /// this on a second SIGTERM or Ctrl-C). Does nothing before
+    /// [`shutdown`](Self::shutdown) has been called.
+    pub fn end_drain(&self) {
+        if *self.draining.borrow() {
+            self.shutdown.send_replace(true);
+        }
+    }
+
+    /// Whether the server takes new work: true until a
+    /// [`shutdown`](Self::shutdown) begins, what `GET /readyz` on the
+    /// metrics address reports.
+    pub fn is_ready(&self) -> bool {
+        self.health.unready().is_none()
     }
 
     /// The server's counters.
@@ -171,6 +208,7 @@ impl Server {
             security,
             public_key,
             listener,
+            draining: watch::channel(false).0,
             shutdown: watch::channel(false).0,
             limit: Arc::default(),
             done: watch::channel(false).0,
@@ -188,8 +226,8 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The address metrics are served on (`GET /metrics`), when
-    /// `server.metrics_address` is set.
+    /// The address metrics and health checks are served on (`GET /metrics`,
+    /// `/healthz`, `/readyz`), when `server.metrics_address` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         let (listener, _) = self.exporter.as_ref()?;
         listener.local_addr().ok()
@@ -203,16 +241,25 @@ impl Server {
     /// A handle to shut the server down and read its counters.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
+            draining: self.draining.clone(),
             shutdown: self.shutdown.clone(),
             limit: self.limit.clone(),
             done: self.done.subscribe(),
             stats: self.stats.clone(),
             shutdown_timeout: self.settings.shutdown_timeout,
+            drain_delay: self.settings.drain_delay,
+            health: self.health(),
             registry: self.exporter.as_ref().map(|(_, registry)| registry.clone()),
         }
     }
 
-    /// Accepts and serves connections until [`ServerHandle::shutdown`].
+    /// What the health checks read.
+    fn health(&self) -> Health {
+        Health::new(self.draining.subscribe(), self.shutdown.subscribe())
+    }
+
+    /// Accepts and serves connections until [`ServerHandle::shutdown`] and
+    /// its drain delay.
     ///
     /// # Errors
     ///
@@ -231,14 +278,20 @@ impl Server {
         serve_config.max_in_flight = self.settings.max_in_flight;
         serve_config.request_timeout = self.settings.request_timeout;
         serve_config.metrics = self.stats.metrics.serve.clone();
+        let health = self.health();
         let exporter = self.exporter.take().map(|(listener, registry)| {
             if let Ok(address) = listener.local_addr() {
-                tracing::info!("metrics at http://{address}/metrics");
+                tracing::info!(
+                    %address,
+                    "metrics at http://{address}/metrics, health checks at /healthz and /readyz"
+                );
             }
-            tokio::spawn(crate::metrics::serve_http(listener, registry))
+            tokio::spawn(crate::metrics::serve_http(listener, registry, health))
         });
         let serve_config = Arc::new(serve_config);
         let mut shutdown = self.shutdown.subscribe();
+        let drained = drain(self.draining.subscribe(), self.settings.drain_delay);
+        tokio::pin!(drained);
         let mut tasks = JoinSet::new();
         let handshakes = self.handshakes.as_ref().and_then(HandshakeRuntime::handle);
         tracing::info!(address = %self.listener.local_addr(), mode = %self.mode, "listening");
@@ -284,6 +337,7 @@ impl Server {
         loop {
             tokio::select! {
                 () = async { drop(shutdown.wait_for(|stop| *stop).await) } => break,
+                () = &mut drained => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 Some(established) = established_rx.recv() => {
                     let Established { accepted, guard, span } = established;
@@ -293,8 +347,10 @@ impl Server {
                 }
             }
         }
-        // Graceful shutdown: stop accepting (the listener closes with the
+        // Graceful shutdown: a goaway to every connection (when the drain
+        // delay ended first), stop accepting (the listener closes with the
         // acceptor), let connections finish.
+        self.shutdown.send_replace(true);
         accepting.abort();
         let _ = accepting.await;
         drop(established_rx);
@@ -315,6 +371,16 @@ impl Server {
         self.done.send_replace(true);
         Ok(())
     }
+}
+
+/// Completes `delay` after `draining` turns true: the end of the drain.
+async fn drain(mut draining: watch::Receiver<bool>, delay: Duration) {
+    if draining.wait_for(|draining| *draining).await.is_err() {
+        // The server holds the sender: this never happens.
+        std::future::pending::<()>().await;
+    }
+    tracing::info!(?delay, "draining: not ready, goaway after the drain delay");
+    tokio::time::sleep(delay).await;
 }
 
 /// What serving an established connection needs.

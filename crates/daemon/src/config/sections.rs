@@ -33,6 +33,14 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests in flight.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How long a shutdown keeps serving as usual, new connections
+    /// included, with `GET /readyz` failing (503), before its goaway: time
+    /// for load balancers to see the daemon not ready and send nothing
+    /// new. `0s` (the default) sends the goaway at once; set it to more
+    /// than a balancer's readiness check period times its failure
+    /// threshold (docs/OPERATIONS.md, stopping and draining).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Connections open at once; more are refused with a clear answer.
     pub max_connections: usize,
     /// Connections open at once from one IP address.
@@ -73,8 +81,10 @@ pub struct ServerConfig {
     /// Time a handler has to answer one request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Serve Prometheus metrics at `GET /metrics` over HTTP on this
-    /// `host:port` (see [`metrics`](crate::metrics)). Off by default.
+    /// Serve Prometheus metrics at `GET /metrics`, and health checks at
+    /// `GET /healthz` (alive) and `GET /readyz` (not shutting down), over
+    /// HTTP on this `host:port` (see [`metrics`](crate::metrics)). Off by
+    /// default.
     pub metrics_address: Option<String>,
 }
 
@@ -87,6 +97,7 @@ impl Default for ServerConfig {
             preface_timeout: Duration::from_secs(2),
             heartbeat_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             max_pending: 8192,

@@ -260,3 +260,22 @@ fn connection_settings_are_checked_by_the_transport_and_named_by_section() {
         assert_eq!(error, format!("invalid configuration: {expected}"));
     }
 }
+
+#[test]
+fn drain_delay_defaults_to_zero_and_is_at_most_a_day() {
+    assert_eq!(NetworkConfig::default().server.drain_delay, Duration::ZERO);
+    NetworkConfig::default().validate().unwrap();
+    let config = NetworkConfig::from_toml_str("[server]\ndrain_delay = \"1500ms\"\n").unwrap();
+    assert_eq!(config.server.drain_delay, Duration::from_millis(1500));
+    config.validate().unwrap();
+    let from_env =
+        NetworkConfig::load(None, env(&[("NETPROTO__SERVER__DRAIN_DELAY", "5s")])).unwrap();
+    assert_eq!(from_env.server.drain_delay, Duration::from_secs(5));
+    let mut long = NetworkConfig::default();
+    long.server.drain_delay = Duration::from_secs(24 * 60 * 60 + 1);
+    let error = long.validate().unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "invalid configuration: server.drain_delay must be at most one day"
+    );
+}

@@ -83,7 +83,8 @@ fn check_server(s: &ServerConfig) -> Result<()> {
     ] {
         duration(value, name)?;
     }
-    Ok(())
+    // No delay is a valid choice: nothing watches readiness.
+    at_most_a_day(s.drain_delay, "server.drain_delay")
 }
 
 /// The client's own settings (not those of its connection).
@@ -180,6 +181,10 @@ fn duration(value: Duration, name: &str) -> Result<()> {
     if value.is_zero() {
         return Err(Error::Invalid(format!("{name} must not be 0")));
     }
+    at_most_a_day(value, name)
+}
+
+fn at_most_a_day(value: Duration, name: &str) -> Result<()> {
     if value > netproto_transport::MAX_DURATION {
         return Err(Error::Invalid(format!("{name} must be at most one day")));
     }
