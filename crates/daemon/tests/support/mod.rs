@@ -81,6 +81,9 @@ pub(crate) struct ServerProcess {
     pub(crate) addr: SocketAddr,
     /// Its Noise public key (hex), in Noise mode.
     pub(crate) public_key: Option<String>,
+    /// Where it serves metrics and health checks, with
+    /// `server.metrics_address` set.
+    pub(crate) metrics: Option<SocketAddr>,
     /// Its process id, for `/proc`.
     pub(crate) pid: u32,
     /// Its security mode.
@@ -184,11 +187,17 @@ impl ServerProcess {
             .env("HOME", &dir)
             // The environment layer of the configuration, over the file.
             .env("NETPROTO__LOGGING__FORMAT", "json")
-            .env("NETPROTO__LOGGING__LEVEL", "info")
+            .env(
+                "NETPROTO__LOGGING__LEVEL",
+                settings
+                    .0
+                    .get(&("logging", "level"))
+                    .map_or("info", |level| level.trim_matches('"')),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if mode == "noise" {
+        if mode == "noise" && !settings.0.contains_key(&("security", "key_file")) {
             command.arg("--ephemeral-key");
         }
         let mut child = command.spawn().unwrap();
@@ -199,6 +208,7 @@ impl ServerProcess {
         let lines = log.clone();
         std::thread::spawn(move || {
             let mut key = None;
+            let mut metrics = None;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
@@ -206,9 +216,13 @@ impl ServerProcess {
                     if let Some(k) = fields["public_key"].as_str() {
                         key = Some(k.to_owned());
                     }
-                    if fields["message"] == "listening" {
-                        let address = fields["address"].as_str().unwrap_or_default().to_owned();
-                        let _ = found.send((address, key.clone()));
+                    let message = fields["message"].as_str().unwrap_or_default();
+                    let address = fields["address"].as_str().unwrap_or_default().to_owned();
+                    if message.starts_with("metrics at") {
+                        metrics = address.parse().ok();
+                    }
+                    if message == "listening" {
+                        let _ = found.send((address, key.clone(), metrics));
                     }
                 }
                 lines.lock().unwrap().push(line);
@@ -218,16 +232,18 @@ impl ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_key: None,
+            metrics: None,
             pid,
             mode: mode.to_owned(),
             log,
             dir,
         };
-        let Ok((address, key)) = wait.recv_timeout(START_LIMIT) else {
+        let Ok((address, key, metrics)) = wait.recv_timeout(START_LIMIT) else {
             panic!("the server did not start: {:?}", server.log_lines());
         };
         server.addr = address.parse().unwrap();
         server.public_key = key;
+        server.metrics = metrics;
         server
     }
 
@@ -240,6 +256,30 @@ impl ServerProcess {
         config.client.auto_reconnect = false;
         config.client.response_timeout = Duration::from_secs(10);
         config
+    }
+
+    /// Sends the process the signal `name` (`TERM`, `KILL`, `STOP`, ...).
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {}: {status}", self.pid);
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, if it did.
+    pub(crate) fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The server's log so far.
