@@ -1,8 +1,8 @@
 //! `netproto bench`: a load generator with a latency histogram.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -13,8 +13,16 @@ use hdrhistogram::Histogram;
 use netproto_daemon::Client;
 use netproto_daemon::metrics::Samples;
 use netproto_wire::MessageType;
+use tokio::time::Instant;
 
 use crate::TargetArgs;
+
+mod tally;
+
+use tally::{ErrorKind, Tally, histogram};
+
+/// Time the connections get to close at the end of the run.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
@@ -29,9 +37,11 @@ pub(crate) struct BenchArgs {
     /// Payload bytes of each ECHO request.
     #[arg(long, default_value_t = 64)]
     size: usize,
-    /// How long to run, e.g. `10s` or `500ms` (ignored with --count).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    duration: Duration,
+    /// How long to send requests, e.g. `10s` or `500ms` (5s without
+    /// --count; with --count, the longest the run sends). Requests still in
+    /// flight then get the rest of their `client.response_timeout`.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// Stop after this many requests instead of after a duration.
     #[arg(long)]
     count: Option<u64>,
@@ -149,9 +159,79 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Latencies are recorded in nanoseconds, 1 ns to 60 s, 3 significant digits.
-fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
+/// What every worker of a run shares.
+struct Plan {
+    /// Requests in flight on each connection.
+    in_flight: usize,
+    payload: Bytes,
+    /// Requests issued so far, over all workers (one more per worker once
+    /// `limit` is reached).
+    issued: Arc<AtomicU64>,
+    /// No request is issued once `issued` reaches it.
+    limit: u64,
+    /// The end of the window: no request is issued after it.
+    deadline: Option<Instant>,
+    /// The deadline plus one response timeout: requests still unanswered
+    /// then are counted as timed out (the client fails each at its
+    /// timeout; this only makes sure the run ends).
+    hard_stop: Option<Instant>,
+}
+
+impl Plan {
+    /// Whether one more request may be issued now.
+    fn may_issue(&self) -> bool {
+        self.deadline
+            .is_none_or(|deadline| Instant::now() < deadline)
+            && self.issued.fetch_add(1, Ordering::Relaxed) < self.limit
+    }
+}
+
+/// Keeps `in_flight` requests going on one connection until the plan says
+/// stop, then waits for those in flight (until the hard stop at most).
+async fn worker(client: Arc<Client>, plan: Arc<Plan>) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new()?;
+    let issue = || {
+        let client = client.clone();
+        let payload = plan.payload.clone();
+        async move {
+            let sent = Instant::now();
+            let reply = client.request_raw(MessageType::ECHO, payload).await;
+            (sent, reply)
+        }
+    };
+    let hard_stop = tokio::time::sleep_until(plan.hard_stop.unwrap_or_else(Instant::now));
+    tokio::pin!(hard_stop);
+    let mut running = FuturesUnordered::new();
+    let mut issuing = true;
+    loop {
+        while issuing && running.len() < plan.in_flight {
+            issuing = plan.may_issue();
+            if issuing {
+                tally.sent += 1;
+                running.push(issue());
+            }
+        }
+        tokio::select! {
+            biased;
+            next = running.next() => {
+                let Some((sent, reply)) = next else { break };
+                match reply {
+                    Ok(reply) if reply.payload.len() == plan.payload.len() => {
+                        let now = Instant::now();
+                        let in_window = plan.deadline.is_none_or(|deadline| now <= deadline);
+                        tally.answered(now - sent, in_window);
+                    }
+                    Ok(_) => tally.failed(ErrorKind::Other, 1),
+                    Err(error) => tally.failed(ErrorKind::of(&error), 1),
+                }
+            }
+            () = &mut hard_stop, if plan.hard_stop.is_some() => {
+                tally.failed(ErrorKind::Timeout, running.len() as u64);
+                break;
+            }
+        }
+    }
+    Ok(tally)
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -161,7 +241,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
     config.transport.inbound_limit = config.transport.inbound_limit.max(args.in_flight);
-    let payload = Bytes::from(vec![b'x'; args.size]);
+    let response_timeout = config.client.response_timeout;
+    let duration = match args.count {
+        Some(_) => args.duration,
+        None => Some(args.duration.unwrap_or(Duration::from_secs(5))),
+    };
     let before = scrape(&args).await?;
 
     let mut clients = Vec::with_capacity(args.connections);
@@ -172,118 +256,37 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .context("connecting to the server")?,
         ));
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let limit = args.count.unwrap_or(u64::MAX);
     let start = Instant::now();
-    let deadline = start + args.duration;
+    let deadline = duration.map(|duration| start + duration);
+    let plan = Arc::new(Plan {
+        in_flight: args.in_flight,
+        payload: Bytes::from(vec![b'x'; args.size]),
+        issued: Arc::new(AtomicU64::new(0)),
+        limit: args.count.unwrap_or(u64::MAX),
+        deadline,
+        hard_stop: deadline.map(|deadline| deadline + response_timeout),
+    });
     // One task per connection keeps `in_flight` requests going on it, and
-    // one histogram per connection records them.
+    // counts them.
     let mut workers = tokio::task::JoinSet::new();
     for client in &clients {
-        let client = client.clone();
-        let payload = payload.clone();
-        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
-        let count_mode = args.count.is_some();
-        let in_flight = args.in_flight;
-        workers.spawn(async move {
-            let mut hist = histogram()?;
-            let issue = || {
-                let client = client.clone();
-                let payload = payload.clone();
-                async move {
-                    let sent = Instant::now();
-                    let reply = client.request_raw(MessageType::ECHO, payload).await;
-                    (sent, reply)
-                }
-            };
-            let mut running = FuturesUnordered::new();
-            let mut issuing = true;
-            loop {
-                while issuing && running.len() < in_flight {
-                    if stop.load(Ordering::Relaxed)
-                        || (!count_mode && Instant::now() >= deadline)
-                        || done.fetch_add(1, Ordering::Relaxed) >= limit
-                    {
-                        issuing = false;
-                    } else {
-                        running.push(issue());
-                    }
-                }
-                let Some((sent, reply)) = running.next().await else {
-                    break;
-                };
-                match reply {
-                    Ok(reply) if reply.payload.len() == payload.len() => {
-                        let ns = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        hist.saturating_record(ns.max(1));
-                    }
-                    Ok(_) | Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            anyhow::Ok(hist)
-        });
+        workers.spawn(worker(client.clone(), plan.clone()));
     }
-    let progress =
-        indicatif::ProgressBar::new(args.count.unwrap_or(args.duration.as_millis() as u64));
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    if args.json {
-        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let ticker = {
-        let progress = progress.clone();
-        let done = done.clone();
-        let count_mode = args.count.is_some();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let n = done.load(Ordering::Relaxed);
-                let elapsed = start.elapsed();
-                progress.set_position(if count_mode {
-                    n.min(limit)
-                } else {
-                    elapsed.as_millis() as u64
-                });
-                progress.set_message(format!(
-                    "{:.0} req/s",
-                    n as f64 / elapsed.as_secs_f64().max(1e-9)
-                ));
-            }
-        })
-    };
-    let mut total = histogram()?;
+    let progress = Progress::start(&args, duration, start, plan.issued.clone());
+    let mut total = Tally::new()?;
     while let Some(result) = workers.join_next().await {
-        let hist = result.context("a bench worker panicked")??;
-        total.add(&hist)?;
+        let tally = result.context("a bench worker panicked")??;
+        total.add(&tally)?;
     }
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed();
-    ticker.abort();
-    progress.finish_and_clear();
-    for client in &clients {
-        let _ = client.close().await;
+    let end = Instant::now();
+    progress.finish();
+    let closing = futures::future::join_all(clients.iter().map(|client| client.close()));
+    if tokio::time::timeout(CLOSE_LIMIT, closing).await.is_err() {
+        tracing::warn!("the connections did not close in time; dropping them");
     }
+    drop(clients);
     let server = match before {
-        Some(before) => {
-            // The server folds a connection's traffic in when it ends: wait
-            // (briefly) until the bench's connections are gone.
-            let open = |s: &Samples| s.sum(netproto_daemon::metrics::CONNECTIONS_OPEN);
-            let mut after = scrape(&args).await?.unwrap_or_default();
-            for _ in 0..20 {
-                if open(&after) <= open(&before) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                after = scrape(&args).await?.unwrap_or_default();
-            }
-            Some(server_view(&before, &after))
-        }
+        Some(before) => server_after(&args, &before).await,
         None => None,
     };
     let baseline = if args.baseline {
@@ -291,40 +294,133 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    report(
-        &args,
-        &total,
-        errors.load(Ordering::Relaxed),
-        elapsed,
-        baseline.as_ref(),
-        server.as_ref(),
-    );
+    let window = deadline.map_or(end, |deadline| deadline.min(end)) - start;
+    let times = Times {
+        window,
+        wall: end - start,
+    };
+    report(&args, &total, times, baseline.as_ref(), server.as_ref());
     Ok(())
 }
 
+/// The progress bar, updated five times a second (hidden with `--json`).
+struct Progress {
+    bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(
+        args: &BenchArgs,
+        duration: Option<Duration>,
+        start: Instant,
+        issued: Arc<AtomicU64>,
+    ) -> Self {
+        let count = args.count;
+        let length = count.unwrap_or_else(|| duration.unwrap_or_default().as_millis() as u64);
+        let bar = indicatif::ProgressBar::new(length);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        if args.json {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let progress = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let n = issued.load(Ordering::Relaxed);
+                let elapsed = start.elapsed();
+                progress.set_position(match count {
+                    Some(limit) => n.min(limit),
+                    None => elapsed.as_millis() as u64,
+                });
+                progress.set_message(format!(
+                    "{:.0} req/s",
+                    n as f64 / elapsed.as_secs_f64().max(1e-9)
+                ));
+            }
+        });
+        Self { bar, ticker }
+    }
+
+    fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The server's view of the run: a second scrape, once the bench's
+/// connections are gone (the server folds a connection's traffic in when it
+/// ends), waiting for that briefly. `None` (and a warning) when the server
+/// cannot be scraped any more.
+async fn server_after(args: &BenchArgs, before: &Samples) -> Option<serde_json::Value> {
+    let open = |s: &Samples| s.sum(netproto_daemon::metrics::CONNECTIONS_OPEN);
+    let mut tries = 0;
+    loop {
+        let after = match scrape(args).await {
+            Ok(after) => after.unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "no server metrics after the run"
+                );
+                return None;
+            }
+        };
+        tries += 1;
+        if open(&after) <= open(before) || tries > 20 {
+            return Some(server_view(before, &after));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long the run took.
+#[derive(Clone, Copy)]
+struct Times {
+    /// The window over which throughput is computed: from the first request
+    /// to the end of `--duration` (or to the last answer, if earlier).
+    window: Duration,
+    /// From the first request to the last answer or failure.
+    wall: Duration,
+}
+
+/// Prints the result. Every request sent is counted once: answered (`ok`,
+/// also `requests`) or failed (`errors`, by kind). The throughput is the
+/// answers that arrived within the window, over the window.
 #[allow(clippy::print_stdout)] // printing results is the CLI's job
 fn report(
     args: &BenchArgs,
-    hist: &Histogram<u64>,
-    errors: u64,
-    elapsed: Duration,
+    tally: &Tally,
+    times: Times,
     baseline: Option<&Histogram<u64>>,
     server: Option<&serde_json::Value>,
 ) {
-    let ok = hist.len();
-    let rate = ok as f64 / elapsed.as_secs_f64();
+    let hist = &tally.latency;
+    let (ok, errors) = (tally.ok(), tally.errors());
+    let rate = tally.ok_in_window as f64 / times.window.as_secs_f64().max(1e-9);
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     let base_p50 = baseline.map(|b| b.value_at_quantile(0.5) as f64 / 1e3);
     if args.json {
+        let by_kind: serde_json::Map<String, serde_json::Value> = tally
+            .by_kind()
+            .map(|(kind, n)| (kind.name().to_owned(), n.into()))
+            .collect();
         let json = serde_json::json!({
             "raw_tcp_ping_pong_p50_us": base_p50,
             "p50_vs_raw_tcp": base_p50.map(|b| us(0.5) / b),
             "connections": args.connections,
             "in_flight_per_connection": args.in_flight,
             "payload_bytes": args.size,
+            "sent": tally.sent,
+            "ok": ok,
             "requests": ok,
             "errors": errors,
-            "seconds": elapsed.as_secs_f64(),
+            "errors_by_kind": by_kind,
+            "seconds": times.window.as_secs_f64(),
+            "wall_seconds": times.wall.as_secs_f64(),
             "requests_per_second": rate,
             "latency_us": {
                 "p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "p99_9": us(0.999),
@@ -336,11 +432,25 @@ fn report(
         return;
     }
     println!(
-        "{ok} requests in {:.2} s over {} connections x {} in flight, {} errors",
-        elapsed.as_secs_f64(),
+        "{ok} requests in {:.2} s over {} connections x {} in flight, {errors} errors",
+        times.window.as_secs_f64(),
         args.connections,
         args.in_flight,
-        errors
+    );
+    let kinds: Vec<String> = tally
+        .by_kind()
+        .filter(|(_, n)| *n > 0)
+        .map(|(kind, n)| format!("{} {n}", kind.name()))
+        .collect();
+    println!(
+        "sent {}: {ok} answered, {errors} failed{}; the run took {:.2} s",
+        tally.sent,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        },
+        times.wall.as_secs_f64()
     );
     println!("throughput: {rate:.0} requests/s");
     println!(

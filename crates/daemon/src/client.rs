@@ -1,16 +1,19 @@
 //! The client: connection with timeouts, requests in flight, reconnection.
 
-use netproto_transport::sync::lock;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use netproto_crypto::PublicKey;
 use netproto_dispatch::{Correlator, CorrelatorConfig, Unsolicited};
 use netproto_transport::Connector;
+use netproto_transport::sync::lock;
 use netproto_wire::Message;
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::config::{ClientConfig, SecurityConfig, TransportConfig};
@@ -19,10 +22,6 @@ use crate::{Error, NetworkConfig, Result};
 
 /// Longest wait between two connection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
-
-struct Live {
-    correlator: Arc<Correlator>,
-}
 
 /// Logs messages the server sends without a request (this client has no
 /// use for them), so that none vanishes without a trace and the queue never
@@ -33,27 +32,110 @@ async fn drain_unsolicited(mut unsolicited: Unsolicited) {
     }
 }
 
-/// A netproto client: one connection to one server, many requests in flight.
-///
-/// After the connection is lost, every pending request fails with a clear
-/// error; with `auto_reconnect` the next request connects again, with
-/// exponential backoff and jitter, up to `max_reconnect_attempts`.
-pub struct Client {
+/// Why a reconnection round ended without a connection, as every request
+/// that waited for it sees it.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// Every attempt failed, or one failed that retrying would not help.
+    GaveUp { attempts: u32, last: Arc<Error> },
+    /// The client was closed (or dropped) while connecting.
+    Closed,
+}
+
+impl Failure {
+    /// The error for one waiting request: [`Error::KeyChanged`] as it is
+    /// (it is never retried), [`Error::GaveUp`] otherwise.
+    fn to_error(&self) -> Error {
+        match self {
+            Self::GaveUp { attempts, last } => match &**last {
+                Error::KeyChanged {
+                    address,
+                    presented,
+                    known,
+                    file,
+                } => Error::KeyChanged {
+                    address: address.clone(),
+                    presented: presented.clone(),
+                    known: known.clone(),
+                    file: file.clone(),
+                },
+                _ => Error::GaveUp {
+                    attempts: *attempts,
+                    last: last.clone(),
+                },
+            },
+            Self::Closed => Error::Dispatch(netproto_dispatch::Error::Closed),
+        }
+    }
+}
+
+/// What a reconnection round ends with.
+type Outcome = std::result::Result<Arc<Correlator>, Failure>;
+
+/// A reconnection round under way, which every request that needs the
+/// connection meanwhile waits for (a spawned task, so that a request that
+/// stops waiting does not stop it).
+type Round = Shared<BoxFuture<'static, Outcome>>;
+
+/// The client's connection, as requests find it.
+enum Link {
+    /// Not connected, and no attempt under way: the next request starts one.
+    Down,
+    /// Connected.
+    Up(Arc<Correlator>),
+    /// A reconnection round is under way.
+    Connecting {
+        /// Which round, so that a round ends only its own state.
+        id: u64,
+        /// Its outcome, for the requests that wait for it.
+        round: Round,
+        /// Stops it when the client is closed or dropped.
+        task: AbortHandle,
+    },
+}
+
+/// What the client and its reconnection rounds share.
+struct Inner {
     settings: ClientConfig,
     dialer: Dialer,
-    live: Mutex<Option<Live>>,
-    /// The live correlator, for requests to reach without waiting on `live`
-    /// (which is held while reconnecting); always `live`'s, or `None`.
-    current: std::sync::Mutex<Option<Arc<Correlator>>>,
-    replies: std::sync::Mutex<VecDeque<JoinHandle<Result<Message>>>>,
+    link: std::sync::Mutex<Link>,
+    rounds: AtomicU64,
     server_key: std::sync::Mutex<Option<PublicKey>>,
+}
+
+/// A netproto client: one connection to one server, many requests in flight.
+///
+/// - When the connection is lost, every pending request fails at once with
+///   the lost connection ([`netproto_dispatch::Error::Disconnected`]); a
+///   server that stops answering fails each request at its
+///   `response_timeout` ([`netproto_dispatch::Error::Timeout`]).
+/// - The next request connects again: one reconnection round of up to
+///   `max_reconnect_attempts` attempts (one without `auto_reconnect`), with
+///   exponential backoff and jitter from `reconnect_delay`, each attempt
+///   within `connection_timeout`. Every request that needs the connection
+///   meanwhile waits for that same round; when it fails, they all fail with
+///   [`Error::GaveUp`] and the last attempt's error, and the request after
+///   that starts a new round.
+/// - A request takes at most `response_timeout` in all, waiting for a
+///   connection included.
+pub struct Client {
+    inner: Arc<Inner>,
+    replies: std::sync::Mutex<VecDeque<JoinHandle<Result<Message>>>>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("address", &self.settings.address)
+            .field("address", &self.inner.settings.address)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Link::Connecting { task, .. } = &*lock(&self.inner.link) {
+            task.abort();
+        }
     }
 }
 
@@ -75,35 +157,37 @@ impl Client {
             &settings.address,
         )?;
         let client = Self {
-            settings,
-            dialer,
-            live: Mutex::new(None),
-            current: std::sync::Mutex::new(None),
+            inner: Arc::new(Inner {
+                settings,
+                dialer,
+                link: std::sync::Mutex::new(Link::Down),
+                rounds: AtomicU64::new(0),
+                server_key: std::sync::Mutex::new(None),
+            }),
             replies: std::sync::Mutex::new(VecDeque::new()),
-            server_key: std::sync::Mutex::new(None),
         };
-        client.correlator().await?;
+        client.connected().await?;
         Ok(client)
     }
 
     /// The server's Noise public key, once connected in Noise mode.
     pub fn server_key(&self) -> Option<PublicKey> {
-        *lock(&self.server_key)
+        *lock(&self.inner.server_key)
     }
 
-    /// Sends `message` as a request and waits for the answer.
+    /// Sends `message` as a request and waits for the answer, for at most
+    /// `response_timeout` in all.
     ///
     /// # Errors
     ///
     /// [`Error::Dispatch`] with the server's error (code and text), a
-    /// timeout, or the lost connection; connection errors as for
+    /// timeout (also when no connection came within the time), or the lost
+    /// connection; the errors of a reconnection as for
     /// [`connect`](Self::connect).
     pub async fn request(&self, message: &Message) -> Result<Message> {
-        let correlator = self.correlator().await?;
-        let result = correlator
-            .request_with_timeout(message, self.settings.response_timeout)
-            .await;
-        self.forget_if_lost(&correlator, &result).await;
+        let (correlator, timeout) = self.ready().await?;
+        let result = correlator.request_with_timeout(message, timeout).await;
+        self.forget_if_lost(&correlator, &result);
         Ok(result?)
     }
 
@@ -118,26 +202,46 @@ impl Client {
         msg_type: netproto_wire::MessageType,
         payload: bytes::Bytes,
     ) -> Result<netproto_wire::Envelope> {
-        let correlator = self.correlator().await?;
+        let (correlator, timeout) = self.ready().await?;
         let result = correlator
-            .request_raw_with_timeout(msg_type, payload, self.settings.response_timeout)
+            .request_raw_with_timeout(msg_type, payload, timeout)
             .await;
-        self.forget_if_lost(&correlator, &result).await;
+        self.forget_if_lost(&correlator, &result);
         Ok(result?)
+    }
+
+    /// The live connection and the time the request has left for its
+    /// answer: all of `response_timeout` when connected, what is left of it
+    /// after waiting for a reconnection otherwise.
+    async fn ready(&self) -> Result<(Arc<Correlator>, Duration)> {
+        let timeout = self.inner.settings.response_timeout;
+        if let Link::Up(correlator) = &*lock(&self.inner.link) {
+            return Ok((correlator.clone(), timeout));
+        }
+        let start = Instant::now();
+        let correlator = tokio::time::timeout_at(start + timeout, self.connected())
+            .await
+            .map_err(|_| netproto_dispatch::Error::Timeout(timeout))??;
+        let left = timeout.saturating_sub(start.elapsed());
+        Ok((correlator, left.max(Duration::from_millis(1))))
     }
 
     /// Forgets the connection when a request's result says it takes no more
     /// requests, so that the next request reconnects.
-    async fn forget_if_lost<T>(
+    fn forget_if_lost<T>(
         &self,
-        correlator: &Arc<Correlator>,
+        dead: &Arc<Correlator>,
         result: &std::result::Result<T, netproto_dispatch::Error>,
     ) {
         if result
             .as_ref()
             .is_err_and(netproto_dispatch::Error::is_connection_lost)
         {
-            self.forget(correlator).await;
+            let mut link = lock(&self.inner.link);
+            if matches!(&*link, Link::Up(live) if Arc::ptr_eq(live, dead)) {
+                tracing::debug!("connection lost; the next request reconnects");
+                *link = Link::Down;
+            }
         }
     }
 
@@ -146,11 +250,10 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// Connection errors; [`Error::Timeout`] if the request could not be
-    /// queued within `operation_timeout`.
+    /// The errors of a reconnection, as for [`connect`](Self::connect).
     pub async fn send(self: &Arc<Self>, message: Message) -> Result<()> {
         // Connect (or fail) now, so that send reports connection errors.
-        self.correlator().await?;
+        self.connected().await?;
         let this = self.clone();
         let reply = tokio::spawn(async move { this.request(&message).await });
         lock(&self.replies).push_back(reply);
@@ -172,45 +275,75 @@ impl Client {
         }
     }
 
-    /// Closes the connection after everything queued is sent.
+    /// Closes the connection after the pending requests are answered (each
+    /// within its timeout) and everything queued is sent; stops a
+    /// reconnection under way, whose waiting requests fail with
+    /// [`netproto_dispatch::Error::Closed`]. A later request connects again.
     ///
     /// # Errors
     ///
     /// None in practice: closing an already closed connection succeeds.
     pub async fn close(&self) -> Result<()> {
-        let mut live = self.live.lock().await;
-        self.set_current(None);
-        if let Some(live) = live.take() {
-            let _ = live.correlator.close().await;
+        let previous = std::mem::replace(&mut *lock(&self.inner.link), Link::Down);
+        match previous {
+            Link::Up(correlator) => {
+                let _ = correlator.close().await;
+            }
+            Link::Connecting { task, .. } => task.abort(),
+            Link::Down => {}
         }
         Ok(())
     }
 
-    fn set_current(&self, correlator: Option<Arc<Correlator>>) {
-        *lock(&self.current) = correlator;
+    /// The live connection; when there is none, waits for the reconnection
+    /// round under way, starting one if needed.
+    async fn connected(&self) -> Result<Arc<Correlator>> {
+        let round = {
+            let mut link = lock(&self.inner.link);
+            match &*link {
+                Link::Up(correlator) => return Ok(correlator.clone()),
+                Link::Connecting { round, .. } => round.clone(),
+                Link::Down => {
+                    // The round cannot end before `link` says it is under
+                    // way: ending it takes this lock.
+                    let id = self.inner.rounds.fetch_add(1, Ordering::Relaxed);
+                    let task = tokio::spawn(self.inner.clone().reconnect(id));
+                    let abort = task.abort_handle();
+                    let round = task
+                        .map(|joined| joined.unwrap_or(Err(Failure::Closed)))
+                        .boxed()
+                        .shared();
+                    *link = Link::Connecting {
+                        id,
+                        round: round.clone(),
+                        task: abort,
+                    };
+                    round
+                }
+            }
+        };
+        round.await.map_err(|failure| failure.to_error())
+    }
+}
+
+impl Inner {
+    /// One reconnection round: attempts with backoff until one succeeds,
+    /// `max_reconnect_attempts` have failed (one without `auto_reconnect`),
+    /// or one fails in a way that retrying would not help. Leaves the link
+    /// up, or down for the next request to start another round.
+    async fn reconnect(self: Arc<Self>, id: u64) -> Outcome {
+        let outcome = self.attempts().await;
+        let mut link = lock(&self.link);
+        if matches!(&*link, Link::Connecting { id: current, .. } if *current == id) {
+            *link = match &outcome {
+                Ok(correlator) => Link::Up(correlator.clone()),
+                Err(_) => Link::Down,
+            };
+        }
+        outcome
     }
 
-    async fn forget(&self, dead: &Arc<Correlator>) {
-        let mut live = self.live.lock().await;
-        if live
-            .as_ref()
-            .is_some_and(|l| Arc::ptr_eq(&l.correlator, dead))
-        {
-            self.set_current(None);
-            *live = None;
-        }
-    }
-
-    /// The live connection, connecting (with retries) if there is none.
-    async fn correlator(&self) -> Result<Arc<Correlator>> {
-        let current = lock(&self.current).clone();
-        if let Some(correlator) = current {
-            return Ok(correlator);
-        }
-        let mut live = self.live.lock().await;
-        if let Some(l) = live.as_ref() {
-            return Ok(l.correlator.clone());
-        }
+    async fn attempts(&self) -> Outcome {
         let c = &self.settings;
         let attempts = if c.auto_reconnect {
             c.max_reconnect_attempts
@@ -222,18 +355,18 @@ impl Client {
         loop {
             attempt += 1;
             match self.connect_once().await {
-                Ok(fresh) => {
-                    let correlator = fresh.correlator.clone();
-                    self.set_current(Some(correlator.clone()));
-                    *live = Some(fresh);
-                    return Ok(correlator);
-                }
-                Err(error @ Error::KeyChanged { .. }) => return Err(error),
-                // What would fail again as it is is not retried.
+                Ok(correlator) => return Ok(correlator),
+                // What would fail again as it is (a changed server key,
+                // say) is not retried.
                 Err(error) if attempt >= attempts || !error.is_retryable() => {
-                    return Err(Error::GaveUp {
+                    let mut cause: &dyn std::error::Error = &error;
+                    while let Some(source) = cause.source() {
+                        cause = source;
+                    }
+                    tracing::warn!(%error, %cause, attempts = attempt, address = %c.address, "cannot connect to the server; giving up");
+                    return Err(Failure::GaveUp {
                         attempts: attempt,
-                        last: Box::new(error),
+                        last: Arc::new(error),
                     });
                 }
                 Err(error) => {
@@ -245,14 +378,12 @@ impl Client {
         }
     }
 
-    async fn connect_once(&self) -> Result<Live> {
+    async fn connect_once(&self) -> Result<Arc<Correlator>> {
         let (correlator, key) = self.dialer.dial(&self.settings.address).await?;
         if let Some(key) = key {
             *lock(&self.server_key) = Some(key);
         }
-        Ok(Live {
-            correlator: Arc::new(correlator),
-        })
+        Ok(Arc::new(correlator))
     }
 }
 

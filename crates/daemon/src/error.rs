@@ -54,14 +54,16 @@ pub enum Error {
     /// Logging was already initialised.
     #[error("logging already initialised")]
     LoggingInit,
-    /// Every reconnection attempt failed.
+    /// Every reconnection attempt failed, or one failed in a way that
+    /// retrying would not help. Every request that waited for the same
+    /// reconnection gets this error, sharing `last`.
     #[error("gave up after {attempts} connection attempts")]
     GaveUp {
         /// How many attempts were made.
         attempts: u32,
         /// The last failure.
         #[source]
-        last: Box<Self>,
+        last: std::sync::Arc<Self>,
     },
     /// The operation did not complete in time.
     #[error("{0} timed out")]

@@ -823,3 +823,34 @@ async fn serve_reports_a_failed_connection() {
     );
     drop(client);
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_behind_a_full_send_queue_time_out_on_time() {
+    let mut config = ConnectionConfig::default();
+    config.backpressure_limit = 2;
+    config.inbound_limit = 1;
+    config.heartbeat_interval = None;
+    let (client, server) = pair_with(ClientSecurity::Plain, ServerSecurity::Plain, config).await;
+    let mut correlate = CorrelatorConfig::default();
+    correlate.request_timeout = Duration::from_secs(1);
+    let (client, _unsolicited) = Correlator::new(client, &correlate).unwrap();
+    let client = Arc::new(client);
+    // The server never reads: the pipe, its inbound queue and then the
+    // client's send queue fill up, and later requests wait to be queued.
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..32 {
+        let client = client.clone();
+        tasks.spawn(async move { client.request(&custom("ANY", vec![0; 64 * 1024])).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let result = done.unwrap();
+        assert!(
+            matches!(result, Err(Error::Timeout(d)) if d == Duration::from_secs(1)),
+            "{result:?}"
+        );
+    }
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(client.pending(), 0);
+    drop(server);
+}

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,7 +55,8 @@ impl Unsolicited {
 /// - A response completes its request; an error frame fails it with
 ///   [`Error::Remote`], carrying the peer's code and text.
 /// - A request without an answer within its timeout fails with
-///   [`Error::Timeout`].
+///   [`Error::Timeout`], also when it is still waiting to be queued (the
+///   send queue is full while the peer does not read).
 /// - When the connection ends, every pending request fails with
 ///   [`Error::Disconnected`], whose source says why. None is silently lost.
 /// - After the peer's [`GoAway`], new requests and pending ones above its
@@ -296,6 +298,25 @@ impl Correlator {
         Error::Transport(error)
     }
 
+    /// Queues a request, waiting while the send queue is full, but not
+    /// past its `deadline` (a peer that stopped reading fills the queue):
+    /// then it has timed out. A timer is armed only when the queue is full.
+    async fn send_by(
+        &self,
+        envelope: Envelope,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let mut send = std::pin::pin!(self.sender.send(envelope));
+        let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+            Poll::Ready(sent) => sent,
+            Poll::Pending => tokio::time::timeout_at(deadline, send)
+                .await
+                .map_err(|_| Error::Timeout(timeout))?,
+        };
+        sent.map_err(|error| self.send_error(error))
+    }
+
     async fn call(
         &self,
         msg_type: MessageType,
@@ -335,9 +356,7 @@ impl Correlator {
             armed: true,
         };
         let envelope = Envelope::new(id, msg_type, payload);
-        if let Err(error) = self.sender.send(envelope).await {
-            return Err(self.send_error(error));
-        }
+        self.send_by(envelope, deadline, timeout).await?;
         // The reader answers, or the sweeper fails it at its deadline.
         let result = match rx.await {
             Ok(result) => {
