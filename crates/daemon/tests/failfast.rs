@@ -236,6 +236,30 @@ fn bench_while(
     after: Duration,
 ) -> serde_json::Map<String, serde_json::Value> {
     let server = ServerProcess::start("plain", &Settings::default());
+    bench_against(server, signal_name, duration, timeout, after, &[]).kinds
+}
+
+/// What [`bench_against`] saw.
+struct BenchRun {
+    /// The bench's errors by kind.
+    kinds: serde_json::Map<String, serde_json::Value>,
+    /// The server, unless it was killed.
+    server: Option<ServerProcess>,
+    /// When the server was signalled.
+    signalled: Instant,
+    /// When the server was seen to have exited, if it did during the run.
+    exited: Option<Instant>,
+}
+
+/// [`bench_while`] against `server`, with `env` for the bench.
+fn bench_against(
+    server: ServerProcess,
+    signal_name: &str,
+    duration: Duration,
+    timeout: Duration,
+    after: Duration,
+    env: &[(&str, &str)],
+) -> BenchRun {
     let limit = duration + timeout + SLACK;
     let start = Instant::now();
     let mut bench = Command::new(env!("CARGO_BIN_EXE_netproto"))
@@ -249,13 +273,22 @@ fn bench_while(
             "NETPROTO__CLIENT__RESPONSE_TIMEOUT",
             format!("{}ms", timeout.as_millis()),
         )
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read as it comes: a full pipe would stop the bench at its next line.
+    let mut stderr_pipe = bench.stderr.take().unwrap();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr_pipe, &mut text);
+        text
+    });
     std::thread::sleep(after);
-    let server = if signal_name == "KILL" {
+    let signalled = Instant::now();
+    let mut server = if signal_name == "KILL" {
         drop(server);
         None
     } else {
@@ -263,7 +296,14 @@ fn bench_while(
         Some(server)
     };
     let mut ran = None;
+    let mut exited = None;
     while start.elapsed() < limit + Duration::from_secs(60) {
+        if let Some(server) = &mut server
+            && exited.is_none()
+            && server.exit_within(Duration::ZERO).is_some()
+        {
+            exited = Some(Instant::now());
+        }
         if bench.try_wait().unwrap().is_some() {
             ran = Some(start.elapsed());
             break;
@@ -274,10 +314,12 @@ fn bench_while(
         let _ = bench.kill();
     }
     let output = bench.wait_with_output().unwrap();
-    if let Some(server) = server {
-        signal(&server, "CONT");
+    if let Some(server) = &server
+        && signal_name == "STOP"
+    {
+        signal(server, "CONT");
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr_reader.join().unwrap();
     let Some(ran) = ran else {
         panic!("the bench still ran after {limit:?} and a minute: {stderr}");
     };
@@ -297,7 +339,12 @@ fn bench_while(
     // The window is the duration asked for, whatever the wall time.
     let window = report["seconds"].as_f64().unwrap();
     assert!((window - duration.as_secs_f64()).abs() < 1e-6, "{report}");
-    kinds
+    BenchRun {
+        kinds,
+        server,
+        signalled,
+        exited,
+    }
 }
 
 #[test]
@@ -323,4 +370,52 @@ fn bench_ends_on_time_and_counts_every_request_when_the_server_stops() {
         Duration::from_millis(1000),
     );
     assert!(kinds["timeout"].as_u64().unwrap() > 0, "{kinds:?}");
+}
+
+#[test]
+fn sigterm_under_bench_load_drains_then_exits_0_and_every_request_ends_clearly() {
+    let _serial = serial();
+    let (drain, shutdown) = (Duration::from_secs(1), Duration::from_secs(2));
+    let settings = Settings::default()
+        .set("server", "drain_delay", "\"1s\"")
+        .set("server", "shutdown_timeout", "\"2s\"");
+    let server = ServerProcess::start("plain", &settings);
+    // Requests issued once the server is gone fail when their one
+    // reconnection attempt is refused, within the run.
+    let run = bench_against(
+        server,
+        "TERM",
+        Duration::from_secs(4),
+        Duration::from_secs(2),
+        Duration::from_millis(1500),
+        &[("NETPROTO__CLIENT__MAX_RECONNECT_ATTEMPTS", "1")],
+    );
+    let kinds = run.kinds;
+    let mut server = run.server.unwrap();
+    let status = server.exit_within(SLACK).expect("the server did not exit");
+    let took = run.exited.unwrap_or_else(Instant::now) - run.signalled;
+    println!("SIGTERM under bench: exit {status} after {took:?}; errors {kinds:?}");
+    assert!(status.success(), "exit status {status}");
+    assert!(took <= drain + shutdown, "the server took {took:?} to exit");
+    // Readiness failed first, then the goaway, then the end.
+    let log = server.log_lines();
+    let at = |text: &str| {
+        log.iter()
+            .position(|line| line.contains(text))
+            .unwrap_or_else(|| panic!("no {text:?} in the log: {log:?}"))
+    };
+    assert!(at("draining: not ready") < at("\"message\":\"shutting down\""));
+    assert!(at("\"message\":\"shutting down\"") < at("\"message\":\"stopped\""));
+    // Nothing the bench sent timed out or vanished: a request got its
+    // answer, or a clear going-away (or, once the server was gone, a
+    // refused reconnection).
+    let count = |kind: &str| {
+        kinds
+            .get(kind)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    for kind in ["timeout", "connection_lost", "remote", "other"] {
+        assert_eq!(count(kind), 0, "{kind}: {kinds:?}");
+    }
 }

@@ -110,7 +110,10 @@ impl Haproxy {
                 {
                     return (haproxy, addrs);
                 }
-                assert!(Instant::now() < deadline, "haproxy did not listen:\n{config}");
+                assert!(
+                    Instant::now() < deadline,
+                    "haproxy did not listen:\n{config}"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -175,7 +178,11 @@ fn toml_path(path: &Path) -> String {
 }
 
 fn echo(text: &str) -> Envelope {
-    Envelope::new(1, MessageType::new("ECHO").unwrap(), Bytes::from(text.to_owned()))
+    Envelope::new(
+        1,
+        MessageType::new("ECHO").unwrap(),
+        Bytes::from(text.to_owned()),
+    )
 }
 
 /// Connects a transport client from `local` (an address of 127.0.0.0/8) to
@@ -280,7 +287,10 @@ async fn tls_is_routed_by_sni_and_alpn_end_to_end() {
     let mut servers = Vec::new();
     let mut certs = BTreeMap::new();
     for name in names {
-        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         netproto(&[
             "certgen",
             "--name",
@@ -304,7 +314,10 @@ async fn tls_is_routed_by_sni_and_alpn_end_to_end() {
         rules.push_str(&format!(
             "    use_backend tls{i} if {{ req.ssl_sni -i {name} }} {{ req.ssl_alpn netproto/1 }}\n"
         ));
-        backends.push((["tls0", "tls1", "tls2"][i], format!("    server s{i} {}\n", server.addr)));
+        backends.push((
+            ["tls0", "tls1", "tls2"][i],
+            format!("    server s{i} {}\n", server.addr),
+        ));
     }
     let (_haproxy, addrs) = Haproxy::start(&[("sni", rules)], &backends);
     for name in names {
@@ -555,7 +568,10 @@ async fn a_draining_server_gets_no_new_connection_and_finishes_its_own() {
         "HAProxy sent the draining server a new connection"
     );
     // ... and the established ones, on it too, keep working.
-    assert!(signalled.elapsed() < Duration::from_millis(2500), "too slow to check in the delay");
+    assert!(
+        signalled.elapsed() < Duration::from_millis(2500),
+        "too slow to check in the delay"
+    );
     for client in &established {
         client.request(&Message::Ping).await.unwrap();
     }
