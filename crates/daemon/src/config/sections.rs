@@ -63,7 +63,8 @@ pub struct ServerConfig {
     /// Read a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy-v2`
     /// sends it) at the start of each connection from `trusted_proxies`,
     /// and treat the client address it carries as the peer's: in the
-    /// per-address limits, the logs and the handler's span. From a trusted
+    /// per-address and per-prefix limits, and as the `peer` of the
+    /// connection's log lines (its handlers' included). From a trusted
     /// source the header is required: a connection without a valid one is
     /// closed. Other sources are served as without it: a header from them
     /// fails their preface. Off by default. On a Unix socket listener
