@@ -15,13 +15,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::{closed_within, eventually};
 use netproto_daemon::{NetworkConfig, Server, ServerHandle};
 use netproto_dispatch::Dispatcher;
 use netproto_transport::{ClientSecurity, Connection, ConnectionConfig, Connector, Incoming, Io};
 use netproto_wire::{Message, PrefaceStatus};
 use ppp::v2::{Builder, Command, Protocol, Type, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
+
+mod common;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -158,27 +161,6 @@ fn is_busy(result: &Result<Connection, netproto_transport::Error>) -> bool {
             ..
         })
     )
-}
-
-/// Whether the server closed `stream` (end of stream or reset) without
-/// answering, waiting at most `limit`.
-async fn closed_within<S: AsyncReadExt + Unpin>(stream: &mut S, limit: Duration) -> bool {
-    let mut byte = [0; 1];
-    matches!(
-        tokio::time::timeout(limit, stream.read(&mut byte)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
-/// Waits (bounded) until `done` holds.
-async fn eventually(done: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not reached within 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
