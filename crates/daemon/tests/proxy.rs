@@ -347,6 +347,30 @@ async fn a_header_without_a_client_address_keeps_the_socket_address() {
     tokio::time::timeout(LIMIT, case).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_client_refused_at_accept_is_answered_busy_after_its_header() {
+    let case = async {
+        let mut config = config();
+        config.server.max_connections = 1;
+        let (handle, address, task) = start(config).await;
+        let mut first = connect(&address, &v1("192.0.2.1:1")).await.unwrap();
+        echo(&mut first, "holding the only place").await;
+        // Refused at accept (`max_connections`), before its header was
+        // read: the refusal reads it before it answers the preface.
+        let second = connect(&address, &v1("192.0.2.2:2")).await;
+        assert!(is_busy(&second), "{second:?}");
+        let metrics = handle.metrics().unwrap();
+        assert!(
+            metrics.contains("netproto_connections_refused_total{reason=\"max_connections\"} 1"),
+            "{metrics}"
+        );
+        assert_eq!(handle.stats().proxy_header_errors(), 0);
+        drop(first);
+        stop(handle, task).await;
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_peer_of_a_unix_socket_must_send_a_header() {

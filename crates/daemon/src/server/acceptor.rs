@@ -83,7 +83,7 @@ impl Acceptor {
             let made_room = match self.check_limits(ip) {
                 Ok(made_room) => made_room,
                 Err(refusal) => {
-                    self.refuse(io, conn_id, peer, refusal);
+                    self.refuse(io, conn_id, peer, refusal, proxied.cloned());
                     continue;
                 }
             };
@@ -119,13 +119,33 @@ impl Acceptor {
 
     /// Answers a refused connection "busy" once its preface arrived (within
     /// the preface timeout) and the refusal's delay passed; closes it
-    /// unanswered at once when [`MAX_REFUSALS`] are already waiting.
-    fn refuse(&self, io: Stream, conn_id: u64, peer: Option<SocketAddr>, refusal: Refusal) {
+    /// unanswered at once when [`MAX_REFUSALS`] are already waiting. A
+    /// trusted proxy's connection (with its `proxied` policy) is answered
+    /// after its PROXY header, within the policy's timeout, and closed
+    /// unanswered without one.
+    fn refuse(
+        &self,
+        io: Stream,
+        conn_id: u64,
+        peer: Option<SocketAddr>,
+        refusal: Refusal,
+        proxied: Option<Arc<ProxyPolicy>>,
+    ) {
         count_refusal(&self.stats, refusal.reason);
         tracing::debug!(conn_id, peer = ?peer, reason = refusal.reason, "refusing connection");
-        if let Some(refusing) = RefusalGuard::new(self.stats.clone()) {
-            drop(tokio::spawn(self.busy().answer(io, refusal, refusing)));
-        }
+        let Some(refusing) = RefusalGuard::new(self.stats.clone()) else {
+            return;
+        };
+        let busy = self.busy();
+        drop(tokio::spawn(async move {
+            let mut io = io;
+            if let Some(policy) = proxied
+                && policy.read(&mut io).await.is_err()
+            {
+                return;
+            }
+            busy.answer(io, refusal, refusing).await;
+        }));
     }
 
     /// How refusals are answered.
