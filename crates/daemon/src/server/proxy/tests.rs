@@ -6,8 +6,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::*;
 
-/// What follows the header on the wire: it must stay unread.
-const NEXT: &[u8] = b"NPREFACE";
+/// What follows the header on the wire (a plain-mode netproto preface):
+/// it must stay unread.
+const NEXT: &[u8] = b"NETP\x01\x00\x00\x00";
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
@@ -101,8 +102,10 @@ async fn v2_headers_carry_the_client_and_leave_what_follows_unread() {
 
 #[tokio::test]
 async fn a_connection_without_a_header_is_refused_at_once() {
+    // A netproto preface, an HTTP request, a TLS ClientHello's start.
+    let preface = netproto_wire::Preface::new(netproto_wire::SecurityMode::Noise).to_bytes();
     for start in [
-        &b"NP\x01\x02\x00\x00\x00\x00"[..],
+        &preface[..],
         b"GET / HTTP/1.1\r\n",
         b"\x16\x03\x01\x02\x00\x01",
     ] {
