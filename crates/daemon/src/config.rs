@@ -8,10 +8,12 @@
 //! Everything is typed when it is loaded: names into enums ([`SecurityMode`],
 //! [`Compression`], [`NoiseCipher`], [`NoiseBackend`],
 //! [`LogFormat`](crate::LogFormat)), keys and pins from hex, peers into
-//! [`PeerAddress`]; then [`NetworkConfig::validate`] checks the ranges, the
-//! connection settings through [`netproto_transport::ConnectionConfig::validate`].
+//! [`PeerAddress`], trusted proxies into [`TrustedProxy`]; then
+//! [`NetworkConfig::validate`] checks the ranges, the connection settings
+//! through [`netproto_transport::ConnectionConfig::validate`].
 
 mod connection;
+mod proxy;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -24,6 +26,7 @@ use config::builder::DefaultState;
 use config::{Config, ConfigBuilder, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
+pub use proxy::TrustedProxy;
 pub use sections::{
     ClientConfig, ClusterConfig, LoggingConfig, SecurityConfig, ServerConfig, TransportConfig,
 };
@@ -107,7 +110,8 @@ impl NetworkConfig {
             .list_separator(",")
             .with_list_parse_key("security.allowed_peers")
             .with_list_parse_key("security.tls_pins")
-            .with_list_parse_key("cluster.peers");
+            .with_list_parse_key("cluster.peers")
+            .with_list_parse_key("server.trusted_proxies");
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));
         }

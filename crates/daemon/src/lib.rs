@@ -31,7 +31,7 @@ pub use cluster::{Cluster, MembershipEvent, PeerId, PeerState, PeerView};
 pub use config::{
     ClientConfig, ClusterConfig, Compression, ENV_PREFIX, ENV_SEPARATOR, LoggingConfig,
     MAX_HANDSHAKE_THREADS, NetworkConfig, NoiseBackend, NoiseCipher, PeerAddress, SecurityConfig,
-    SecurityMode, ServerConfig, TransportConfig,
+    SecurityMode, ServerConfig, TransportConfig, TrustedProxy,
 };
 pub use error::{Error, Result};
 pub use logging::{LogFormat, init_logging};

@@ -28,6 +28,7 @@
 //! | `netproto_connections_evicted_total` | counter | `reason`: `max_pending`, `max_connections` | Connections not established yet that a newcomer evicted when that bound was full (closed at once, unanswered). |
 //! | `netproto_handshakes_completed_total` | counter | | Connections whose preface and security handshake succeeded. |
 //! | `netproto_handshakes_failed_total` | counter | `reason`: `preface_timeout`, `timeout`, `preface`, `noise`, `tls`, `first_header`, `closed`, `io`, `other` | Connections whose preface or handshake failed: no preface within `server.preface_timeout`, timed out, a bad or mismatched preface, a failed Noise handshake (or a client key not allowed), a failed TLS handshake or pin, the peer closing, a socket error. |
+//! | `netproto_proxy_header_errors_total` | counter | `reason`: `missing`, `malformed`, `too_large`, `timeout`, `closed`, `io` | Connections from a trusted proxy (`server.trusted_proxies`) closed at their PROXY header: none, a malformed one, one past `server.proxy_header_max`, not all there within `server.proxy_timeout`, the peer closing within it, a socket error. |
 //! | `netproto_connection_errors_total` | counter | `kind`: `timeout_idle`, `timeout_write`, `timeout_heartbeat`, `protocol`, `compression`, `crypto`, `tls`, `closed`, `io`, `other` | Established connections that ended with an error instead of a clean close: which timeout expired, a protocol violation, a corrupt compressed body, a record that failed to open, the peer vanishing mid-stream, a socket error. |
 //! | `netproto_frames_received_total` | counter | | Frames received and decoded (data and control). |
 //! | `netproto_frames_sent_total` | counter | | Frames written (data and control). |
@@ -70,6 +71,9 @@ pub const CONNECTIONS_EVICTED: &str = "netproto_connections_evicted_total";
 pub const HANDSHAKES_COMPLETED: &str = "netproto_handshakes_completed_total";
 /// Handshakes that failed, by `reason` (counter).
 pub const HANDSHAKES_FAILED: &str = "netproto_handshakes_failed_total";
+/// Connections from a trusted proxy closed at their PROXY header, by
+/// `reason` (counter).
+pub const PROXY_HEADER_ERRORS: &str = "netproto_proxy_header_errors_total";
 /// Connections that ended with an error, by `kind` (counter).
 pub const CONNECTION_ERRORS: &str = "netproto_connection_errors_total";
 /// Frames received (counter).
@@ -113,6 +117,15 @@ const HANDSHAKE_REASONS: [&str; 9] = [
     "io",
     "other",
 ];
+/// The reasons of [`PROXY_HEADER_ERRORS`].
+pub(crate) const PROXY_HEADER_REASONS: [&str; 6] = [
+    "missing",
+    "malformed",
+    "too_large",
+    "timeout",
+    "closed",
+    "io",
+];
 const ERROR_KINDS: [&str; 10] = [
     "timeout_idle",
     "timeout_write",
@@ -134,6 +147,7 @@ pub(crate) struct ServerMetrics {
     evicted: Vec<(&'static str, Counter)>,
     handshakes: Counter,
     handshake_failures: Vec<(&'static str, Counter)>,
+    proxy_errors: Vec<(&'static str, Counter)>,
     errors: Vec<(&'static str, Counter)>,
     traffic: Traffic,
     /// What the dispatcher records per request.
@@ -196,6 +210,10 @@ impl ServerMetrics {
                 "Prefaces or handshakes that failed, by reason",
             ),
             (
+                PROXY_HEADER_ERRORS,
+                "Connections from a trusted proxy closed at their PROXY header, by reason",
+            ),
+            (
                 CONNECTION_ERRORS,
                 "Established connections that ended with an error, by kind",
             ),
@@ -210,6 +228,7 @@ impl ServerMetrics {
             evicted: labelled(CONNECTIONS_EVICTED, "reason", &EVICTION_REASONS),
             handshakes: counter(HANDSHAKES_COMPLETED, "Handshakes that succeeded", count),
             handshake_failures: labelled(HANDSHAKES_FAILED, "reason", &HANDSHAKE_REASONS),
+            proxy_errors: labelled(PROXY_HEADER_ERRORS, "reason", &PROXY_HEADER_REASONS),
             errors: labelled(CONNECTION_ERRORS, "kind", &ERROR_KINDS),
             traffic: Traffic {
                 frames_in: counter(FRAMES_RECEIVED, "Frames received", count),
@@ -273,6 +292,11 @@ impl ServerMetrics {
             _ => handshake_reason(error),
         };
         add(&self.handshake_failures, reason);
+    }
+
+    /// Counts a connection closed at its PROXY header, by `reason`.
+    pub(crate) fn proxy_header_failed(&self, reason: &str) {
+        add(&self.proxy_errors, reason);
     }
 
     /// Counts how an established connection ended, when it was an error.

@@ -4,6 +4,7 @@
 //! - `acceptor`: limits, refusals, and each new connection up to the point
 //!   it is established, on the handshake threads (`handshake`) if any;
 //! - `admission`: the budgets of connections not established yet;
+//! - `proxy`: the PROXY protocol header of trusted load balancers;
 //! - `stream`: sockets that move from the handshake threads' runtime to
 //!   the serving one;
 //! - here: the server, its handle and counters, and serving established
@@ -13,6 +14,7 @@ mod acceptor;
 mod admission;
 mod handshake;
 mod listener;
+mod proxy;
 mod stream;
 
 use netproto_transport::sync::lock;
@@ -45,6 +47,7 @@ pub struct ServerStats {
     refused: AtomicU64,
     handshake_failures: AtomicU64,
     evicted: AtomicU64,
+    proxy_header_errors: AtomicU64,
     active: AtomicUsize,
     refusing: AtomicUsize,
     metrics: ServerMetrics,
@@ -70,6 +73,12 @@ impl ServerStats {
     /// bound on pending connections was full.
     pub fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Connections from a trusted proxy closed at their PROXY header
+    /// (missing, malformed, too large, or late).
+    pub fn proxy_header_errors(&self) -> u64 {
+        self.proxy_header_errors.load(Ordering::Relaxed)
     }
 
     /// Connections open now.

@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::{closed_within, eventually};
 use netproto_daemon::{
     Client, Error, NetworkConfig, NoiseBackend, NoiseCipher, Server, ServerHandle,
 };
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
+
+mod common;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -108,17 +111,6 @@ async fn with_no_handshake_threads_the_serving_threads_do_the_handshakes() {
         task.await.unwrap();
     };
     tokio::time::timeout(LIMIT, refusal).await.unwrap();
-}
-
-/// Waits (bounded) until `done` holds.
-async fn eventually(done: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not reached within 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,17 +327,6 @@ async fn silent_sockets(address: &str, n: usize) -> Vec<tokio::net::TcpStream> {
         sockets.push(tokio::net::TcpStream::connect(address).await.unwrap());
     }
     sockets
-}
-
-/// Whether the server closed `stream` (end of stream or reset), waiting at
-/// most `limit`.
-async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut byte = [0; 1];
-    matches!(
-        tokio::time::timeout(limit, stream.read(&mut byte)).await,
-        Ok(Ok(0) | Err(_))
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

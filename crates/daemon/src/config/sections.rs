@@ -7,7 +7,7 @@ use netproto_crypto::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use super::values::{by_name, compression_by_name, hex_key, hex_keys, hex_pins};
-use super::{Compression, NoiseBackend, NoiseCipher, PeerAddress, SecurityMode};
+use super::{Compression, NoiseBackend, NoiseCipher, PeerAddress, SecurityMode, TrustedProxy};
 use crate::LogFormat;
 
 /// Server settings.
@@ -68,6 +68,28 @@ pub struct ServerConfig {
     pub handshake_rate_per_ip: u32,
     /// Handshakes one network prefix may complete per second, as above.
     pub handshake_rate_per_prefix: u32,
+    /// Read a PROXY protocol header (v1 or v2, as HAProxy's `send-proxy-v2`
+    /// sends it) at the start of each connection from `trusted_proxies`,
+    /// and treat the client address it carries as the peer's: in the
+    /// per-address and per-prefix limits, and as the `peer` of the
+    /// connection's log lines (its handlers' included). From a trusted
+    /// source the header is required: a connection without a valid one is
+    /// closed. Other sources are served as without it: a header from them
+    /// fails their preface. Off by default. On a Unix socket listener
+    /// every peer is trusted (the socket file's permissions say who may
+    /// connect) and must send a header.
+    pub proxy_protocol: bool,
+    /// The load balancers whose connections start with a PROXY header:
+    /// addresses (`10.0.0.7`) or prefixes (`10.0.0.0/24`, `fd00::/64`).
+    /// Must not be empty when `proxy_protocol` is on (TCP listeners).
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// Time a connection from a trusted proxy has to send its whole PROXY
+    /// header, before its preface timeout starts.
+    #[serde(with = "humantime_serde")]
+    pub proxy_timeout: Duration,
+    /// Largest PROXY header accepted, in bytes (232 to 65551; a v1 header
+    /// is at most 107 bytes, a v2 header 16 plus its addresses and TLVs).
+    pub proxy_header_max: usize,
     /// Threads that accept connections, run their prefaces, security
     /// handshakes and first-header checks, and decompress large bodies
     /// (64 KiB and more, at most one per core at once), at a lower
@@ -107,6 +129,10 @@ impl Default for ServerConfig {
             ipv6_prefix_len: 64,
             handshake_rate_per_ip: 20,
             handshake_rate_per_prefix: 1000,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+            proxy_timeout: Duration::from_secs(2),
+            proxy_header_max: 4096,
             handshake_threads: 1,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),

@@ -279,3 +279,112 @@ fn drain_delay_defaults_to_zero_and_is_at_most_a_day() {
         "invalid configuration: server.drain_delay must be at most one day"
     );
 }
+
+#[test]
+fn trusted_proxies_read_addresses_and_prefixes() {
+    let read = |text: &str| text.parse::<TrustedProxy>();
+    let host = read(" 10.0.0.7 ").unwrap();
+    assert_eq!(host.to_string(), "10.0.0.7", "a single address prints bare");
+    assert!(host.contains("10.0.0.7".parse().unwrap()));
+    assert!(!host.contains("10.0.0.8".parse().unwrap()));
+    let v4 = read("10.1.0.0/16").unwrap();
+    assert_eq!(v4.to_string(), "10.1.0.0/16");
+    assert!(v4.contains("10.1.255.3".parse().unwrap()));
+    assert!(!v4.contains("10.2.0.1".parse().unwrap()));
+    // As a dual-stack listener reports an IPv4 peer.
+    assert!(v4.contains("::ffff:10.1.2.3".parse().unwrap()));
+    let v6 = read("fd00:1::/64").unwrap();
+    assert!(v6.contains("fd00:1::9".parse().unwrap()));
+    assert!(!v6.contains("fd00:2::9".parse().unwrap()));
+    assert!(!v6.contains("10.1.2.3".parse().unwrap()));
+    assert_eq!(read("::1").unwrap().to_string(), "::1");
+    for (bad, why) in [
+        ("", "is not an IP address"),
+        ("lb.example", "is not an IP address"),
+        ("10.0.0.0/33", "is not an address prefix"),
+        ("10.0.0.0/", "is not an address prefix"),
+        ("10.0.0.1/8", "did you mean 10.0.0.0/8?"),
+    ] {
+        let error = read(bad).unwrap_err().to_string();
+        assert!(
+            error.contains(why) && error.contains("server.trusted_proxies"),
+            "{bad:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn the_proxy_settings_load_from_a_file_and_the_environment() {
+    let config = NetworkConfig::from_toml_str(
+        "[server]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.7\", \"fd00::/64\"]\n\
+         proxy_timeout = \"500ms\"\nproxy_header_max = 536\n",
+    )
+    .unwrap();
+    assert!(config.server.proxy_protocol);
+    let trusted: Vec<String> = config
+        .server
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(trusted, ["10.0.0.7", "fd00::/64"]);
+    assert_eq!(config.server.proxy_timeout, Duration::from_millis(500));
+    assert_eq!(config.server.proxy_header_max, 536);
+    let printed = config.to_toml().unwrap();
+    assert_eq!(NetworkConfig::from_toml_str(&printed).unwrap(), config);
+    let env_config = NetworkConfig::load(
+        None,
+        env(&[
+            ("NETPROTO__SERVER__PROXY_PROTOCOL", "true"),
+            ("NETPROTO__SERVER__TRUSTED_PROXIES", "10.0.0.7,fd00::/64"),
+            ("NETPROTO__SERVER__PROXY_TIMEOUT", "500ms"),
+            ("NETPROTO__SERVER__PROXY_HEADER_MAX", "536"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(env_config.server, config.server);
+    let error =
+        NetworkConfig::from_toml_str("[server]\ntrusted_proxies = [\"10.0.0.1/8\"]").unwrap_err();
+    assert!(full_text(&error).contains("did you mean"), "{error}");
+    // Off by default, and nothing else changes.
+    let default = ServerConfig::default();
+    assert!(!default.proxy_protocol && default.trusted_proxies.is_empty());
+}
+
+#[test]
+fn the_proxy_protocol_without_trusted_proxies_is_refused() {
+    let mut config = NetworkConfig::default();
+    config.server.proxy_protocol = true;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("server.proxy_protocol is on but server.trusted_proxies is empty"),
+        "{error}"
+    );
+    // A Unix socket's peers are all trusted: no list needed.
+    config.server.address = "unix:/run/netproto.sock".into();
+    config.validate().unwrap();
+    config.server.address = "127.0.0.1:0".into();
+    config.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    config.validate().unwrap();
+    type Spoil = fn(&mut ServerConfig);
+    let cases: [(Spoil, &str); 3] = [
+        (
+            |s| s.proxy_header_max = 231,
+            "server.proxy_header_max must be 232 to 65551 bytes, not 231",
+        ),
+        (
+            |s| s.proxy_header_max = 65_552,
+            "server.proxy_header_max must be 232 to 65551 bytes, not 65552",
+        ),
+        (
+            |s| s.proxy_timeout = Duration::ZERO,
+            "server.proxy_timeout must not be 0",
+        ),
+    ];
+    for (spoil, expected) in cases {
+        let mut bad = config.clone();
+        spoil(&mut bad.server);
+        let error = bad.validate().unwrap_err().to_string();
+        assert_eq!(error, format!("invalid configuration: {expected}"));
+    }
+}

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::proxy::{MAX_PROXY_HEADER, MIN_PROXY_HEADER};
 use super::{
     ClientConfig, ClusterConfig, MAX_HANDSHAKE_THREADS, NetworkConfig, SecurityConfig,
     SecurityMode, ServerConfig,
@@ -68,6 +69,7 @@ fn check_server(s: &ServerConfig) -> Result<()> {
             s.preface_timeout, s.connection_timeout
         )));
     }
+    check_proxy(s)?;
     nonzero(s.max_in_flight, "server.max_in_flight")?;
     if s.handshake_threads > MAX_HANDSHAKE_THREADS {
         return Err(Error::Invalid(format!(
@@ -80,11 +82,31 @@ fn check_server(s: &ServerConfig) -> Result<()> {
         (s.preface_timeout, "server.preface_timeout"),
         (s.shutdown_timeout, "server.shutdown_timeout"),
         (s.request_timeout, "server.request_timeout"),
+        (s.proxy_timeout, "server.proxy_timeout"),
     ] {
         duration(value, name)?;
     }
     // No delay is a valid choice: nothing watches readiness.
     at_most_a_day(s.drain_delay, "server.drain_delay")
+}
+
+/// The PROXY protocol settings: an empty trust list is refused rather than
+/// read as "trust everyone" or "trust no one" (fail closed, and say so).
+fn check_proxy(s: &ServerConfig) -> Result<()> {
+    if s.proxy_protocol && s.trusted_proxies.is_empty() && !s.address.starts_with("unix:") {
+        return Err(Error::Invalid(
+            "server.proxy_protocol is on but server.trusted_proxies is empty: list the load \
+             balancers' addresses or prefixes (a PROXY header is read from them, and only them)"
+                .into(),
+        ));
+    }
+    if !(MIN_PROXY_HEADER..=MAX_PROXY_HEADER).contains(&s.proxy_header_max) {
+        return Err(Error::Invalid(format!(
+            "server.proxy_header_max must be {MIN_PROXY_HEADER} to {MAX_PROXY_HEADER} bytes, not {}",
+            s.proxy_header_max
+        )));
+    }
+    Ok(())
 }
 
 /// The client's own settings (not those of its connection).

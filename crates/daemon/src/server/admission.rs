@@ -166,15 +166,8 @@ impl Admission {
     pub(crate) fn make_room(&self, ip: Option<IpAddr>) -> Result<Option<Eviction>, &'static str> {
         let prefix = ip.map(|ip| self.prefix(ip));
         let mut state = self.lock();
-        if let Some(ip) = ip
-            && state.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.per_ip
-        {
-            return Err("max_pending_per_ip");
-        }
-        if let Some(prefix) = prefix
-            && state.per_prefix.get(&prefix).copied().unwrap_or(0) >= self.limits.per_prefix
-        {
-            return Err("max_pending_per_prefix");
+        if let Some(reason) = state.full_budget(ip, prefix, &self.limits) {
+            return Err(reason);
         }
         if state.pending.len() < self.limits.total {
             return Ok(None);
@@ -271,6 +264,26 @@ fn leading(bits: u128, width: u32, len: u8) -> u128 {
 }
 
 impl State {
+    /// The budget of `ip` or of its `prefix` that is full, if any.
+    fn full_budget(
+        &self,
+        ip: Option<IpAddr>,
+        prefix: Option<IpAddr>,
+        limits: &Limits,
+    ) -> Option<&'static str> {
+        if let Some(ip) = ip
+            && self.per_ip.get(&ip).copied().unwrap_or(0) >= limits.per_ip
+        {
+            return Some("max_pending_per_ip");
+        }
+        if let Some(prefix) = prefix
+            && self.per_prefix.get(&prefix).copied().unwrap_or(0) >= limits.per_prefix
+        {
+            return Some("max_pending_per_prefix");
+        }
+        None
+    }
+
     /// Evicts the pending connection to lose first (see [`eviction_rank`]),
     /// of those that may go: any that has sent no whole preface, and those
     /// past it that have made no progress for `stalled_after`. False if
@@ -343,7 +356,8 @@ fn eviction_rank(progress: &HandshakeProgress) -> Rank {
     )
 }
 
-fn decrement(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {
+/// Takes one from `key`'s count, and forgets it at zero.
+pub(super) fn decrement(map: &mut HashMap<IpAddr, usize>, key: IpAddr) {
     if let Some(count) = map.get_mut(&key) {
         *count = count.saturating_sub(1);
         if *count == 0 {
@@ -372,6 +386,34 @@ impl Ticket {
     /// Where the handshake reports its stage.
     pub(crate) fn progress(&self) -> &HandshakeProgress {
         &self.progress
+    }
+
+    /// Moves a connection admitted without an address (a trusted proxy's,
+    /// before its PROXY header) to `ip`, the client's address the header
+    /// carried: from now on it counts in the pending budgets and the
+    /// handshake rates of `ip` and its prefix. When one of them is full,
+    /// the refusal reason, and nothing changes: those budgets refuse as
+    /// they do at accept.
+    pub(crate) fn rebind(&mut self, ip: IpAddr) -> Result<(), &'static str> {
+        let prefix = self.admission.prefix(ip);
+        let mut guard = self.admission.lock();
+        let state = &mut *guard;
+        if let Some(reason) = state.full_budget(Some(ip), Some(prefix), &self.admission.limits) {
+            return Err(reason);
+        }
+        // Not pending any more if just evicted: its task is being aborted.
+        if let Some(pending) = state.pending.get_mut(&self.id) {
+            if let Some(old) = pending.ip.replace(ip) {
+                decrement(&mut state.per_ip, old);
+            }
+            if let Some(old) = pending.prefix.replace(prefix) {
+                decrement(&mut state.per_prefix, old);
+            }
+            *state.per_ip.entry(ip).or_default() += 1;
+            *state.per_prefix.entry(prefix).or_default() += 1;
+        }
+        self.ip = Some(ip);
+        Ok(())
     }
 
     /// The handshake completed: the connection is no longer pending, and

@@ -263,3 +263,47 @@ fn buckets_refill_at_their_rate() {
         Duration::ZERO
     );
 }
+
+#[test]
+fn a_connection_moved_to_its_client_address_counts_there() {
+    let admission = admission(config());
+    // A trusted proxy's connections: admitted without an address.
+    let mut first = admission.admit(None);
+    let mut second = admission.admit(None);
+    let mut third = admission.admit(None);
+    assert_eq!(admission.make_room(ip("192.0.2.1")), Ok(None));
+    first.rebind("192.0.2.1".parse().unwrap()).unwrap();
+    second.rebind("192.0.2.1".parse().unwrap()).unwrap();
+    {
+        let state = admission.lock();
+        assert_eq!(state.per_ip.get(&"192.0.2.1".parse().unwrap()), Some(&2));
+        assert_eq!(
+            state.per_prefix.get(&"192.0.2.0".parse().unwrap()),
+            Some(&2)
+        );
+        assert_eq!(state.pending[&first.id()].ip, ip("192.0.2.1"));
+    }
+    // The client address's own budget refuses, as at accept (3 per
+    // address here, the third taken by a direct connection).
+    let _direct = admission.admit(ip("192.0.2.1"));
+    assert_eq!(
+        third.rebind("192.0.2.1".parse().unwrap()),
+        Err("max_pending_per_ip")
+    );
+    assert_eq!(admission.lock().pending[&third.id()].ip, None);
+    third.rebind("198.51.100.7".parse().unwrap()).unwrap();
+    // Established, it takes from its client address's rate; dropped, it
+    // frees its client address's place.
+    first.established();
+    assert!(
+        admission
+            .lock()
+            .rate_ip
+            .buckets
+            .contains_key(&"192.0.2.1".parse().unwrap())
+    );
+    drop(second);
+    let state = admission.lock();
+    assert_eq!(state.per_ip.get(&"192.0.2.1".parse().unwrap()), Some(&1));
+    assert_eq!(state.per_ip.get(&"198.51.100.7".parse().unwrap()), Some(&1));
+}
