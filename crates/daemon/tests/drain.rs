@@ -12,12 +12,12 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -26,6 +26,7 @@ use netproto_daemon::metrics::{REQUESTS, Samples, http_get};
 use netproto_daemon::{Client, NetworkConfig, Server, ServerHandle};
 use netproto_dispatch::Dispatcher;
 use netproto_wire::{ErrorCode, Message};
+use support::{ServerProcess, Settings};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -293,93 +294,17 @@ async fn the_drain_delay_ends_by_itself_then_the_goaway_follows() {
     tokio::time::timeout(LIMIT, case).await.unwrap();
 }
 
-/// The `netproto serve` child process; killed by its id if still running
-/// when dropped (a failed test), and its directory removed.
-struct ServeProcess {
-    child: Child,
-    /// The messages of its JSON log so far.
-    log: Arc<Mutex<Vec<String>>>,
-    /// Its configuration file and home.
-    dir: PathBuf,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+/// Waits (at most `limit`) for `server` to exit, without holding a worker
+/// thread the load needs.
+async fn exit_within(server: &mut ServerProcess, limit: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Some(status) = server.exit_within(Duration::ZERO) {
+            return Some(status);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        tokio::time::sleep(POLL).await;
     }
-}
-
-impl ServeProcess {
-    /// Starts `netproto serve` with `toml`; returns it with its server and
-    /// metrics addresses, once it listens.
-    fn start(toml: &str) -> (Self, String, SocketAddr) {
-        let dir = std::env::temp_dir().join(format!("netproto-drain-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("serve.toml");
-        std::fs::write(&file, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_netproto"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&file)
-            .env_remove("RUST_LOG")
-            .env("HOME", &dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (found, addresses) = mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                let fields = &json["fields"];
-                let message = fields["message"].as_str().unwrap_or_default().to_owned();
-                if let Some(address) = fields["address"].as_str() {
-                    let _ = found.send((message.clone(), address.to_owned()));
-                }
-                lines.lock().unwrap().push(message);
-            }
-        });
-        let process = Self { child, log, dir };
-        let (mut server, mut metrics) = (None, None);
-        while server.is_none() || metrics.is_none() {
-            let Ok((message, address)) = addresses.recv_timeout(Duration::from_secs(30)) else {
-                panic!("the server did not start: {:?}", process.messages());
-            };
-            if message == "listening" {
-                server = Some(address);
-            } else if message.starts_with("metrics at") {
-                metrics = Some(address.parse().unwrap());
-            }
-        }
-        (process, server.unwrap(), metrics.unwrap())
-    }
-
-    fn messages(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits (at most `limit`) for the process to exit.
-    async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        None
-    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,11 +316,12 @@ async fn sigterm_under_load_drains_then_exits_0_in_time() {
 
 async fn sigterm_under_load() {
     let (drain, shutdown) = (Duration::from_secs(1), Duration::from_secs(2));
-    let (mut server, address, metrics) = ServeProcess::start(
-        "[server]\naddress = \"127.0.0.1:0\"\nmetrics_address = \"127.0.0.1:0\"\n\
-         drain_delay = \"1s\"\nshutdown_timeout = \"2s\"\n\n\
-         [security]\nmode = \"plain\"\n\n[logging]\nformat = \"json\"\nlevel = \"info\"\n",
-    );
+    let settings = Settings::default()
+        .set("server", "metrics_address", "\"127.0.0.1:0\"")
+        .set("server", "drain_delay", "\"1s\"")
+        .set("server", "shutdown_timeout", "\"2s\"");
+    let mut server = ServerProcess::start("plain", &settings);
+    let (address, metrics) = (server.addr.to_string(), server.metrics.unwrap());
     let mut config = plain_config();
     config.client.address = address;
     let echo = Message::Echo("in flight".into());
@@ -404,10 +330,8 @@ async fn sigterm_under_load() {
     replies_past(&outcomes, 1_000).await;
     assert_eq!(get(metrics, "/readyz").await.0, 200);
 
-    let pid = server.child.id().to_string();
     let signalled = Instant::now();
-    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(kill.success());
+    server.signal("TERM");
     assert_eq!(until_unready(metrics).await, "draining\n");
     assert_eq!(get(metrics, "/healthz").await.0, 200);
     let (_, _, going_away, closed) = outcomes.counts();
@@ -415,9 +339,9 @@ async fn sigterm_under_load() {
 
     // A bound, not a speed criterion: the server promises to be gone by then.
     let bound = drain + shutdown + Duration::from_secs(5);
-    let status = server.exit_within(bound).await;
+    let status = exit_within(&mut server, bound).await;
     let took = signalled.elapsed();
-    let messages = server.messages();
+    let messages = server.log_lines();
     let status = status.unwrap_or_else(|| panic!("still running after {bound:?}: {messages:?}"));
     assert_eq!(status.code(), Some(0), "{messages:?}");
     assert!(
@@ -426,7 +350,10 @@ async fn sigterm_under_load() {
     );
     eprintln!("sigterm: exit 0 after {took:?}");
     load.finish("sigterm").await;
-    let at = |wanted: &str| messages.iter().position(|m| m.starts_with(wanted));
+    let at = |wanted: &str| {
+        let wanted = format!("\"message\":\"{wanted}");
+        messages.iter().position(|m| m.contains(&wanted))
+    };
     let (draining, goaway) = (at("draining: not ready"), at("shutting down"));
     assert!(
         draining.is_some() && draining < goaway && at("stopped") > goaway,

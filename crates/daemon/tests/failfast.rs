@@ -34,16 +34,6 @@ use support::{ServerProcess, Settings, serial};
 /// cores shared with other tests).
 const SLACK: Duration = Duration::from_secs(5);
 
-/// Sends `signal` (`STOP`, `CONT`) to the server process, by its id.
-fn signal(server: &ServerProcess, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(server.pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {}", server.pid);
-}
-
 /// A client configuration for `server`, reconnecting `attempts` times with
 /// backoff from `delay`, each request within `timeout`.
 fn client_config(
@@ -114,7 +104,7 @@ async fn server_dies() {
     assert_eq!(impatient.request(&hello).await.unwrap(), hello);
 
     // Stopped, the server reads nothing: the requests stay in flight.
-    signal(&server, "STOP");
+    server.signal("STOP");
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move { burst(&client, 32).await }
@@ -208,7 +198,7 @@ async fn server_stops() {
     let timeout = Duration::from_secs(1);
     let config = client_config(&server, 1, Duration::from_millis(100), timeout);
     let client = Arc::new(Client::connect(config).await.unwrap());
-    signal(&server, "STOP");
+    server.signal("STOP");
     let start = Instant::now();
     let results = burst(&client, 16).await;
     for (result, at) in &results {
@@ -219,7 +209,7 @@ async fn server_stops() {
         let after = at.duration_since(start);
         assert!(after >= timeout && after < timeout + SLACK, "{after:?}");
     }
-    signal(&server, "CONT");
+    server.signal("CONT");
     drop(server);
 }
 
@@ -292,7 +282,7 @@ fn bench_against(
         drop(server);
         None
     } else {
-        signal(&server, signal_name);
+        server.signal(signal_name);
         Some(server)
     };
     let mut ran = None;
@@ -317,7 +307,7 @@ fn bench_against(
     if let Some(server) = &server
         && signal_name == "STOP"
     {
-        signal(server, "CONT");
+        server.signal("CONT");
     }
     let stderr = stderr_reader.join().unwrap();
     let Some(ran) = ran else {

@@ -76,6 +76,22 @@ async fn frames_until_end(stream: &mut TcpStream) -> Vec<Frame> {
     frames
 }
 
+/// A plain echo server for one connection on a fresh loopback port: its
+/// address, and the task that returns how the connection ended.
+async fn spawn_echo_server() -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = new_acceptor(
+        ServerSecurity::Plain,
+        &ConnectionConfig::default(),
+        HANDSHAKE,
+    );
+    (addr, tokio::spawn(echo_server(acceptor, listener)))
+}
+
 /// An echo server on one connection; returns how it ended.
 async fn echo_server(acceptor: Acceptor, listener: TcpListener) -> Result<(), Error> {
     let (stream, _) = listener.accept().await.unwrap();
@@ -141,14 +157,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ErrorCode, &'static str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_is_told_why_after_the_answers_it_was_owed() {
     for (case, bad, code, text) in cases() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = new_acceptor(
-            ServerSecurity::Plain,
-            &ConnectionConfig::default(),
-            HANDSHAKE,
-        );
-        let server = tokio::spawn(echo_server(acceptor, listener));
+        let (addr, server) = spawn_echo_server().await;
         let run = async {
             let mut stream = raw_plain(addr).await;
             // A request answered first, then the error: the answer comes
@@ -180,14 +189,7 @@ async fn the_peer_is_told_why_after_the_answers_it_was_owed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_in_the_same_write_as_the_error_get_the_error_frame_last() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = new_acceptor(
-        ServerSecurity::Plain,
-        &ConnectionConfig::default(),
-        HANDSHAKE,
-    );
-    let server = tokio::spawn(echo_server(acceptor, listener));
+    let (addr, server) = spawn_echo_server().await;
     let run = async {
         let mut stream = raw_plain(addr).await;
         let mut bytes = Vec::new();

@@ -1,8 +1,10 @@
-//! Shared by the attack and scale suites: the `netproto` server as a child
-//! process (its address, memory, open sockets and log), a legitimate client
-//! that measures its latency on its own thread, and raw sockets for crafting
-//! attacks byte by byte.
+//! Shared by the process suites (attacks, scale, drain, fail-fast, TLS
+//! first, HAProxy): the `netproto` server as a child process (its address,
+//! metrics address, memory, open sockets, log, signals and exit), a
+//! legitimate client that measures its latency on its own thread, and raw
+//! sockets for crafting attacks byte by byte.
 #![allow(dead_code)] // each test binary uses a different part
+#![allow(clippy::print_stdout)] // the suites print their figures
 
 use std::collections::BTreeMap;
 use std::future::Future;
