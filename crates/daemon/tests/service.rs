@@ -134,10 +134,19 @@ async fn a_bad_first_header_is_turned_away_before_it_is_served() {
             compression: Compression::None,
         };
         stream.write_all(&header.to_bytes()).await.unwrap();
-        // The server closes the connection without answering.
+        // The server says why in an error frame, then closes.
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest).await;
-        assert!(rest.is_empty(), "{} bytes answered", rest.len());
+        let mut rest = bytes::BytesMut::from(&rest[..]);
+        let frame = netproto_wire::Decoder::new(1 << 20)
+            .decode(&mut rest)
+            .unwrap();
+        assert!(
+            matches!(&frame, Some(netproto_wire::Frame::Error(error))
+                if error.request_id == 0 && error.code == netproto_wire::ErrorCode::TOO_LARGE),
+            "{frame:?}"
+        );
+        assert!(rest.is_empty(), "{} more bytes answered", rest.len());
         let stats = handle.stats();
         eventually(|| stats.handshake_failures() == 1).await;
         // Turned away where handshakes run: the serving threads never
