@@ -263,7 +263,8 @@ impl TlsAcceptor {
                 if !require_client_auth {
                     verifier = verifier.allow_unauthenticated();
                 }
-                builder.with_client_cert_verifier(verifier.build().map_err(verifier_error)?)
+                builder
+                    .with_client_cert_verifier(verifier.build().map_err(verifier::verifier_error)?)
             }
         };
         let mut config = builder.with_single_cert(chain, key)?;
@@ -569,16 +570,6 @@ impl TlsConnectorBuilder {
         Ok(TlsConnector {
             inner: tokio_rustls::TlsConnector::from(Arc::new(config)),
         })
-    }
-}
-
-/// Maps a verifier configuration error (which is not a `rustls::Error`).
-fn verifier_error(err: rustls::server::VerifierBuilderError) -> SetupError {
-    match err {
-        rustls::server::VerifierBuilderError::NoRootAnchors => {
-            SetupError::Config("no usable trust anchors in the ca certificates")
-        }
-        _ => SetupError::Config("invalid certificate verifier configuration"),
     }
 }
 

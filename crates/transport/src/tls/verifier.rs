@@ -36,7 +36,7 @@ impl PinnedServerVerifier {
     ) -> Result<Self, SetupError> {
         let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
-            .map_err(super::verifier_error)?;
+            .map_err(verifier_error)?;
         Ok(Self { inner, pins })
     }
 }
@@ -130,4 +130,14 @@ pub(super) fn is_pin_mismatch(err: &rustls::Error) -> bool {
         rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))
             if inner.downcast_ref::<PinMismatch>().is_some()
     )
+}
+
+/// Maps a verifier configuration error (which is not a `rustls::Error`).
+pub(super) fn verifier_error(err: rustls::server::VerifierBuilderError) -> SetupError {
+    match err {
+        rustls::server::VerifierBuilderError::NoRootAnchors => {
+            SetupError::Config("no usable trust anchors in the ca certificates")
+        }
+        _ => SetupError::Config("invalid certificate verifier configuration"),
+    }
 }
