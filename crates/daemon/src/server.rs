@@ -327,12 +327,13 @@ impl Server {
             }
             None => self.listener,
         };
+        let admission = Arc::new(Admission::new(&self.settings));
         let acceptor = Acceptor {
             listener,
             limits: self.settings.clone(),
             stats: self.stats.clone(),
             per_ip: Arc::default(),
-            admission: Arc::new(Admission::new(&self.settings)),
+            admission: admission.clone(),
             transport,
             established: established_tx,
         };
@@ -356,16 +357,32 @@ impl Server {
                 }
             }
         }
-        // Graceful shutdown: a goaway to every connection (when the drain
-        // delay ended first), stop accepting (the listener closes with the
-        // acceptor), let connections finish.
-        self.shutdown.send_replace(true);
+        // Graceful shutdown. Stop accepting first (the listener closes with
+        // the acceptor), so that a client reconnecting after its goaway is
+        // refused rather than accepted and dropped; close the connections
+        // that have been answered nothing yet; then a goaway to every
+        // connection, those whose handshake finishes now included, and let
+        // them finish.
         accepting.abort();
         let _ = accepting.await;
-        drop(established_rx);
+        admission.abort_unanswered();
+        self.shutdown.send_replace(true);
         let limit = lock(&self.limit).unwrap_or(self.settings.shutdown_timeout);
         tracing::info!(connections = tasks.len(), ?limit, "shutting down");
-        let drain = async { while tasks.join_next().await.is_some() {} };
+        let drain = async {
+            loop {
+                tokio::select! {
+                    Some(established) = established_rx.recv() => {
+                        let Established { accepted, guard, span } = established;
+                        let shutdown = self.shutdown.subscribe();
+                        let serve = serving.clone().serve(accepted, guard, shutdown);
+                        tasks.spawn(serve.instrument(span));
+                    }
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                    else => break,
+                }
+            }
+        };
         if tokio::time::timeout(limit, drain).await.is_err() {
             tracing::warn!(
                 left = tasks.len(),

@@ -218,6 +218,30 @@ impl Admission {
         self.lock().evict(self.limits.stalled_after)
     }
 
+    /// Aborts the pending connections whose client has been answered
+    /// nothing yet (no complete preface): at shutdown, they could only be
+    /// refused, and closing them lets the shutdown end without waiting out
+    /// their preface timeout. Connections further on are left to finish and
+    /// be served their goaway: a client answered its preface may already
+    /// have sent requests behind it.
+    pub(crate) fn abort_unanswered(&self) {
+        let mut state = self.lock();
+        let silent: Vec<u64> = state
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.progress.stage() == HandshakeStage::Connected)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            if let Some(Pending {
+                task: Some(task), ..
+            }) = state.remove(id)
+            {
+                task.abort();
+            }
+        }
+    }
+
     /// Records the task running the handshake of ticket `id`, so that an
     /// eviction can abort it.
     pub(crate) fn attach(&self, id: u64, task: AbortHandle) {
