@@ -59,7 +59,7 @@
 //!
 //! service! {
 //!     /// A calculator.
-//!     pub service Calc {
+//!     service Calc {
 //!         /// Adds two numbers.
 //!         CalcAdd = "calc.add.v1": Add => u64;
 //!         /// Divides, failing on zero.

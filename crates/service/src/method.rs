@@ -36,16 +36,17 @@ use serde_reflection::Tracer;
 /// rule:
 ///
 /// ```compile_fail
-/// # use netproto_service::{Method, TypedClient};
+/// # use netproto_dispatch::{Dispatcher, HandlerError};
+/// # use netproto_service::{Context, Method, register};
 /// struct NoVersion;
 /// impl Method for NoVersion {
 ///     const NAME: &'static str = "kv.get";
 ///     type Request = ();
 ///     type Response = ();
 /// }
-/// # async fn call(client: TypedClient) {
-/// let _ = client.call::<NoVersion>(()).await;
-/// # }
+///
+/// let dispatcher = Dispatcher::default();
+/// register::<NoVersion, _, _>(&dispatcher, |_: Context, (): ()| async { Ok::<_, HandlerError>(()) });
 /// ```
 ///
 /// Changing a method's types in a way its peers cannot read is changing
