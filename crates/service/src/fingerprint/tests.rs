@@ -5,66 +5,28 @@ use serde_reflection::Tracer;
 
 use super::*;
 
-mod original {
-    use serde::{Deserialize, Serialize};
+/// A module with a struct `Get` of these fields, and `KvGet`, a method
+/// taking it: each use makes types of their own.
+macro_rules! kv_get {
+    ($module:ident, $name:literal, { $($field:ident: $type:ty),* }) => {
+        mod $module {
+            use serde::{Deserialize, Serialize};
 
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Get {
-        pub(super) key: String,
-        pub(super) limit: u32,
-    }
+            #[derive(Serialize, Deserialize)]
+            pub(super) struct Get {
+                $(pub(super) $field: $type),*
+            }
 
-    crate::service! { pub(super) service Kv { KvGet = "kv.get.v1": Get => Option<String>; } }
+            crate::service! { pub(super) service Kv { KvGet = $name: Get => Option<String>; } }
+        }
+    };
 }
 
-mod copy {
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Get {
-        pub(super) key: String,
-        pub(super) limit: u32,
-    }
-
-    crate::service! { pub(super) service Kv { KvGet = "kv.get.v2": Get => Option<String>; } }
-}
-
-mod added {
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Get {
-        pub(super) key: String,
-        pub(super) limit: u32,
-        pub(super) fresh: bool,
-    }
-
-    crate::service! { pub(super) service Kv { KvGet = "kv.get.v1": Get => Option<String>; } }
-}
-
-mod renamed {
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Get {
-        pub(super) name: String,
-        pub(super) limit: u32,
-    }
-
-    crate::service! { pub(super) service Kv { KvGet = "kv.get.v1": Get => Option<String>; } }
-}
-
-mod retyped {
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    pub(super) struct Get {
-        pub(super) key: String,
-        pub(super) limit: u64,
-    }
-
-    crate::service! { pub(super) service Kv { KvGet = "kv.get.v1": Get => Option<String>; } }
-}
+kv_get!(original, "kv.get.v1", { key: String, limit: u32 });
+kv_get!(copy, "kv.get.v2", { key: String, limit: u32 });
+kv_get!(added, "kv.get.v1", { key: String, limit: u32, fresh: bool });
+kv_get!(renamed, "kv.get.v1", { name: String, limit: u32 });
+kv_get!(retyped, "kv.get.v1", { key: String, limit: u64 });
 
 mod response_retyped {
     use super::original::Get;
