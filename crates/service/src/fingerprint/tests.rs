@@ -1,7 +1,6 @@
 use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
-use serde_reflection::Tracer;
 
 use super::*;
 
@@ -60,36 +59,13 @@ enum KindWithMore {
     Both,
 }
 
-struct WatchPartial;
-impl Method for WatchPartial {
-    const NAME: &'static str = "kv.watch.v1";
-    type Request = Watch;
-    type Response = ();
-}
-
-struct WatchFull;
-impl Method for WatchFull {
-    const NAME: &'static str = "kv.watch.v1";
-    type Request = Watch;
-    type Response = ();
-    fn trace_nested(tracer: &mut Tracer) -> Result<(), serde_reflection::Error> {
-        tracer.trace_simple_type::<Start>()?;
-        tracer.trace_simple_type::<Kind>()?;
-        Ok(())
-    }
-}
-
-/// `WatchFull` with a variant more in the innermost enum (its name as serde
-/// sees it kept by the rename).
-struct WatchMoreKinds;
-impl Method for WatchMoreKinds {
-    const NAME: &'static str = "kv.watch.v1";
-    type Request = Watch2;
-    type Response = ();
-    fn trace_nested(tracer: &mut Tracer) -> Result<(), serde_reflection::Error> {
-        tracer.trace_simple_type::<Start2>()?;
-        tracer.trace_simple_type::<KindWithMore>()?;
-        Ok(())
+crate::service! {
+    service Watches {
+        WatchPartial = "kv.watch.v1": Watch => ();
+        WatchFull = "kv.watch.v1": Watch => (), nested(Start, Kind);
+        /// `WatchFull` with a variant more in the innermost enum (the names
+        /// serde sees kept by renames).
+        WatchMoreKinds = "kv.watch.v1": Watch2 => (), nested(Start2, KindWithMore);
     }
 }
 
