@@ -19,12 +19,14 @@ use crate::Method;
 /// version are not part of it.
 ///
 /// It is computed as PROTOCOL.md Part III §5 says: one
-/// [`serde_reflection::Tracer`] (default configuration) traces the request
-/// type, then the response type, as often as needed to see every variant of
-/// the enums in them; the text `{request:?}{response:?}{registry:?}` (the
-/// two types' formats and the registry of the named containers they reach)
-/// is hashed with SHA-256, and the first 8 bytes of the hash, read
-/// big-endian, are the fingerprint.
+/// [`serde_reflection::Tracer`] (default configuration) traces the enums
+/// [`Method::trace_nested`] names, then the request type, then the response
+/// type; the text `{request:?}{response:?}{registry:?}` (the two types'
+/// formats and the registry of the named containers they reach) is hashed
+/// with SHA-256, and the first 8 bytes of the hash, read big-endian, are
+/// the fingerprint. A struct's format is only its name: its fields are in
+/// the registry. An enum nested in the types and not named by
+/// `trace_nested` counts with its first variant only (a warning is logged).
 ///
 /// Types that [`serde_reflection`] cannot trace (a `Deserialize` that
 /// validates its input or needs self-describing data, such as
