@@ -11,8 +11,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("netproto-crypto", 1),
     ("netproto-transport", 2),
     ("netproto-dispatch", 3),
-    ("netproto-daemon", 4),
-    ("network-protocol", 5),
+    ("netproto-service", 4),
+    ("netproto-daemon", 5),
+    ("network-protocol", 6),
 ];
 
 /// Workspace members that are tools, not layers.

@@ -1,0 +1,245 @@
+//! The client side: typed calls over a [`Correlator`], and a
+//! [`tower::Service`] per method.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use bytes::Bytes;
+use netproto_dispatch::{Correlator, MAX_IN_FLIGHT};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::PollSemaphore;
+use tower::Service;
+
+use crate::method::msg_type;
+use crate::{CallError, Error, Method, from_bytes, to_bytes};
+
+/// Tunables of a [`TypedClient`].
+///
+/// Mutate a default; [`TypedClient::with_config`] validates it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Typed calls in flight on the connection at most, all methods and
+    /// handles together. A call beyond it waits for one to finish, and a
+    /// [`MethodClient`]'s `poll_ready` is pending meanwhile, so tower's
+    /// layers above it see the backpressure. Keep it at or below the
+    /// server's `max_in_flight`. Default 256 (the dispatcher's default).
+    pub max_in_flight: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self { max_in_flight: 256 }
+    }
+}
+
+impl ClientConfig {
+    /// Checks every value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first value that is zero or out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.max_in_flight == 0 || self.max_in_flight > MAX_IN_FLIGHT {
+            return Err(Error::Config("max_in_flight must be between 1 and 2^20"));
+        }
+        Ok(())
+    }
+}
+
+/// Typed calls over one connection's [`Correlator`].
+///
+/// Cheap to clone: clones share the correlator and the in-flight budget
+/// ([`ClientConfig::max_in_flight`]). Timeouts, goaways and lost
+/// connections are the correlator's (see its documentation); they come back
+/// as [`CallError::Connection`].
+#[derive(Debug, Clone)]
+pub struct TypedClient {
+    correlator: Arc<Correlator>,
+    capacity: Arc<Semaphore>,
+}
+
+impl TypedClient {
+    /// Typed calls over `correlator`, with the default [`ClientConfig`].
+    pub fn new(correlator: Arc<Correlator>) -> Self {
+        Self::build(correlator, ClientConfig::default().max_in_flight)
+    }
+
+    /// Typed calls over `correlator`, tuned by `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid `config`.
+    pub fn with_config(correlator: Arc<Correlator>, config: &ClientConfig) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self::build(correlator, config.max_in_flight))
+    }
+
+    fn build(correlator: Arc<Correlator>, max_in_flight: usize) -> Self {
+        Self {
+            correlator,
+            capacity: Arc::new(Semaphore::new(max_in_flight)),
+        }
+    }
+
+    /// The correlator the calls go through.
+    pub fn correlator(&self) -> &Arc<Correlator> {
+        &self.correlator
+    }
+
+    /// Calls that could start now without waiting for the in-flight budget.
+    pub fn available(&self) -> usize {
+        self.capacity.available_permits()
+    }
+
+    /// Calls method `M` with `request` and waits for its response, first
+    /// waiting for room in the in-flight budget.
+    ///
+    /// # Errors
+    ///
+    /// A [`CallError`]: the server's error frame
+    /// ([`Remote`](CallError::Remote)), an answer that does not decode as
+    /// `M::Response` ([`Decode`](CallError::Decode)), or no answer
+    /// ([`Connection`](CallError::Connection)).
+    pub async fn call<M: Method>(&self, request: M::Request) -> Result<M::Response, CallError> {
+        let payload = encode::<M>(&request)?;
+        let _permit = self.acquire().await;
+        self.exchange::<M>(payload).await
+    }
+
+    /// A handle calling method `M` only, which is a [`tower::Service`].
+    pub fn method<M: Method>(&self) -> MethodClient<M> {
+        MethodClient {
+            client: self.clone(),
+            semaphore: PollSemaphore::new(self.capacity.clone()),
+            permit: None,
+            method: PhantomData,
+        }
+    }
+
+    /// Room for one call. The semaphore is never closed, so `None` cannot
+    /// happen; the call then goes ahead without a permit.
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.capacity.clone().acquire_owned().await.ok()
+    }
+
+    /// Sends one encoded request and decodes its answer.
+    async fn exchange<M: Method>(&self, payload: Bytes) -> Result<M::Response, CallError> {
+        // With the request headers of PROTOCOL.md Part III, the request
+        // carries `fingerprint::<M>()` here (and the caller's deadline).
+        let reply = self
+            .correlator
+            .request_raw(msg_type::<M>(), payload)
+            .await
+            .map_err(|error| CallError::from_dispatch(M::NAME, error))?;
+        if reply.msg_type.as_str() != M::NAME {
+            return Err(CallError::UnexpectedType {
+                method: M::NAME,
+                got: reply.msg_type.as_str().to_owned(),
+            });
+        }
+        from_bytes(&reply.payload).map_err(|source| CallError::Decode {
+            method: M::NAME,
+            source,
+        })
+    }
+}
+
+/// The payload of a request of `M`.
+fn encode<M: Method>(request: &M::Request) -> Result<Bytes, CallError> {
+    to_bytes(request).map_err(|source| CallError::Encode {
+        method: M::NAME,
+        source,
+    })
+}
+
+/// A [`TypedClient`] for one method: a [`tower::Service`] taking
+/// `M::Request` and answering `M::Response`.
+///
+/// `poll_ready` is ready when the connection's in-flight budget
+/// ([`ClientConfig::max_in_flight`], shared with every other call on the
+/// [`TypedClient`]) has room, and reserves that room for the next `call`;
+/// it is pending while the budget is spent. A clone starts without a
+/// reservation. A `call` without a ready poll first waits for room itself.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use netproto_service::{Method, MethodClient};
+/// use tower::ServiceBuilder;
+///
+/// struct Double;
+/// impl Method for Double {
+///     const NAME: &'static str = "math.double.v1";
+///     type Request = u32;
+///     type Response = u64;
+/// }
+///
+/// fn layered(
+///     double: MethodClient<Double>,
+/// ) -> impl tower::Service<u32, Response = u64, Error = tower::BoxError> {
+///     ServiceBuilder::new()
+///         .timeout(Duration::from_secs(1))
+///         .concurrency_limit(8)
+///         .service(double)
+/// }
+/// ```
+pub struct MethodClient<M> {
+    client: TypedClient,
+    semaphore: PollSemaphore,
+    permit: Option<OwnedSemaphorePermit>,
+    method: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for MethodClient<M> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            semaphore: self.semaphore.clone(),
+            permit: None,
+            method: PhantomData,
+        }
+    }
+}
+
+impl<M: Method> fmt::Debug for MethodClient<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MethodClient")
+            .field("method", &M::NAME)
+            .field("ready", &self.permit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Method> Service<M::Request> for MethodClient<M> {
+    type Response = M::Response;
+    type Error = CallError;
+    type Future = Pin<Box<dyn Future<Output = Result<M::Response, CallError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), CallError>> {
+        if self.permit.is_none() {
+            // `None` only for a closed semaphore, which ours never is.
+            self.permit = ready!(self.semaphore.poll_acquire(cx));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: M::Request) -> Self::Future {
+        let permit = self.permit.take();
+        let client = self.client.clone();
+        let payload = encode::<M>(&request);
+        Box::pin(async move {
+            let payload = payload?;
+            let _permit = match permit {
+                Some(permit) => Some(permit),
+                None => client.acquire().await,
+            };
+            client.exchange::<M>(payload).await
+        })
+    }
+}

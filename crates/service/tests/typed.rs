@@ -1,0 +1,628 @@
+//! Typed calls end to end: a served dispatcher and a typed client over a
+//! framed connection on an in-memory pipe. Time is paused where timeouts
+//! decide the outcome.
+
+// Integration test: a failed unwrap, expect, panic or index is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use netproto_dispatch::{Correlator, CorrelatorConfig, Dispatcher, HandlerError, ServeConfig};
+use netproto_service::{
+    CallError, ClientConfig, Context, Error, Method, Request, TypedClient, fingerprint, register,
+    register_service, service,
+};
+use netproto_transport::{Acceptor, ClientSecurity, ConnectionConfig, Connector, ServerSecurity};
+use netproto_wire::{Envelope, ErrorCode, MessageType};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// A typed client on one end of a pipe, `dispatcher` serving the other.
+struct Setup {
+    client: TypedClient,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl Setup {
+    async fn new(dispatcher: &Arc<Dispatcher>, config: &ClientConfig) -> Self {
+        let (client_io, server_io) = tokio::io::duplex(256 * 1024);
+        let acceptor = Acceptor::new(ServerSecurity::Plain, ConnectionConfig::default()).unwrap();
+        let connector = Connector::new(ClientSecurity::Plain, ConnectionConfig::default()).unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let dispatcher = dispatcher.clone();
+        let server = tokio::spawn(async move {
+            let conn = acceptor.accept(server_io).await.unwrap();
+            dispatcher
+                .serve(conn, &ServeConfig::default(), shutdown)
+                .await
+                .unwrap();
+        });
+        let conn = connector.connect(client_io).await.unwrap();
+        let (correlator, _unsolicited) =
+            Correlator::new(conn, &CorrelatorConfig::default()).unwrap();
+        let client = TypedClient::with_config(Arc::new(correlator), config).unwrap();
+        Self {
+            client,
+            stop,
+            server,
+        }
+    }
+
+    async fn plain(dispatcher: &Arc<Dispatcher>) -> Self {
+        Self::new(dispatcher, &ClientConfig::default()).await
+    }
+
+    async fn finish(self) {
+        self.stop.send_replace(true);
+        drop(self.client);
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Put {
+    key: String,
+    value: Vec<u8>,
+}
+
+service! {
+    /// The key-value service of these tests, as the server defines it.
+    service Kv {
+        /// Reads a key.
+        Get = "kv.get.v1": String => Option<Vec<u8>>;
+        /// Writes a key; answers the previous value.
+        PutKey = "kv.put.v1": Put => Option<Vec<u8>>;
+        /// Sleeps for the given milliseconds, then answers them.
+        Sleep = "kv.sleep.v1": u64 => u64;
+    }
+}
+
+/// A dispatcher serving `Kv` from a map, recording the contexts it saw.
+fn kv_server(contexts: &Arc<Mutex<Vec<Context>>>) -> Arc<Dispatcher> {
+    let dispatcher = Arc::new(Dispatcher::default());
+    let store = Arc::new(Mutex::new(HashMap::<String, Vec<u8>>::new()));
+    let (seen, map) = (contexts.clone(), store.clone());
+    register::<Get, _, _>(&dispatcher, move |context, key: String| {
+        seen.lock().unwrap().push(context);
+        let value = map.lock().unwrap().get(&key).cloned();
+        async move { Ok(value) }
+    });
+    let (seen, map) = (contexts.clone(), store);
+    register::<PutKey, _, _>(&dispatcher, move |context, put: Put| {
+        seen.lock().unwrap().push(context);
+        let previous = map.lock().unwrap().insert(put.key, put.value);
+        async move { Ok(previous) }
+    });
+    dispatcher
+}
+
+#[tokio::test]
+async fn a_typed_call_round_trips_with_its_context() {
+    let contexts = Arc::new(Mutex::new(Vec::new()));
+    let setup = Setup::plain(&kv_server(&contexts)).await;
+    let client = &setup.client;
+
+    assert_eq!(client.call::<Get>("a".into()).await.unwrap(), None);
+    let put = Put {
+        key: "a".into(),
+        value: vec![1, 2, 3],
+    };
+    assert_eq!(client.call::<PutKey>(put).await.unwrap(), None);
+    assert_eq!(
+        client.call::<Get>("a".into()).await.unwrap(),
+        Some(vec![1, 2, 3])
+    );
+    // Through the per-method tower service too.
+    let answer = client.method::<Get>().oneshot("a".into()).await.unwrap();
+    assert_eq!(answer, Some(vec![1, 2, 3]));
+
+    let contexts = contexts.lock().unwrap().clone();
+    let seen: Vec<(u64, &str)> = contexts
+        .iter()
+        .map(|c| (c.request_id(), c.method()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "kv.get.v1"),
+            (2, "kv.put.v1"),
+            (3, "kv.get.v1"),
+            (4, "kv.get.v1")
+        ]
+    );
+    assert!(
+        contexts
+            .iter()
+            .all(|c| c.deadline().is_none() && c.traceparent().is_none())
+    );
+    assert_eq!(client.available(), ClientConfig::default().max_in_flight);
+    setup.finish().await;
+}
+
+/// The client's own definitions: methods the server does not serve, or
+/// serves with other types.
+mod client_side {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub(crate) struct Put {
+        pub(crate) key: String,
+        pub(crate) value: Vec<u8>,
+        pub(crate) ttl: u32,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub(crate) struct Renamed {
+        pub(crate) name: String,
+        pub(crate) bytes: Vec<u8>,
+    }
+
+    netproto_service::service! {
+        /// The key-value service as an out-of-date client defines it.
+        pub(crate) service Kv {
+            /// A method the server never had.
+            Delete = "kv.delete.v1": String => bool;
+            /// A version the server does not serve.
+            GetV2 = "kv.get.v2": String => Option<Vec<u8>>;
+            /// `kv.put.v1` with a field more: trailing bytes for the server.
+            PutWithTtl = "kv.put.v1": Put => Option<Vec<u8>>;
+            /// `kv.get.v1` with a response of another type.
+            GetCount = "kv.get.v1": String => u64;
+            /// `kv.put.v1` with the fields renamed: it still decodes.
+            PutRenamed = "kv.put.v1": Renamed => Option<Vec<u8>>;
+            /// `kv.sleep.v1` with a request that does not decode as a u64.
+            SleepText = "kv.sleep.v1": Vec<u8> => u64;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_method_or_version_is_a_clear_error() {
+    let setup = Setup::plain(&kv_server(&Arc::default())).await;
+    for error in [
+        setup
+            .client
+            .call::<client_side::Delete>("a".into())
+            .await
+            .unwrap_err(),
+        setup
+            .client
+            .call::<client_side::GetV2>("a".into())
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(error.is_unknown_method(), "{error:?}");
+        assert!(error.is_remote() && !error.is_type_mismatch() && !error.is_retryable());
+        assert_eq!(error.code(), Some(ErrorCode::NO_HANDLER));
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("{}: unknown method (code 3)", error.method())));
+        assert!(text.contains(error.method()), "{text}");
+    }
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn a_request_of_another_type_is_refused_before_the_handler() {
+    let contexts = Arc::new(Mutex::new(Vec::new()));
+    let dispatcher = kv_server(&contexts);
+    let sleeps = Arc::new(AtomicUsize::new(0));
+    let counted = sleeps.clone();
+    register::<Sleep, _, _>(&dispatcher, move |_, ms: u64| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        async move { Ok(ms) }
+    });
+    let setup = Setup::plain(&dispatcher).await;
+
+    // One byte more than the server's `Put`: trailing bytes.
+    let put = client_side::Put {
+        key: "k".into(),
+        value: vec![1],
+        ttl: 60,
+    };
+    let error = setup
+        .client
+        .call::<client_side::PutWithTtl>(put)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::BAD_MESSAGE), "{error:?}");
+    assert!(error.is_type_mismatch() && error.is_remote());
+    let CallError::Remote { message, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        message.starts_with("kv.put.v1: request does not decode as its request type"),
+        "{message}"
+    );
+    assert!(message.contains("bytes left over"), "{message}");
+
+    // Bytes that are no u64 varint at all (eleven 0xff).
+    let error = setup
+        .client
+        .call::<client_side::SleepText>(vec![0xff; 11])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::BAD_MESSAGE), "{error:?}");
+    assert!(error.to_string().contains("kv.sleep.v1"), "{error}");
+
+    // The handlers never ran.
+    assert!(contexts.lock().unwrap().is_empty());
+    assert_eq!(sleeps.load(Ordering::Relaxed), 0);
+    // And the connection goes on.
+    assert_eq!(setup.client.call::<Sleep>(5).await.unwrap(), 5);
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn a_response_of_another_type_is_a_decode_error_never_a_value() {
+    let dispatcher = kv_server(&Arc::default());
+    let setup = Setup::plain(&dispatcher).await;
+    setup
+        .client
+        .call::<PutKey>(Put {
+            key: "k".into(),
+            value: b"hello".to_vec(),
+        })
+        .await
+        .unwrap();
+    // The server answers `Some(b"hello")`, 01 05 68 65 6c 6c 6f: a u64 of 1
+    // and six bytes left over.
+    let error = setup
+        .client
+        .call::<client_side::GetCount>("k".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            CallError::Decode {
+                method: "kv.get.v1",
+                source: Error::TrailingBytes { len: 6 }
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_type_mismatch() && !error.is_remote() && error.code().is_none());
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn an_answer_under_another_message_type_is_refused() {
+    let dispatcher = Arc::new(Dispatcher::default());
+    dispatcher.register_envelope("kv.get.v1", |_| async {
+        Ok(Envelope::new(
+            0,
+            MessageType::new("something.else").unwrap(),
+            Bytes::from_static(&[0]),
+        ))
+    });
+    let setup = Setup::plain(&dispatcher).await;
+    let error = setup.client.call::<Get>("k".into()).await.unwrap_err();
+    assert!(
+        matches!(&error, CallError::UnexpectedType { got, .. } if got == "something.else"),
+        "{error:?}"
+    );
+    assert!(error.is_type_mismatch());
+    setup.finish().await;
+}
+
+/// What only the fingerprint will catch: the same encoding under other
+/// field names decodes, so the call succeeds today; the fingerprints differ.
+#[tokio::test]
+async fn a_mismatch_that_decodes_is_left_to_the_fingerprint() {
+    let setup = Setup::plain(&kv_server(&Arc::default())).await;
+    let renamed = client_side::Renamed {
+        name: "k".into(),
+        bytes: vec![7],
+    };
+    let answer = setup
+        .client
+        .call::<client_side::PutRenamed>(renamed)
+        .await
+        .unwrap();
+    assert_eq!(answer, None);
+    assert_eq!(
+        setup.client.call::<Get>("k".into()).await.unwrap(),
+        Some(vec![7])
+    );
+    assert_ne!(
+        fingerprint::<client_side::PutRenamed>(),
+        fingerprint::<PutKey>()
+    );
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn handler_errors_keep_their_code_and_unencodable_requests_are_not_sent() {
+    let dispatcher = Arc::new(Dispatcher::default());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    register::<Sleep, _, _>(&dispatcher, move |_, _| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        async { Err::<u64, _>(HandlerError::new(ErrorCode::OVERLOADED, "busy")) }
+    });
+    let setup = Setup::plain(&dispatcher).await;
+    let error = setup.client.call::<Sleep>(1).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::OVERLOADED));
+    assert!(error.is_retryable() && !error.is_timeout());
+    assert_eq!(
+        error.to_string(),
+        "kv.sleep.v1: server overloaded (code 5): \"busy\""
+    );
+
+    /// A value whose serialization fails.
+    struct Unencodable;
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+    impl<'de> Deserialize<'de> for Unencodable {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            <()>::deserialize(d).map(|()| Self)
+        }
+    }
+    struct SleepBadly;
+    impl Method for SleepBadly {
+        const NAME: &'static str = "kv.sleep.v1";
+        type Request = Unencodable;
+        type Response = u64;
+    }
+    let error = setup
+        .client
+        .call::<SleepBadly>(Unencodable)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CallError::Encode {
+                source: Error::Encode(_),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "the unencodable request was not sent"
+    );
+    setup.finish().await;
+}
+
+/// A handler that waits for a permit of `gate` before answering, and
+/// reports each start on `started`.
+fn gated_sleep(
+    dispatcher: &Dispatcher,
+    gate: &Arc<Semaphore>,
+    started: mpsc::UnboundedSender<u64>,
+) {
+    let gate = gate.clone();
+    let service = ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(1)
+        .service_fn(move |request: Request<Sleep>| {
+            let gate = gate.clone();
+            let started = started.clone();
+            async move {
+                started.send(*request.value()).unwrap();
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, HandlerError>(*request.value())
+            }
+        });
+    register_service::<Sleep, _>(dispatcher, service);
+}
+
+#[tokio::test]
+async fn server_side_load_shedding_over_a_concurrency_limit_answers_overloaded() {
+    let dispatcher = Arc::new(Dispatcher::default());
+    let gate = Arc::new(Semaphore::new(0));
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    gated_sleep(&dispatcher, &gate, started_tx);
+    let setup = Setup::plain(&dispatcher).await;
+
+    let first = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.call::<Sleep>(1).await }
+    });
+    assert_eq!(started.recv().await, Some(1));
+    // The limit of one is taken: the second is shed, not queued.
+    let error = setup.client.call::<Sleep>(2).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::OVERLOADED), "{error:?}");
+    assert!(error.is_retryable());
+    assert!(
+        error.to_string().contains("the service is overloaded"),
+        "{error}"
+    );
+
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    gate.add_permits(1);
+    assert_eq!(setup.client.call::<Sleep>(3).await.unwrap(), 3);
+    assert_eq!(
+        started.recv().await,
+        Some(3),
+        "the shed request never started"
+    );
+    setup.finish().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_side_timeout_layer_answers_timeout_and_drops_the_handler() {
+    let dispatcher = Arc::new(Dispatcher::default());
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let counted = dropped.clone();
+    let service = ServiceBuilder::new()
+        .timeout(Duration::from_millis(50))
+        .service_fn(move |request: Request<Sleep>| {
+            let guard = DropCounter(counted.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(*request.value())).await;
+                drop(guard);
+                Ok::<_, HandlerError>(*request.value())
+            }
+        });
+    register_service::<Sleep, _>(&dispatcher, service);
+    let setup = Setup::plain(&dispatcher).await;
+
+    assert_eq!(setup.client.call::<Sleep>(10).await.unwrap(), 10);
+    let error = setup.client.call::<Sleep>(10_000).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::TIMEOUT), "{error:?}");
+    assert!(error.is_timeout() && error.is_remote());
+    assert!(
+        error.to_string().contains("took longer than its timeout"),
+        "{error}"
+    );
+    // The first finished (dropping its guard at the end); the second's
+    // future was dropped by the timeout, which dropped its guard too.
+    assert_eq!(dropped.load(Ordering::Relaxed), 2);
+    setup.finish().await;
+}
+
+/// Counts its drops.
+struct DropCounter(Arc<AtomicUsize>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A dispatcher whose `kv.sleep.v1` waits for `gate`, counting the
+/// handlers running at once and the most seen.
+fn gated_counting(
+    gate: &Arc<Semaphore>,
+    peak: &Arc<(AtomicUsize, AtomicUsize)>,
+) -> Arc<Dispatcher> {
+    let dispatcher = Arc::new(Dispatcher::default());
+    let (gate, peak) = (gate.clone(), peak.clone());
+    register::<Sleep, _, _>(&dispatcher, move |_, value: u64| {
+        let (gate, peak) = (gate.clone(), peak.clone());
+        async move {
+            let now = peak.0.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.1.fetch_max(now, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+            peak.0.fetch_sub(1, Ordering::SeqCst);
+            Ok(value)
+        }
+    });
+    dispatcher
+}
+
+#[tokio::test]
+async fn a_client_side_concurrency_limit_holds_calls_back() {
+    let gate = Arc::new(Semaphore::new(0));
+    let peak = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let setup = Setup::plain(&gated_counting(&gate, &peak)).await;
+
+    let limited = ServiceBuilder::new()
+        .concurrency_limit(2)
+        .service(setup.client.method::<Sleep>());
+    let calls: Vec<_> = (0..6)
+        .map(|i| tokio::spawn(limited.clone().oneshot(i)))
+        .collect();
+    // Two reach the server; the others wait in the layer, not on the wire.
+    wait_for(|| peak.0.load(Ordering::SeqCst) == 2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(setup.client.correlator().pending(), 2);
+
+    gate.add_permits(6);
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap().unwrap());
+    }
+    assert_eq!(answers, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(peak.1.load(Ordering::SeqCst), 2, "at most two ran at once");
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn poll_ready_waits_for_the_connections_in_flight_budget() {
+    let gate = Arc::new(Semaphore::new(0));
+    let peak = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let mut config = ClientConfig::default();
+    config.max_in_flight = 2;
+    let setup = Setup::new(&gated_counting(&gate, &peak), &config).await;
+    let sleep = setup.client.method::<Sleep>();
+
+    // Two calls take the whole budget: one direct, one through the service.
+    let direct = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.call::<Sleep>(1).await }
+    });
+    let through = tokio::spawn(sleep.clone().oneshot(2));
+    wait_for(|| peak.0.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(setup.client.available(), 0);
+
+    let mut waiting = sleep.clone();
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    assert!(waiting.poll_ready(&mut cx).is_pending(), "no budget left");
+    // Load shedding turns the pending readiness into an immediate refusal.
+    let error = ServiceBuilder::new()
+        .load_shed()
+        .service(sleep.clone())
+        .oneshot(3)
+        .await
+        .unwrap_err();
+    assert!(error.is::<tower::load_shed::error::Overloaded>(), "{error}");
+
+    gate.add_permits(2);
+    assert_eq!(direct.await.unwrap().unwrap(), 1);
+    assert_eq!(through.await.unwrap().unwrap(), 2);
+    assert!(matches!(waiting.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert_eq!(setup.client.available(), 1, "the ready handle holds one");
+    gate.add_permits(1);
+    assert_eq!(waiting.call(4).await.unwrap(), 4);
+    assert_eq!(setup.client.available(), 2);
+    setup.finish().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_side_timeout_layer_gives_up_and_forgets_the_request() {
+    let gate = Arc::new(Semaphore::new(0));
+    let peak = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let setup = Setup::plain(&gated_counting(&gate, &peak)).await;
+
+    let error = ServiceBuilder::new()
+        .timeout(Duration::from_millis(100))
+        .service(setup.client.method::<Sleep>())
+        .oneshot(1)
+        .await
+        .unwrap_err();
+    assert!(error.is::<tower::timeout::error::Elapsed>(), "{error}");
+    assert_eq!(setup.client.correlator().pending(), 0);
+    assert_eq!(
+        setup.client.available(),
+        ClientConfig::default().max_in_flight
+    );
+    gate.add_permits(2);
+    assert_eq!(setup.client.call::<Sleep>(2).await.unwrap(), 2);
+    setup.finish().await;
+}
+
+/// Polls `done` until it holds, for at most 10 s.
+async fn wait_for(done: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("condition not reached within 10 s");
+}
