@@ -261,6 +261,9 @@ impl ServerProcess {
     }
 
     /// Sends the process the signal `name` (`TERM`, `KILL`, `STOP`, ...).
+    /// After `STOP`, returns once every thread of it has stopped (the
+    /// signal is delivered asynchronously: a thread on another core may
+    /// still answer a request meanwhile).
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -268,6 +271,28 @@ impl ServerProcess {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{name} {}: {status}", self.pid);
+        if name == "STOP" {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.all_threads_stopped() {
+                assert!(Instant::now() < deadline, "the server did not stop");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Whether every thread of the process is stopped (state `T` in
+    /// `/proc/<pid>/task/<tid>/stat`).
+    fn all_threads_stopped(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command name in parentheses.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        })
     }
 
     /// Waits up to `limit` for the process to exit; its status, if it did.
