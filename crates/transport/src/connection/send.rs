@@ -229,6 +229,7 @@ impl Outgoing {
             Ready::Compressed(Frame::Data(data)) if data.body.len() >= SEGMENT_MIN => {
                 self.encoder.encode_data_header(
                     data.compression,
+                    data.flags,
                     data.body.len(),
                     &mut state.frames,
                 )?;

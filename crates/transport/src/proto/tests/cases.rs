@@ -214,11 +214,20 @@ fn every_malformed_frame_is_a_protocol_error() {
         ("kind 0x00", raw_frame(0x00, 0, &ping_body), |e| {
             matches!(e, Wire::UnknownKind(0))
         }),
-        ("kind 0x06", raw_frame(0x06, 0, &ping_body), |e| {
-            matches!(e, Wire::UnknownKind(6))
+        ("kind 0x09", raw_frame(0x09, 0, &ping_body), |e| {
+            matches!(e, Wire::UnknownKind(9))
         }),
-        ("reserved flag", raw_frame(0x01, 0b0000_0100, b"x"), |e| {
-            matches!(e, Wire::UnknownFlags(_))
+        ("reserved data flag", raw_frame(0x01, 0b0001_0000, b"x"), |e| {
+            matches!(e, Wire::UnknownFlags(0x10))
+        }),
+        ("stream flag on a ping", raw_frame(0x02, 0b0000_1000, &ping_body), |e| {
+            matches!(e, Wire::UnknownFlags(0x08))
+        }),
+        ("short cancel", raw_frame(0x06, 0, &ping_body[..7]), |e| {
+            matches!(e, Wire::BadBodyLength { kind: "cancel", len: 7 })
+        }),
+        ("long credit", raw_frame(0x07, 0, &[0; 13]), |e| {
+            matches!(e, Wire::BadBodyLength { kind: "credit", len: 13 })
         }),
         ("compression 3", raw_frame(0x01, 0b11, b"x"), |e| {
             matches!(e, Wire::UnknownFlags(_))
