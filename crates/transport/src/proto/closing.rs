@@ -20,9 +20,9 @@ pub(crate) fn closing_frame(error: &Error) -> Option<Frame> {
         Error::Protocol(W::EncodeTooLarge { .. }) => return None,
         Error::Protocol(W::FrameTooLarge { .. } | W::ControlTooLarge(_))
         | Error::Compression(C::TooLarge { .. }) => ErrorCode::TOO_LARGE,
-        Error::Protocol(W::BadEnvelope | W::BadTypeName(_) | W::InvalidUtf8("message type")) => {
-            ErrorCode::BAD_MESSAGE
-        }
+        Error::Protocol(
+            W::BadEnvelope | W::BadTypeName(_) | W::InvalidUtf8("message type") | W::BadHeaders,
+        ) => ErrorCode::BAD_MESSAGE,
         Error::Protocol(_) | Error::Compression(_) => ErrorCode::PROTOCOL,
         _ => return None,
     };
