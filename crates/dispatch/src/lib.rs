@@ -72,6 +72,7 @@
 //! the logs.
 #![forbid(unsafe_code)]
 
+mod context;
 mod correlator;
 mod dispatcher;
 mod error;
@@ -79,9 +80,10 @@ mod handler;
 mod metrics;
 mod serve;
 
-pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, Unsolicited};
+pub use context::RequestContext;
+pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, RequestOptions, Unsolicited};
 pub use dispatcher::{Dispatcher, Outcome};
 pub use error::Error;
 pub use handler::HandlerError;
-pub use metrics::{REQUEST_DURATION, REQUESTS, ServeMetrics};
+pub use metrics::{DEADLINES_EXCEEDED, REQUEST_DURATION, REQUESTS, ServeMetrics};
 pub use serve::{MAX_IN_FLIGHT, ServeConfig, ServeReport};

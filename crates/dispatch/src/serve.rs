@@ -1,5 +1,7 @@
 //! The per-connection server loop.
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -7,9 +9,11 @@ use std::time::{Duration, Instant};
 use netproto_transport::{Connection, Incoming, Receiver, Sender};
 use netproto_wire::{ErrorCode, ErrorFrame, Frame, GoAway};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
+use crate::context::deadline_of;
+use crate::correlator::IdHasher;
 use crate::dispatcher::{Outcome, Started};
 use crate::{Dispatcher, Error, ServeMetrics};
 
@@ -33,8 +37,9 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// An async handler still running after this long is cancelled (its
     /// future dropped) and the request answered with
-    /// [`ErrorCode::TIMEOUT`]. Synchronous handlers cannot be interrupted.
-    /// Default 30 s.
+    /// [`ErrorCode::TIMEOUT`]. A request's own deadline (its `deadline`
+    /// header) applies too, the earlier of the two winning. Synchronous
+    /// handlers cannot be interrupted. Default 30 s.
     pub request_timeout: Duration,
     /// After a graceful shutdown has closed the sending side, keep reading
     /// (and discarding) what the peer still sends for at most this long, or
@@ -85,7 +90,8 @@ impl ServeConfig {
 /// refused during shutdown (`refused`) or arrived after the sending side was
 /// closed (`dropped`). Every request taken was answered with a reply
 /// (`replies`) or an error frame (`errors`), or could not be answered because
-/// the connection failed (`unanswered`).
+/// the connection failed (`unanswered`), or was cancelled by the peer
+/// (`cancelled`).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServeReport {
@@ -94,8 +100,14 @@ pub struct ServeReport {
     /// Requests answered with a reply.
     pub replies: u64,
     /// Requests answered with an error frame (no handler, bad message,
-    /// handler error or panic, timeout, reply too large).
+    /// handler error or panic, timeout, deadline exceeded, reply too large).
     pub errors: u64,
+    /// Requests answered with [`ErrorCode::DEADLINE_EXCEEDED`] (also
+    /// counted in `errors`).
+    pub deadlines_exceeded: u64,
+    /// Requests the peer cancelled while their handler ran: the handler's
+    /// future was dropped and nothing was answered.
+    pub cancelled: u64,
     /// Requests taken whose answer could not be sent.
     pub unanswered: u64,
     /// Requests refused with [`ErrorCode::SHUTTING_DOWN`] after the goaway.
@@ -111,6 +123,7 @@ pub struct ServeReport {
 struct Counters {
     replies: AtomicU64,
     errors: AtomicU64,
+    deadlines_exceeded: AtomicU64,
     metrics: ServeMetrics,
 }
 
@@ -118,11 +131,37 @@ impl Counters {
     fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// The answer to request `id` whose deadline passed (`when`), counted.
+    fn deadline_exceeded(&self, id: u64, when: &str) -> Outcome {
+        tracing::debug!(request_id = id, "deadline exceeded {when}");
+        if id != 0 {
+            Self::add(&self.deadlines_exceeded);
+            self.metrics.deadlines_exceeded.increment(1);
+        }
+        Outcome::error(
+            id,
+            ErrorCode::DEADLINE_EXCEEDED,
+            format!("the request's deadline passed {when}"),
+        )
+    }
 }
+
+/// How long an async handler may run.
+struct Limits {
+    /// The server's request timeout.
+    timeout: Duration,
+    /// The request's own deadline, if it has one.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// The async handlers running, by request id.
+type Running = HashMap<u64, AbortHandle, BuildHasherDefault<IdHasher>>;
 
 /// State of one serve loop.
 struct Serving {
     sender: Sender,
+    running: Running,
     counters: Arc<Counters>,
     report: ServeReport,
     last_taken: u64,
@@ -176,6 +215,7 @@ impl Dispatcher {
                 metrics: config.metrics.clone(),
                 ..Counters::default()
             }),
+            running: Running::default(),
             report: ServeReport::default(),
             last_taken: 0,
             going_away: false,
@@ -187,8 +227,8 @@ impl Dispatcher {
         tokio::pin!(shutdown_signal);
         tracing::debug!("serving connection");
         let result = loop {
-            while let Some(joined) = tasks.try_join_next() {
-                log_join(joined);
+            while let Some(joined) = tasks.try_join_next_with_id() {
+                state.joined(joined);
             }
             if state.going_away && tasks.is_empty() {
                 break Ok(());
@@ -222,19 +262,24 @@ impl Dispatcher {
                     }
                     continue;
                 }
-                Some(joined) = tasks.join_next(), if state.going_away => {
-                    log_join(joined);
+                Some(joined) = tasks.join_next_with_id(), if state.going_away => {
+                    state.joined(joined);
                     continue;
                 }
                 item = receiver.recv() => item,
             };
             match item {
-                Ok(Some(Incoming::Message(envelope))) => {
+                Ok(Some(Incoming::Message(mut envelope))) => {
                     let id = envelope.request_id;
                     if state.going_away {
                         state.refuse(id).await;
                         continue;
                     }
+                    // One test of a flag bit when there is no header block.
+                    let headers = match envelope.take_headers() {
+                        Ok(headers) => headers,
+                        Err(error) => break Err(state.malformed(error).await),
+                    };
                     if id == 0 {
                         state.report.one_way += 1;
                     } else {
@@ -247,7 +292,13 @@ impl Dispatcher {
                         msg_type = %envelope.msg_type,
                     );
                     let started = Instant::now();
-                    match span.in_scope(|| self.start(envelope)) {
+                    let deadline = deadline_of(headers.as_ref());
+                    let begun = if deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        Started::Done(state.counters.deadline_exceeded(id, "on arrival"))
+                    } else {
+                        span.in_scope(|| self.start(envelope, headers.as_ref(), deadline))
+                    };
+                    match begun {
                         Started::Done(outcome) => {
                             drop(permit);
                             if id != 0 {
@@ -261,10 +312,14 @@ impl Dispatcher {
                             let sender = state.sender.clone();
                             let counters = state.counters.clone();
                             let timeout = config.request_timeout;
-                            tasks.spawn(
-                                run_handler(id, future, timeout, sender, counters, permit)
+                            let limits = Limits { timeout, deadline };
+                            let task = tasks.spawn(
+                                run_handler(id, future, limits, sender, counters, permit)
                                     .instrument(span),
                             );
+                            if id != 0 {
+                                state.running.insert(id, task);
+                            }
                         }
                     }
                 }
@@ -283,17 +338,18 @@ impl Dispatcher {
                         "peer reported an error"
                     );
                 }
+                Ok(Some(Incoming::Cancel(id))) => state.cancel(id),
                 Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),
-                Err(error) => break Err(error),
+                Err(error) => break Err(Error::from(error)),
             }
         };
         match result {
             Ok(()) => {
                 // The peer closed, or the shutdown is under way: answer
                 // everything taken, then close the sending side.
-                while let Some(joined) = tasks.join_next().await {
-                    log_join(joined);
+                while let Some(joined) = tasks.join_next_with_id().await {
+                    state.joined(joined);
                 }
                 if let Err(error) = state.sender.close().await {
                     tracing::debug!(%error, "cannot close the sending side");
@@ -316,7 +372,7 @@ impl Dispatcher {
                     log_join(joined);
                 }
                 tracing::debug!(report = ?state.report(), "connection served");
-                Err(error.into())
+                Err(error)
             }
         }
     }
@@ -355,14 +411,68 @@ impl Serving {
         }
     }
 
+    /// Drops the handler of request `id` at the peer's cancel frame; a
+    /// cancel for no running request is ignored.
+    fn cancel(&mut self, id: u64) {
+        let Some(task) = self.running.remove(&id) else {
+            tracing::debug!(request_id = id, "cancel for no running request ignored");
+            return;
+        };
+        if task.is_finished() {
+            return;
+        }
+        task.abort();
+        tracing::debug!(request_id = id, "request cancelled by the peer");
+        self.report.cancelled += 1;
+        self.counters.metrics.cancelled.increment(1);
+    }
+
+    /// Forgets a finished handler task.
+    fn joined(&mut self, joined: Result<(tokio::task::Id, u64), tokio::task::JoinError>) {
+        let (task, id) = match joined {
+            Ok(done) => done,
+            Err(error) => {
+                let task = error.id();
+                log_join::<()>(Err(error));
+                self.running.retain(|_, running| running.id() != task);
+                return;
+            }
+        };
+        // A request id the peer reused belongs to the newer task.
+        if self
+            .running
+            .get(&id)
+            .is_some_and(|running| running.id() == task)
+        {
+            self.running.remove(&id);
+        }
+    }
+
+    /// Ends the connection on a malformed header block (PROTOCOL.md Part III
+    /// §2: `BAD_MESSAGE`, as a malformed envelope): an error frame for the
+    /// connection, then the sending side is closed.
+    async fn malformed(&mut self, error: netproto_wire::Error) -> Error {
+        tracing::debug!(%error, "malformed header block");
+        let frame = ErrorFrame::new(0, ErrorCode::BAD_MESSAGE, error.to_string());
+        if let Err(error) = self.sender.send_frame(Frame::Error(frame)).await {
+            tracing::debug!(%error, "cannot send the error frame");
+        }
+        if let Err(error) = self.sender.close().await {
+            tracing::debug!(%error, "cannot close the sending side");
+        }
+        Error::Wire(error)
+    }
+
     fn report(&self) -> ServeReport {
         let mut report = self.report;
         report.replies = self.counters.replies.load(Ordering::Relaxed);
         report.errors = self.counters.errors.load(Ordering::Relaxed);
+        report.deadlines_exceeded = self.counters.deadlines_exceeded.load(Ordering::Relaxed);
         report.unanswered = report
             .requests
             .saturating_sub(report.replies)
-            .saturating_sub(report.errors);
+            .saturating_sub(report.errors)
+            .saturating_sub(report.cancelled);
         report
     }
 }
@@ -373,18 +483,30 @@ async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) -> bool {
     shutdown.wait_for(|stop| *stop).await.is_ok()
 }
 
-/// Runs an async handler under the request timeout and sends its answer.
+/// Runs an async handler under the request timeout and the request's
+/// deadline, the earlier winning, and sends its answer. Returns the
+/// request's id.
 async fn run_handler(
     request_id: u64,
     future: crate::handler::BoxFuture<Outcome>,
-    timeout: Duration,
+    limits: Limits,
     sender: Sender,
     counters: Arc<Counters>,
     permit: Option<OwnedSemaphorePermit>,
-) {
+) -> u64 {
     let started = Instant::now();
-    let outcome = match tokio::time::timeout(timeout, future).await {
+    let timeout = limits.timeout;
+    // The clock is read again only for a request with a deadline.
+    let deadline = limits
+        .deadline
+        .filter(|deadline| *deadline < tokio::time::Instant::now() + timeout);
+    let finished = match deadline {
+        None => tokio::time::timeout(timeout, future).await,
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await,
+    };
+    let outcome = match finished {
         Ok(outcome) => outcome,
+        Err(_) if deadline.is_some() => counters.deadline_exceeded(request_id, "before the answer"),
         Err(_) => {
             tracing::debug!(?timeout, "handler timed out");
             Outcome::error(
@@ -399,6 +521,7 @@ async fn run_handler(
     }
     send_outcome(&sender, outcome, &counters).await;
     drop(permit);
+    request_id
 }
 
 /// Sends a reply or an error frame, and counts it once it is queued.
@@ -454,7 +577,7 @@ async fn linger(receiver: &mut Receiver, report: &mut ServeReport) {
     }
 }
 
-fn log_join(joined: Result<(), tokio::task::JoinError>) {
+fn log_join<T>(joined: Result<T, tokio::task::JoinError>) {
     if let Err(error) = joined
         && !error.is_cancelled()
     {
