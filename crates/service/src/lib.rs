@@ -115,7 +115,7 @@ mod macros;
 mod method;
 mod server;
 
-pub use client::{ClientConfig, MethodClient, TypedClient};
+pub use client::{CallOptions, ClientConfig, MethodClient, TypedClient};
 pub use codec::{from_bytes, to_bytes};
 pub use context::{Context, Request};
 pub use error::{CallError, Error};
