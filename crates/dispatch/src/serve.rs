@@ -3,18 +3,19 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use netproto_transport::{Connection, Incoming, Receiver, Sender};
 use netproto_wire::{ErrorCode, ErrorFrame, Frame, GoAway};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
+use crate::answer::{Counters, Limits, run_handler, send_outcome};
 use crate::context::deadline_of;
 use crate::correlator::IdHasher;
-use crate::dispatcher::{Outcome, Started};
+use crate::dispatcher::Started;
 use crate::{Dispatcher, Error, ServeMetrics};
 
 /// Largest accepted [`ServeConfig::max_in_flight`].
@@ -119,42 +120,6 @@ pub struct ServeReport {
     pub one_way: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    replies: AtomicU64,
-    errors: AtomicU64,
-    deadlines_exceeded: AtomicU64,
-    metrics: ServeMetrics,
-}
-
-impl Counters {
-    fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The answer to request `id` whose deadline passed (`when`), counted.
-    fn deadline_exceeded(&self, id: u64, when: &str) -> Outcome {
-        tracing::debug!(request_id = id, "deadline exceeded {when}");
-        if id != 0 {
-            Self::add(&self.deadlines_exceeded);
-            self.metrics.deadlines_exceeded.increment(1);
-        }
-        Outcome::error(
-            id,
-            ErrorCode::DEADLINE_EXCEEDED,
-            format!("the request's deadline passed {when}"),
-        )
-    }
-}
-
-/// How long an async handler may run.
-struct Limits {
-    /// The server's request timeout.
-    timeout: Duration,
-    /// The request's own deadline, if it has one.
-    deadline: Option<tokio::time::Instant>,
-}
-
 /// The async handlers running, by request id.
 type Running = HashMap<u64, AbortHandle, BuildHasherDefault<IdHasher>>;
 
@@ -179,6 +144,16 @@ impl Dispatcher {
     /// [`ServeConfig::request_timeout`]. One-way messages (id 0) are handled
     /// and never answered. Nothing is answered without a handler: register
     /// `PING` and `ECHO` handlers if you want them answered.
+    ///
+    /// A request's header block (PROTOCOL.md Part III §2) is taken off
+    /// first; a malformed one ends the connection (an error frame with
+    /// [`ErrorCode::BAD_MESSAGE`], then [`Error::Wire`]). A request whose
+    /// `deadline` passes before its answer has its handler dropped and is
+    /// answered [`ErrorCode::DEADLINE_EXCEEDED`] (a deadline already passed
+    /// on arrival is answered so at once; a synchronous handler is not
+    /// interrupted). A cancel frame for a running async handler drops it and
+    /// nothing is answered; a cancel for anything else is ignored. Both are
+    /// counted in the [`ServeReport`] and the [`ServeMetrics`].
     ///
     /// When the peer closes the connection, handlers already running finish
     /// before this returns; their answers are sent if the connection can
@@ -481,84 +456,6 @@ impl Serving {
 /// gone without having asked for shutdown.
 async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) -> bool {
     shutdown.wait_for(|stop| *stop).await.is_ok()
-}
-
-/// Runs an async handler under the request timeout and the request's
-/// deadline, the earlier winning, and sends its answer. Returns the
-/// request's id.
-async fn run_handler(
-    request_id: u64,
-    future: crate::handler::BoxFuture<Outcome>,
-    limits: Limits,
-    sender: Sender,
-    counters: Arc<Counters>,
-    permit: Option<OwnedSemaphorePermit>,
-) -> u64 {
-    let started = Instant::now();
-    let timeout = limits.timeout;
-    // The clock is read again only for a request with a deadline.
-    let deadline = limits
-        .deadline
-        .filter(|deadline| *deadline < tokio::time::Instant::now() + timeout);
-    let finished = match deadline {
-        None => tokio::time::timeout(timeout, future).await,
-        Some(deadline) => tokio::time::timeout_at(deadline, future).await,
-    };
-    let outcome = match finished {
-        Ok(outcome) => outcome,
-        Err(_) if deadline.is_some() => counters.deadline_exceeded(request_id, "before the answer"),
-        Err(_) => {
-            tracing::debug!(?timeout, "handler timed out");
-            Outcome::error(
-                request_id,
-                ErrorCode::TIMEOUT,
-                format!("handler did not finish within {timeout:?}"),
-            )
-        }
-    };
-    if request_id != 0 {
-        counters.metrics.request_duration.record(started.elapsed());
-    }
-    send_outcome(&sender, outcome, &counters).await;
-    drop(permit);
-    request_id
-}
-
-/// Sends a reply or an error frame, and counts it once it is queued.
-async fn send_outcome(sender: &Sender, outcome: Outcome, counters: &Counters) {
-    let error = match outcome {
-        Outcome::Reply(reply) => {
-            let request_id = reply.request_id;
-            match sender.send(reply).await {
-                Ok(()) => {
-                    Counters::add(&counters.replies);
-                    counters.metrics.replies.increment(1);
-                    return;
-                }
-                Err(netproto_transport::Error::Protocol(error)) => {
-                    tracing::debug!(%error, "reply too large for the peer");
-                    ErrorFrame::new(
-                        request_id,
-                        ErrorCode::TOO_LARGE,
-                        "reply exceeds the peer's frame limit",
-                    )
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "reply not sent");
-                    return;
-                }
-            }
-        }
-        Outcome::Error(error) => error,
-        Outcome::NoReply => return,
-    };
-    match sender.send_frame(Frame::Error(error)).await {
-        Ok(()) => {
-            Counters::add(&counters.errors);
-            counters.metrics.errors.increment(1);
-        }
-        Err(error) => tracing::debug!(%error, "error frame not sent"),
-    }
 }
 
 /// Reads and discards what the peer still sends after our sending side is
