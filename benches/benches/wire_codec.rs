@@ -1,5 +1,6 @@
 //! Frame encode and decode against tokio-util's `LengthDelimitedCodec` and a
-//! plain memcpy, at 64 B, 1 KiB, 64 KiB and 1 MiB.
+//! plain memcpy, at 64 B, 1 KiB, 64 KiB and 1 MiB; and a message envelope's
+//! encode and decode at 64 B and 1 KiB (the per-message cost above the frame).
 //!
 //! `cargo bench -p netproto-benches --bench wire_codec`
 //!
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use netproto_wire::{Data, Decoder, Encoder, Frame};
+use netproto_wire::{Data, Decoder, Encoder, Envelope, Frame, MessageType};
 use tokio_util::codec::{Decoder as _, Encoder as _, LengthDelimitedCodec};
 
 const SIZES: [(usize, &str); 4] = [
@@ -187,5 +188,33 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode, decode);
+/// An envelope of a request, written as a whole frame and read back from a
+/// data body: what a connection does per message on top of the framing.
+fn envelope(c: &mut Criterion) {
+    let mut group = c.benchmark_group("envelope");
+    let encoder = Encoder::new(u32::MAX);
+    for (size, name) in &SIZES[..2] {
+        let envelope = Envelope::new(300, MessageType::new("DATA_PROCESS").unwrap(), body(*size));
+        group.throughput(Throughput::Bytes(*size as u64));
+        let mut dst = BytesMut::with_capacity(size + 64);
+        group.bench_function(BenchmarkId::new("encode_frame", name), |b| {
+            b.iter(|| {
+                dst.clear();
+                black_box(&envelope)
+                    .encode_frame(&encoder, &mut dst)
+                    .unwrap();
+                black_box(&dst);
+            });
+        });
+        let mut encoded = BytesMut::new();
+        envelope.encode(&mut encoded);
+        let encoded = encoded.freeze();
+        group.bench_function(BenchmarkId::new("decode", name), |b| {
+            b.iter(|| black_box(Envelope::decode(black_box(&encoded).clone()).unwrap()));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, decode, envelope);
 criterion_main!(benches);

@@ -114,7 +114,9 @@ impl Codec {
     /// Turns an envelope body into a data frame, compressed with `algorithm`
     /// when the body reaches the threshold and compression makes it smaller.
     ///
-    /// Returns the body unchanged (and uncompressed) otherwise.
+    /// Returns the body unchanged (and uncompressed) otherwise. The frame has
+    /// no [`DataFlags`](netproto_wire::DataFlags): set those of the envelope
+    /// on it.
     ///
     /// # Errors
     ///
@@ -134,7 +136,7 @@ impl Codec {
         }
         Ok(Data {
             compression: algorithm,
-            body: out.freeze(),
+            ..Data::plain(out.freeze())
         })
     }
 

@@ -38,7 +38,8 @@
 //! | `netproto_compression_output_bytes_total` | counter | | What those bodies took compressed; the ratio is output over input. |
 //! | `netproto_backpressure_waits_total` | counter | | Sends that waited for room in a connection's send queue. |
 //! | `netproto_backpressure_refusals_total` | counter | | Non-waiting sends refused because a send queue was full. |
-//! | `netproto_requests_total` | counter | `outcome`: `reply`, `error`, `refused` | Requests answered with a reply, with an error frame, or refused while shutting down (see [`ServeMetrics`]). |
+//! | `netproto_requests_total` | counter | `outcome`: `reply`, `error`, `refused`, `cancelled` | Requests answered with a reply, with an error frame, refused while shutting down, or cancelled by the requester (see [`ServeMetrics`]). |
+//! | `netproto_requests_deadline_exceeded_total` | counter | | Requests whose deadline passed before their answer (answered `DEADLINE_EXCEEDED`, also `outcome="error"`). |
 //! | `netproto_request_duration_seconds` | histogram | | Server-side handler time of each request, in seconds, buckets [`BUCKETS`]. |
 //!
 //! Every series with a fixed label set is registered at start, so it reads

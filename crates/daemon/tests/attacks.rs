@@ -57,8 +57,8 @@ use bytes::{Bytes, BytesMut};
 use netproto_compress::{Codec, Config as CompressConfig};
 use netproto_crypto::{Keypair, PublicKey, SessionBuilder};
 use netproto_wire::{
-    Compression, Data, Decoder, Frame, FrameKind, Header, Preface, PrefaceStatus, READ_CHUNK,
-    SecurityMode,
+    Compression, Data, DataFlags, Decoder, Frame, FrameKind, Header, Preface, PrefaceStatus,
+    READ_CHUNK, SecurityMode,
 };
 use rand::{Rng, SeedableRng};
 use support::{
@@ -745,24 +745,28 @@ fn header_over_the_limit() {
                     len: max + 1,
                     kind: FrameKind::Data,
                     compression: Compression::None,
+                    flags: DataFlags::NONE,
                 }
                 .to_bytes(),
                 Header {
                     len: u32::MAX,
                     kind: FrameKind::Data,
                     compression: Compression::None,
+                    flags: DataFlags::NONE,
                 }
                 .to_bytes(),
                 Header {
                     len: 5000,
                     kind: FrameKind::Ping,
                     compression: Compression::None,
+                    flags: DataFlags::NONE,
                 }
                 .to_bytes(),
                 Header {
                     len: 8192,
                     kind: FrameKind::Error,
                     compression: Compression::None,
+                    flags: DataFlags::NONE,
                 }
                 .to_bytes(),
             ];
@@ -831,7 +835,7 @@ fn bomb(algorithm: Compression, expanded: usize, declared: u32) -> Bytes {
     body[..4].copy_from_slice(&declared.to_be_bytes());
     let frame = Frame::Data(Data {
         compression: algorithm,
-        body: body.freeze(),
+        ..Data::plain(body.freeze())
     });
     frame_bytes(&frame).freeze()
 }

@@ -115,7 +115,9 @@ async fn with_no_handshake_threads_the_serving_threads_do_the_handshakes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_first_header_is_turned_away_before_it_is_served() {
-    use netproto_wire::{Compression, FrameKind, Header, PREFACE_LEN, Preface, SecurityMode};
+    use netproto_wire::{
+        Compression, DataFlags, FrameKind, Header, PREFACE_LEN, Preface, SecurityMode,
+    };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let case = async {
         let mut config = base_config("plain");
@@ -132,6 +134,7 @@ async fn a_bad_first_header_is_turned_away_before_it_is_served() {
             len: u32::MAX,
             kind: FrameKind::Data,
             compression: Compression::None,
+            flags: DataFlags::NONE,
         };
         stream.write_all(&header.to_bytes()).await.unwrap();
         // The server says why in an error frame, then closes.

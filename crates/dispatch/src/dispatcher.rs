@@ -7,9 +7,12 @@ use std::sync::{Arc, RwLock};
 
 use netproto_transport::sync;
 
-use netproto_wire::{Envelope, ErrorCode, ErrorFrame, Frame, MAX_TYPE_LEN, Message};
+use netproto_wire::{Envelope, ErrorCode, ErrorFrame, Frame, Headers, MAX_TYPE_LEN, Message};
+use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::RequestContext;
+use crate::context::deadline_of;
 use crate::handler::{BoxFuture, Handler, HandlerError, call_catching, run_catching, truncate};
 
 /// What dispatching one message produced.
@@ -197,6 +200,43 @@ impl Dispatcher {
         self.insert(msg_type, Handler::Envelope(Arc::new(handler)));
     }
 
+    /// Registers an asynchronous handler that gets the request's
+    /// [`RequestContext`] (its deadline, trace context and fingerprint, from
+    /// its header block) with the raw [`Envelope`] (its payload without the
+    /// header block), replacing any handler registered for `msg_type`.
+    ///
+    /// The handler need not watch the deadline itself: [`serve`](Self::serve)
+    /// drops its future when the deadline passes (answering
+    /// [`ErrorCode::DEADLINE_EXCEEDED`]) or the requester cancels. The reply
+    /// envelope's `request_id` is ignored, as for
+    /// [`register_envelope`](Self::register_envelope).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use netproto_dispatch::{Dispatcher, HandlerError, RequestContext};
+    /// # use netproto_wire::Envelope;
+    /// let dispatcher = Dispatcher::default();
+    /// dispatcher.register_with_context("TRACED", |context: RequestContext, envelope: Envelope| async move {
+    ///     if let Some(traceparent) = context.traceparent {
+    ///         tracing::info!(%traceparent, "serving a traced request");
+    ///     }
+    ///     Ok::<_, HandlerError>(envelope)
+    /// });
+    /// ```
+    pub fn register_with_context<F, Fut>(&self, msg_type: &str, handler: F)
+    where
+        F: Fn(RequestContext, Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Envelope, HandlerError>> + Send + 'static,
+    {
+        let handler = move |context: RequestContext,
+                            envelope: Envelope|
+              -> BoxFuture<Result<Envelope, HandlerError>> {
+            Box::pin(handler(context, envelope))
+        };
+        self.insert(msg_type, Handler::Context(Arc::new(handler)));
+    }
+
     /// Removes the handler for `msg_type`; returns whether there was one.
     pub fn unregister(&self, msg_type: &str) -> bool {
         sync::write(&self.handlers).remove(msg_type).is_some()
@@ -232,22 +272,43 @@ impl Dispatcher {
     /// panicked; a [`HandlerError`] may carry another code). A one-way
     /// message (id 0) gives [`Outcome::NoReply`] whatever happens.
     ///
-    /// No timeout applies here; [`serve`](Self::serve) adds one.
-    pub async fn dispatch(&self, envelope: Envelope) -> Outcome {
+    /// A header block ([`DataFlags::HEADERS`](netproto_wire::DataFlags::HEADERS))
+    /// is taken off the payload first and given to a context handler; a
+    /// malformed one is answered [`ErrorCode::BAD_MESSAGE`]. No timeout or
+    /// deadline applies here; [`serve`](Self::serve) enforces both.
+    pub async fn dispatch(&self, mut envelope: Envelope) -> Outcome {
         let span = tracing::debug_span!(
             "dispatch",
             request_id = envelope.request_id,
             msg_type = %envelope.msg_type,
         );
-        match span.in_scope(|| self.start(envelope)) {
+        let headers = match envelope.take_headers() {
+            Ok(headers) => headers,
+            Err(error) => {
+                return Outcome::error(
+                    envelope.request_id,
+                    ErrorCode::BAD_MESSAGE,
+                    error.to_string(),
+                );
+            }
+        };
+        let deadline = deadline_of(headers.as_ref());
+        match span.in_scope(|| self.start(envelope, headers.as_ref(), deadline)) {
             Started::Done(outcome) => outcome,
             Started::Pending(future) => future.instrument(span).await,
         }
     }
 
     /// Looks the handler up and runs it if it is synchronous; otherwise
-    /// returns its future. Call it inside a `dispatch` span.
-    pub(crate) fn start(&self, envelope: Envelope) -> Started {
+    /// returns its future. Call it inside a `dispatch` span, with the
+    /// header block already taken off `envelope` and the deadline computed
+    /// from it.
+    pub(crate) fn start(
+        &self,
+        envelope: Envelope,
+        headers: Option<&Headers>,
+        deadline: Option<Instant>,
+    ) -> Started {
         let request_id = envelope.request_id;
         let Some(handler) = self.lookup(envelope.msg_type.as_str()) else {
             tracing::debug!("no handler for message type");
@@ -294,6 +355,17 @@ impl Dispatcher {
             Handler::Envelope(f) => Started::Pending(Box::pin(async move {
                 Outcome::from_result(request_id, run_catching(|| f(envelope)).await)
             })),
+            Handler::Context(f) => {
+                let context = RequestContext::from_headers(
+                    request_id,
+                    envelope.msg_type.clone(),
+                    headers,
+                    deadline,
+                );
+                Started::Pending(Box::pin(async move {
+                    Outcome::from_result(request_id, run_catching(|| f(context, envelope)).await)
+                }))
+            }
         }
     }
 }

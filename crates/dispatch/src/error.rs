@@ -31,6 +31,12 @@ pub enum Error {
     /// No response arrived within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// No response arrived within the request's own deadline
+    /// ([`RequestOptions::deadline`](crate::RequestOptions::deadline)),
+    /// shorter than the request timeout. The server, given the same
+    /// deadline, drops the handler too.
+    #[error("deadline of {0:?} exceeded before the response")]
+    DeadlineExceeded(Duration),
     /// The connection ended before the response arrived; the source is why
     /// (for a clean close by the peer, [`netproto_transport::Error::PeerClosed`]).
     #[error("connection lost before the response arrived")]
@@ -57,12 +63,39 @@ impl Error {
     /// The protocol error code behind this error, when there is one: the
     /// peer's code for [`Remote`](Self::Remote) and
     /// [`GoingAway`](Self::GoingAway), [`ErrorCode::TIMEOUT`] for
-    /// [`Timeout`](Self::Timeout).
+    /// [`Timeout`](Self::Timeout), [`ErrorCode::DEADLINE_EXCEEDED`] for
+    /// [`DeadlineExceeded`](Self::DeadlineExceeded).
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::Remote { code, .. } | Self::GoingAway { code, .. } => Some(*code),
             Self::Timeout(_) => Some(ErrorCode::TIMEOUT),
+            Self::DeadlineExceeded(_) => Some(ErrorCode::DEADLINE_EXCEEDED),
             _ => None,
+        }
+    }
+
+    /// Whether the request's deadline passed: here
+    /// ([`DeadlineExceeded`](Self::DeadlineExceeded)) or on the server (an
+    /// error frame with [`ErrorCode::DEADLINE_EXCEEDED`]).
+    pub fn is_deadline_exceeded(&self) -> bool {
+        match self {
+            Self::DeadlineExceeded(_) => true,
+            Self::Remote { code, .. } => *code == ErrorCode::DEADLINE_EXCEEDED,
+            _ => false,
+        }
+    }
+
+    /// Whether time ran out, here or on the server: a local
+    /// [`Timeout`](Self::Timeout) or [`DeadlineExceeded`](Self::DeadlineExceeded),
+    /// or an error frame with [`ErrorCode::TIMEOUT`] or
+    /// [`ErrorCode::DEADLINE_EXCEEDED`].
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::DeadlineExceeded(_) => true,
+            Self::Remote { code, .. } => {
+                *code == ErrorCode::TIMEOUT || *code == ErrorCode::DEADLINE_EXCEEDED
+            }
+            _ => false,
         }
     }
 
@@ -104,5 +137,16 @@ mod tests {
         assert!(going.is_connection_lost() && going.is_unprocessed());
         assert!(Error::Closed.is_connection_lost() && Error::Closed.is_unprocessed());
         assert!(!timeout.is_connection_lost() && !timeout.is_unprocessed());
+        assert!(timeout.is_timeout() && !timeout.is_deadline_exceeded());
+        let local = Error::DeadlineExceeded(Duration::from_millis(5));
+        let remote = Error::Remote {
+            request_id: 1,
+            code: ErrorCode::DEADLINE_EXCEEDED,
+            message: String::new(),
+        };
+        for deadline in [&local, &remote] {
+            assert!(deadline.is_timeout() && deadline.is_deadline_exceeded());
+        }
+        assert!(!lost.is_timeout() && !lost.is_deadline_exceeded());
     }
 }

@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 
 use netproto_wire::{Envelope, ErrorCode, MAX_CONTROL_BODY, Message};
 
+use crate::RequestContext;
+
 /// The longest error text an error frame carries: the control-frame body
 /// limit minus the request id and the code.
 pub(crate) const MAX_ERROR_TEXT: usize = MAX_CONTROL_BODY as usize - 10;
@@ -103,6 +105,8 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 type SyncFn = dyn Fn(&Message) -> Result<Message, HandlerError> + Send + Sync;
 type AsyncFn = dyn Fn(Message) -> BoxFuture<Result<Message, HandlerError>> + Send + Sync;
 type EnvelopeFn = dyn Fn(Envelope) -> BoxFuture<Result<Envelope, HandlerError>> + Send + Sync;
+type ContextFn =
+    dyn Fn(RequestContext, Envelope) -> BoxFuture<Result<Envelope, HandlerError>> + Send + Sync;
 
 /// A registered handler.
 #[derive(Clone)]
@@ -113,6 +117,8 @@ pub(crate) enum Handler {
     Async(Arc<AsyncFn>),
     /// Returns a future, given the raw envelope.
     Envelope(Arc<EnvelopeFn>),
+    /// Returns a future, given the request's context and raw envelope.
+    Context(Arc<ContextFn>),
 }
 
 impl Handler {
@@ -121,6 +127,7 @@ impl Handler {
             Self::Sync(_) => "sync",
             Self::Async(_) => "async",
             Self::Envelope(_) => "envelope",
+            Self::Context(_) => "context",
         }
     }
 }

@@ -11,6 +11,17 @@
 //!   connection, matched to their responses by id, every one of them
 //!   completed or failed with a clear [`Error`], none silently dropped.
 //!
+//! Requests may carry a header block (PROTOCOL.md Part III §2): the
+//! correlator sends one with [`RequestOptions`] (deadline, trace context,
+//! schema fingerprint) and only then; `serve` takes it off before any
+//! handler sees the payload, drops a handler whose deadline passes
+//! (answering [`ErrorCode::DEADLINE_EXCEEDED`](netproto_wire::ErrorCode::DEADLINE_EXCEEDED)),
+//! and hands the rest to handlers registered with
+//! [`Dispatcher::register_with_context`] as a [`RequestContext`]. A request
+//! whose caller drops its future is cancelled with a cancel frame, and
+//! `serve` drops its handler. Requests without a header block take the
+//! same path as before: one flag test more.
+//!
 //! This crate opens no sockets and does no security handshake: it works on
 //! a [`netproto_transport::Connection`] however it was established, and
 //! never depends on the daemon above it. Nothing is registered by default.
@@ -72,6 +83,8 @@
 //! the logs.
 #![forbid(unsafe_code)]
 
+mod answer;
+mod context;
 mod correlator;
 mod dispatcher;
 mod error;
@@ -79,9 +92,10 @@ mod handler;
 mod metrics;
 mod serve;
 
-pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, Unsolicited};
+pub use context::RequestContext;
+pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, RequestOptions, Unsolicited};
 pub use dispatcher::{Dispatcher, Outcome};
 pub use error::Error;
 pub use handler::HandlerError;
-pub use metrics::{REQUEST_DURATION, REQUESTS, ServeMetrics};
+pub use metrics::{DEADLINES_EXCEEDED, REQUEST_DURATION, REQUESTS, ServeMetrics};
 pub use serve::{MAX_IN_FLIGHT, ServeConfig, ServeReport};

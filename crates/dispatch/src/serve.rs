@@ -1,16 +1,21 @@
 //! The per-connection server loop.
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use netproto_transport::{Connection, Incoming, Receiver, Sender};
 use netproto_wire::{ErrorCode, ErrorFrame, Frame, GoAway};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
-use crate::dispatcher::{Outcome, Started};
+use crate::answer::{Counters, Limits, run_handler, send_outcome};
+use crate::context::deadline_of;
+use crate::correlator::IdHasher;
+use crate::dispatcher::Started;
 use crate::{Dispatcher, Error, ServeMetrics};
 
 /// Largest accepted [`ServeConfig::max_in_flight`].
@@ -33,8 +38,9 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// An async handler still running after this long is cancelled (its
     /// future dropped) and the request answered with
-    /// [`ErrorCode::TIMEOUT`]. Synchronous handlers cannot be interrupted.
-    /// Default 30 s.
+    /// [`ErrorCode::TIMEOUT`]. A request's own deadline (its `deadline`
+    /// header) applies too, the earlier of the two winning. Synchronous
+    /// handlers cannot be interrupted. Default 30 s.
     pub request_timeout: Duration,
     /// After a graceful shutdown has closed the sending side, keep reading
     /// (and discarding) what the peer still sends for at most this long, or
@@ -85,7 +91,8 @@ impl ServeConfig {
 /// refused during shutdown (`refused`) or arrived after the sending side was
 /// closed (`dropped`). Every request taken was answered with a reply
 /// (`replies`) or an error frame (`errors`), or could not be answered because
-/// the connection failed (`unanswered`).
+/// the connection failed (`unanswered`), or was cancelled by the peer
+/// (`cancelled`).
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServeReport {
@@ -94,8 +101,14 @@ pub struct ServeReport {
     /// Requests answered with a reply.
     pub replies: u64,
     /// Requests answered with an error frame (no handler, bad message,
-    /// handler error or panic, timeout, reply too large).
+    /// handler error or panic, timeout, deadline exceeded, reply too large).
     pub errors: u64,
+    /// Requests answered with [`ErrorCode::DEADLINE_EXCEEDED`] (also
+    /// counted in `errors`).
+    pub deadlines_exceeded: u64,
+    /// Requests the peer cancelled while their handler ran: the handler's
+    /// future was dropped and nothing was answered.
+    pub cancelled: u64,
     /// Requests taken whose answer could not be sent.
     pub unanswered: u64,
     /// Requests refused with [`ErrorCode::SHUTTING_DOWN`] after the goaway.
@@ -107,22 +120,13 @@ pub struct ServeReport {
     pub one_way: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    replies: AtomicU64,
-    errors: AtomicU64,
-    metrics: ServeMetrics,
-}
-
-impl Counters {
-    fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+/// The async handlers running, by request id.
+type Running = HashMap<u64, AbortHandle, BuildHasherDefault<IdHasher>>;
 
 /// State of one serve loop.
 struct Serving {
     sender: Sender,
+    running: Running,
     counters: Arc<Counters>,
     report: ServeReport,
     last_taken: u64,
@@ -140,6 +144,16 @@ impl Dispatcher {
     /// [`ServeConfig::request_timeout`]. One-way messages (id 0) are handled
     /// and never answered. Nothing is answered without a handler: register
     /// `PING` and `ECHO` handlers if you want them answered.
+    ///
+    /// A request's header block (PROTOCOL.md Part III §2) is taken off
+    /// first; a malformed one ends the connection (an error frame with
+    /// [`ErrorCode::BAD_MESSAGE`], then [`Error::Wire`]). A request whose
+    /// `deadline` passes before its answer has its handler dropped and is
+    /// answered [`ErrorCode::DEADLINE_EXCEEDED`] (a deadline already passed
+    /// on arrival is answered so at once; a synchronous handler is not
+    /// interrupted). A cancel frame for a running async handler drops it and
+    /// nothing is answered; a cancel for anything else is ignored. Both are
+    /// counted in the [`ServeReport`] and the [`ServeMetrics`].
     ///
     /// When the peer closes the connection, handlers already running finish
     /// before this returns; their answers are sent if the connection can
@@ -176,6 +190,7 @@ impl Dispatcher {
                 metrics: config.metrics.clone(),
                 ..Counters::default()
             }),
+            running: Running::default(),
             report: ServeReport::default(),
             last_taken: 0,
             going_away: false,
@@ -187,8 +202,8 @@ impl Dispatcher {
         tokio::pin!(shutdown_signal);
         tracing::debug!("serving connection");
         let result = loop {
-            while let Some(joined) = tasks.try_join_next() {
-                log_join(joined);
+            while let Some(joined) = tasks.try_join_next_with_id() {
+                state.joined(joined);
             }
             if state.going_away && tasks.is_empty() {
                 break Ok(());
@@ -222,19 +237,24 @@ impl Dispatcher {
                     }
                     continue;
                 }
-                Some(joined) = tasks.join_next(), if state.going_away => {
-                    log_join(joined);
+                Some(joined) = tasks.join_next_with_id(), if state.going_away => {
+                    state.joined(joined);
                     continue;
                 }
                 item = receiver.recv() => item,
             };
             match item {
-                Ok(Some(Incoming::Message(envelope))) => {
+                Ok(Some(Incoming::Message(mut envelope))) => {
                     let id = envelope.request_id;
                     if state.going_away {
                         state.refuse(id).await;
                         continue;
                     }
+                    // One test of a flag bit when there is no header block.
+                    let headers = match envelope.take_headers() {
+                        Ok(headers) => headers,
+                        Err(error) => break Err(state.malformed(error).await),
+                    };
                     if id == 0 {
                         state.report.one_way += 1;
                     } else {
@@ -247,7 +267,13 @@ impl Dispatcher {
                         msg_type = %envelope.msg_type,
                     );
                     let started = Instant::now();
-                    match span.in_scope(|| self.start(envelope)) {
+                    let deadline = deadline_of(headers.as_ref());
+                    let begun = if deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        Started::Done(state.counters.deadline_exceeded(id, "on arrival"))
+                    } else {
+                        span.in_scope(|| self.start(envelope, headers.as_ref(), deadline))
+                    };
+                    match begun {
                         Started::Done(outcome) => {
                             drop(permit);
                             if id != 0 {
@@ -261,10 +287,14 @@ impl Dispatcher {
                             let sender = state.sender.clone();
                             let counters = state.counters.clone();
                             let timeout = config.request_timeout;
-                            tasks.spawn(
-                                run_handler(id, future, timeout, sender, counters, permit)
+                            let limits = Limits { timeout, deadline };
+                            let task = tasks.spawn(
+                                run_handler(id, future, limits, sender, counters, permit)
                                     .instrument(span),
                             );
+                            if id != 0 {
+                                state.running.insert(id, task);
+                            }
                         }
                     }
                 }
@@ -283,17 +313,18 @@ impl Dispatcher {
                         "peer reported an error"
                     );
                 }
+                Ok(Some(Incoming::Cancel(id))) => state.cancel(id),
                 Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),
-                Err(error) => break Err(error),
+                Err(error) => break Err(Error::from(error)),
             }
         };
         match result {
             Ok(()) => {
                 // The peer closed, or the shutdown is under way: answer
                 // everything taken, then close the sending side.
-                while let Some(joined) = tasks.join_next().await {
-                    log_join(joined);
+                while let Some(joined) = tasks.join_next_with_id().await {
+                    state.joined(joined);
                 }
                 if let Err(error) = state.sender.close().await {
                     tracing::debug!(%error, "cannot close the sending side");
@@ -316,7 +347,7 @@ impl Dispatcher {
                     log_join(joined);
                 }
                 tracing::debug!(report = ?state.report(), "connection served");
-                Err(error.into())
+                Err(error)
             }
         }
     }
@@ -355,14 +386,68 @@ impl Serving {
         }
     }
 
+    /// Drops the handler of request `id` at the peer's cancel frame; a
+    /// cancel for no running request is ignored.
+    fn cancel(&mut self, id: u64) {
+        let Some(task) = self.running.remove(&id) else {
+            tracing::debug!(request_id = id, "cancel for no running request ignored");
+            return;
+        };
+        if task.is_finished() {
+            return;
+        }
+        task.abort();
+        tracing::debug!(request_id = id, "request cancelled by the peer");
+        self.report.cancelled += 1;
+        self.counters.metrics.cancelled.increment(1);
+    }
+
+    /// Forgets a finished handler task.
+    fn joined(&mut self, joined: Result<(tokio::task::Id, u64), tokio::task::JoinError>) {
+        let (task, id) = match joined {
+            Ok(done) => done,
+            Err(error) => {
+                let task = error.id();
+                log_join::<()>(Err(error));
+                self.running.retain(|_, running| running.id() != task);
+                return;
+            }
+        };
+        // A request id the peer reused belongs to the newer task.
+        if self
+            .running
+            .get(&id)
+            .is_some_and(|running| running.id() == task)
+        {
+            self.running.remove(&id);
+        }
+    }
+
+    /// Ends the connection on a malformed header block (PROTOCOL.md Part III
+    /// §2: `BAD_MESSAGE`, as a malformed envelope): an error frame for the
+    /// connection, then the sending side is closed.
+    async fn malformed(&mut self, error: netproto_wire::Error) -> Error {
+        tracing::debug!(%error, "malformed header block");
+        let frame = ErrorFrame::new(0, ErrorCode::BAD_MESSAGE, error.to_string());
+        if let Err(error) = self.sender.send_frame(Frame::Error(frame)).await {
+            tracing::debug!(%error, "cannot send the error frame");
+        }
+        if let Err(error) = self.sender.close().await {
+            tracing::debug!(%error, "cannot close the sending side");
+        }
+        Error::Wire(error)
+    }
+
     fn report(&self) -> ServeReport {
         let mut report = self.report;
         report.replies = self.counters.replies.load(Ordering::Relaxed);
         report.errors = self.counters.errors.load(Ordering::Relaxed);
+        report.deadlines_exceeded = self.counters.deadlines_exceeded.load(Ordering::Relaxed);
         report.unanswered = report
             .requests
             .saturating_sub(report.replies)
-            .saturating_sub(report.errors);
+            .saturating_sub(report.errors)
+            .saturating_sub(report.cancelled);
         report
     }
 }
@@ -371,71 +456,6 @@ impl Serving {
 /// gone without having asked for shutdown.
 async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) -> bool {
     shutdown.wait_for(|stop| *stop).await.is_ok()
-}
-
-/// Runs an async handler under the request timeout and sends its answer.
-async fn run_handler(
-    request_id: u64,
-    future: crate::handler::BoxFuture<Outcome>,
-    timeout: Duration,
-    sender: Sender,
-    counters: Arc<Counters>,
-    permit: Option<OwnedSemaphorePermit>,
-) {
-    let started = Instant::now();
-    let outcome = match tokio::time::timeout(timeout, future).await {
-        Ok(outcome) => outcome,
-        Err(_) => {
-            tracing::debug!(?timeout, "handler timed out");
-            Outcome::error(
-                request_id,
-                ErrorCode::TIMEOUT,
-                format!("handler did not finish within {timeout:?}"),
-            )
-        }
-    };
-    if request_id != 0 {
-        counters.metrics.request_duration.record(started.elapsed());
-    }
-    send_outcome(&sender, outcome, &counters).await;
-    drop(permit);
-}
-
-/// Sends a reply or an error frame, and counts it once it is queued.
-async fn send_outcome(sender: &Sender, outcome: Outcome, counters: &Counters) {
-    let error = match outcome {
-        Outcome::Reply(reply) => {
-            let request_id = reply.request_id;
-            match sender.send(reply).await {
-                Ok(()) => {
-                    Counters::add(&counters.replies);
-                    counters.metrics.replies.increment(1);
-                    return;
-                }
-                Err(netproto_transport::Error::Protocol(error)) => {
-                    tracing::debug!(%error, "reply too large for the peer");
-                    ErrorFrame::new(
-                        request_id,
-                        ErrorCode::TOO_LARGE,
-                        "reply exceeds the peer's frame limit",
-                    )
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "reply not sent");
-                    return;
-                }
-            }
-        }
-        Outcome::Error(error) => error,
-        Outcome::NoReply => return,
-    };
-    match sender.send_frame(Frame::Error(error)).await {
-        Ok(()) => {
-            Counters::add(&counters.errors);
-            counters.metrics.errors.increment(1);
-        }
-        Err(error) => tracing::debug!(%error, "error frame not sent"),
-    }
 }
 
 /// Reads and discards what the peer still sends after our sending side is
@@ -454,7 +474,7 @@ async fn linger(receiver: &mut Receiver, report: &mut ServeReport) {
     }
 }
 
-fn log_join(joined: Result<(), tokio::task::JoinError>) {
+fn log_join<T>(joined: Result<T, tokio::task::JoinError>) {
     if let Err(error) = joined
         && !error.is_cancelled()
     {

@@ -8,14 +8,87 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use netproto_dispatch::{Correlator, MAX_IN_FLIGHT};
+use netproto_dispatch::{Correlator, MAX_IN_FLIGHT, RequestOptions};
+use netproto_wire::Traceparent;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::PollSemaphore;
 use tower::Service;
 
 use crate::method::msg_type;
-use crate::{CallError, Error, Method, from_bytes, to_bytes};
+use crate::{CallError, Context, Error, Method, fingerprint, from_bytes, to_bytes};
+
+/// What a typed call carries besides its value, for
+/// [`TypedClient::call_with`]: a deadline and a trace context. Every call
+/// carries its method's [`fingerprint`] too.
+///
+/// # Examples
+///
+/// A handler's own call inherits what is left of its deadline and its
+/// trace context:
+///
+/// ```
+/// use std::time::Duration;
+/// use netproto_service::{CallOptions, Context, Method};
+///
+/// struct Get;
+/// impl Method for Get {
+///     const NAME: &'static str = "kv.get.v1";
+///     type Request = String;
+///     type Response = Option<Vec<u8>>;
+/// }
+///
+/// let context = Context::new::<Get>(1).with_deadline(Duration::from_secs(2));
+/// let options = CallOptions::within(&context);
+/// assert!(options.deadline.is_some_and(|left| left <= Duration::from_secs(2)));
+/// let options = CallOptions::default().deadline(Duration::from_millis(300));
+/// assert_eq!(options.deadline, Some(Duration::from_millis(300)));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// The time the call has: sent to the server, which drops the handler
+    /// when it passes (`DEADLINE_EXCEEDED`), and the local timeout when it
+    /// is shorter than the correlator's.
+    pub deadline: Option<Duration>,
+    /// The W3C trace context the call belongs to.
+    pub traceparent: Option<Traceparent>,
+}
+
+impl CallOptions {
+    /// Options inheriting what is left of `context`'s deadline and its
+    /// trace context: for the calls a handler makes while serving.
+    pub fn within(context: &Context) -> Self {
+        Self {
+            deadline: context.remaining(),
+            traceparent: context.trace_context(),
+        }
+    }
+
+    /// These options with a deadline `budget` from now.
+    #[must_use]
+    pub fn deadline(mut self, budget: Duration) -> Self {
+        self.deadline = Some(budget);
+        self
+    }
+
+    /// These options with a trace context.
+    #[must_use]
+    pub fn traceparent(mut self, traceparent: Traceparent) -> Self {
+        self.traceparent = Some(traceparent);
+        self
+    }
+
+    /// The correlator's options for a call of `M`.
+    fn request<M: Method>(&self) -> RequestOptions {
+        let mut options = RequestOptions::default().fingerprint(fingerprint::<M>());
+        options.deadline = self.deadline;
+        options.traceparent = self.traceparent;
+        options
+    }
+}
 
 /// Tunables of a [`TypedClient`].
 ///
@@ -106,9 +179,37 @@ impl TypedClient {
     /// `M::Response` ([`Decode`](CallError::Decode)), or no answer
     /// ([`Connection`](CallError::Connection)).
     pub async fn call<M: Method>(&self, request: M::Request) -> Result<M::Response, CallError> {
+        self.call_with::<M>(request, &CallOptions::default()).await
+    }
+
+    /// As [`call`](Self::call), with a deadline or a trace context.
+    ///
+    /// The deadline counts from now, the wait for the in-flight budget
+    /// included.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call); when the deadline passes, a [`CallError`]
+    /// whose [`is_deadline_exceeded`](CallError::is_deadline_exceeded) is
+    /// true.
+    pub async fn call_with<M: Method>(
+        &self,
+        request: M::Request,
+        options: &CallOptions,
+    ) -> Result<M::Response, CallError> {
         let payload = encode::<M>(&request)?;
-        let _permit = self.acquire().await;
-        self.exchange::<M>(payload).await
+        let Some(budget) = options.deadline else {
+            let _permit = self.acquire().await;
+            return self.exchange::<M>(payload, options).await;
+        };
+        let started = tokio::time::Instant::now();
+        let permit = tokio::time::timeout(budget, self.acquire()).await;
+        let _permit = permit.map_err(|_| CallError::Connection {
+            method: M::NAME,
+            source: netproto_dispatch::Error::DeadlineExceeded(budget),
+        })?;
+        let left = budget.saturating_sub(started.elapsed());
+        self.exchange::<M>(payload, &options.deadline(left)).await
     }
 
     /// A handle calling method `M` only, which is a [`tower::Service`].
@@ -128,12 +229,14 @@ impl TypedClient {
     }
 
     /// Sends one encoded request and decodes its answer.
-    async fn exchange<M: Method>(&self, payload: Bytes) -> Result<M::Response, CallError> {
-        // With the request headers of PROTOCOL.md Part III, the request
-        // carries `fingerprint::<M>()` here (and the caller's deadline).
+    async fn exchange<M: Method>(
+        &self,
+        payload: Bytes,
+        options: &CallOptions,
+    ) -> Result<M::Response, CallError> {
         let reply = self
             .correlator
-            .request_raw(msg_type::<M>(), payload)
+            .request_raw_with(msg_type::<M>(), payload, &options.request::<M>())
             .await
             .map_err(|error| CallError::from_dispatch(M::NAME, error))?;
         if reply.msg_type.as_str() != M::NAME {
@@ -239,7 +342,7 @@ impl<M: Method> Service<M::Request> for MethodClient<M> {
                 Some(permit) => Some(permit),
                 None => client.acquire().await,
             };
-            client.exchange::<M>(payload).await
+            client.exchange::<M>(payload, &CallOptions::default()).await
         })
     }
 }

@@ -3,12 +3,6 @@
 
 use netproto_wire::ErrorCode;
 
-/// `DEADLINE_EXCEEDED` (PROTOCOL.md Part III §6); `netproto-wire` gains the
-/// constant with the Part III frames.
-pub(crate) const DEADLINE_EXCEEDED: ErrorCode = ErrorCode(10);
-/// `SCHEMA_MISMATCH` (PROTOCOL.md Part III §6), as above.
-pub(crate) const SCHEMA_MISMATCH: ErrorCode = ErrorCode(12);
-
 /// A value that could not be encoded or decoded, or a bad configuration.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,7 +82,8 @@ pub enum CallError {
         /// The answer's message type.
         got: String,
     },
-    /// No answer arrived: the request timed out on this side, the
+    /// No answer arrived: the request timed out on this side (its deadline
+    /// or the correlator's request timeout passed), the
     /// connection was lost or closed, the server is going away, or the
     /// request is larger than the server accepts. The source says which.
     #[error("{method}: no answer")]
@@ -106,9 +101,9 @@ fn describe(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::NO_HANDLER => "unknown method",
         ErrorCode::BAD_MESSAGE => "request rejected as undecodable",
-        SCHEMA_MISMATCH => "schema mismatch",
+        ErrorCode::SCHEMA_MISMATCH => "schema mismatch",
         ErrorCode::TIMEOUT => "timed out on the server",
-        DEADLINE_EXCEEDED => "deadline exceeded",
+        ErrorCode::DEADLINE_EXCEEDED => "deadline exceeded",
         ErrorCode::OVERLOADED => "server overloaded",
         ErrorCode::SHUTTING_DOWN => "server shutting down",
         ErrorCode::TOO_LARGE => "too large",
@@ -165,16 +160,34 @@ impl CallError {
     }
 
     /// Whether time ran out: the server's handler took too long (`TIMEOUT`,
-    /// `DEADLINE_EXCEEDED`), or no answer came within the request timeout
-    /// on this side.
+    /// `DEADLINE_EXCEEDED`), or no answer came in time on this side (the
+    /// request timeout or the call's deadline). Tell a deadline from the
+    /// other timeouts with [`is_deadline_exceeded`](Self::is_deadline_exceeded).
     pub fn is_timeout(&self) -> bool {
         match self {
-            Self::Remote { code, .. } => matches!(*code, ErrorCode::TIMEOUT | DEADLINE_EXCEEDED),
-            Self::Connection { source, .. } => {
-                matches!(source, netproto_dispatch::Error::Timeout(_))
+            Self::Remote { code, .. } => {
+                matches!(*code, ErrorCode::TIMEOUT | ErrorCode::DEADLINE_EXCEEDED)
             }
+            Self::Connection { source, .. } => source.is_timeout(),
             _ => false,
         }
+    }
+
+    /// Whether the call's deadline passed, on the server
+    /// (`DEADLINE_EXCEEDED`: its handler was dropped) or here before the
+    /// answer came.
+    pub fn is_deadline_exceeded(&self) -> bool {
+        match self {
+            Self::Remote { code, .. } => *code == ErrorCode::DEADLINE_EXCEEDED,
+            Self::Connection { source, .. } => source.is_deadline_exceeded(),
+            _ => false,
+        }
+    }
+
+    /// Whether the server has the method under another schema fingerprint
+    /// (`SCHEMA_MISMATCH`): it refused the request without decoding it.
+    pub fn is_schema_mismatch(&self) -> bool {
+        self.is_remote() && self.code() == Some(ErrorCode::SCHEMA_MISMATCH)
     }
 
     /// Whether the server does not know the method (`NO_HANDLER`): it serves
@@ -189,7 +202,9 @@ impl CallError {
     /// here. Sending it again cannot succeed.
     pub fn is_type_mismatch(&self) -> bool {
         match self {
-            Self::Remote { code, .. } => matches!(*code, ErrorCode::BAD_MESSAGE | SCHEMA_MISMATCH),
+            Self::Remote { code, .. } => {
+                matches!(*code, ErrorCode::BAD_MESSAGE | ErrorCode::SCHEMA_MISMATCH)
+            }
             Self::Decode { .. } | Self::UnexpectedType { .. } => true,
             _ => false,
         }

@@ -36,11 +36,10 @@ use crate::Method;
 ///
 /// Computed once per method and process, then taken from a cache.
 ///
-/// Today the fingerprint does not travel: the request header of Part III
-/// that carries it is not implemented yet. A request whose payload does not
-/// decode as the server's request type is refused with `BAD_MESSAGE`, but a
-/// mismatch that still decodes (see the crate documentation) is caught only
-/// once the fingerprint is sent.
+/// [`TypedClient`](crate::TypedClient) sends it with every request (the
+/// `fingerprint` header of Part III §2), and [`register`](crate::register)
+/// answers a request with another one `SCHEMA_MISMATCH`, without decoding
+/// it, even when its bytes would decode.
 ///
 /// # Examples
 ///

@@ -22,22 +22,29 @@
 //!
 //! This crate opens no connections and has no wire format of its own: it
 //! works on the dispatcher's handlers and correlator, whatever the
-//! connection's security. It does not send the request headers of
-//! PROTOCOL.md Part III (deadline, trace context, fingerprint) yet; the
-//! places they plug in are [`Context`] (its deadline and trace context) and
-//! the request path of [`register`] and [`TypedClient`] (the fingerprint).
+//! connection's security.
+//!
+//! # Deadlines, cancellation and trace context
+//!
+//! A call made with [`TypedClient::call_with`] and a [`CallOptions`]
+//! deadline sends it (PROTOCOL.md Part III §2); the server drops the
+//! handler when it passes and answers `DEADLINE_EXCEEDED`
+//! ([`CallError::is_deadline_exceeded`]). The handler sees it in its
+//! [`Context`] ([`Context::remaining`]), and its own calls inherit what is
+//! left with [`CallOptions::within`], trace context included. Dropping a
+//! call's future sends a cancel frame, and the server drops the handler.
 //!
 //! # Type mismatches
 //!
-//! A client and a server that use one method name with different types are
-//! caught today only when the bytes do not decode as the other side's type:
-//! a request is answered `BAD_MESSAGE` ([`CallError::is_type_mismatch`]), a
-//! response gives [`CallError::Decode`], and trailing bytes count as a
-//! mismatch. Postcard sends no field names and encodes several types alike,
-//! so some mismatches decode: a renamed field, fields of one type swapped,
-//! `u32` for `u64`, `String` for `Vec<u8>`, a struct for a tuple of the same
-//! types. Those are caught once the fingerprint travels with the request
-//! (`SCHEMA_MISMATCH`). Change a method's types only with a new version.
+//! Every call carries its method's [`fingerprint`]: a server whose method
+//! has other types answers `SCHEMA_MISMATCH` ([`CallError::is_schema_mismatch`])
+//! without decoding, even a mismatch whose bytes would decode (postcard
+//! sends no field names, so a renamed field or `u32` for `u64` would). A
+//! request without a fingerprint (from an untyped requester) is decoded:
+//! bytes that are not the request type are answered `BAD_MESSAGE`; a
+//! response that does not decode gives [`CallError::Decode`]; both are
+//! [`CallError::is_type_mismatch`]. Change a method's types only with a new
+//! version.
 //!
 //! # Examples
 //!
@@ -115,7 +122,7 @@ mod macros;
 mod method;
 mod server;
 
-pub use client::{ClientConfig, MethodClient, TypedClient};
+pub use client::{CallOptions, ClientConfig, MethodClient, TypedClient};
 pub use codec::{from_bytes, to_bytes};
 pub use context::{Context, Request};
 pub use error::{CallError, Error};

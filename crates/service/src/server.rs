@@ -20,9 +20,13 @@ use crate::{Context, Error, Method, Request, fingerprint, from_bytes, to_bytes};
 /// Each request's payload is decoded as `M::Request` and handed to the
 /// handler with its [`Context`]; the response is encoded and sent back
 /// under the request's id, or the handler's [`HandlerError`] as an error
-/// frame. A payload that does not decode as `M::Request`, or has bytes left
+/// frame. A request whose schema fingerprint (its `fingerprint` header) is
+/// not the method's is answered [`ErrorCode::SCHEMA_MISMATCH`], naming
+/// both, without decoding it; one without a fingerprint is decoded as it
+/// is. A payload that does not decode as `M::Request`, or has bytes left
 /// over after it, is answered with [`ErrorCode::BAD_MESSAGE`] and a text
-/// naming the method, without calling the handler. The dispatcher's request
+/// naming the method, without calling the handler. The request's deadline
+/// drops the handler when it passes. The dispatcher's request
 /// timeout and panic containment apply as for any async handler.
 ///
 /// The method's [`fingerprint`] is computed here, once, so that types it
@@ -53,14 +57,12 @@ where
     F: Fn(Context, M::Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<M::Response, HandlerError>> + Send + 'static,
 {
-    // With the request headers of PROTOCOL.md Part III, a request carrying
-    // another fingerprint is answered SCHEMA_MISMATCH here, before decoding.
-    let _ = fingerprint::<M>();
+    let ours = fingerprint::<M>();
     let name = msg_type::<M>();
-    dispatcher.register_envelope(name.as_str(), move |envelope: Envelope| {
-        let request_id = envelope.request_id;
-        let running = decode_request::<M>(&envelope.payload)
-            .map(|value| handler(Context::new::<M>(request_id), value));
+    dispatcher.register_with_context(name.as_str(), move |request, envelope: Envelope| {
+        let running = check_fingerprint::<M>(request.fingerprint, ours)
+            .and_then(|()| decode_request::<M>(&envelope.payload))
+            .map(|value| handler(Context::from_request::<M>(&request), value));
         async move {
             let response = running?.await?;
             let payload = to_bytes(&response).map_err(|error| {
@@ -140,6 +142,28 @@ where
                 .map_err(|error| handler_error::<M>(error.into()))
         }
     });
+}
+
+/// Refuses a request whose fingerprint is not `ours`, before decoding it.
+fn check_fingerprint<M: Method>(theirs: Option<u64>, ours: u64) -> Result<(), HandlerError> {
+    match theirs {
+        Some(theirs) if theirs != ours => {
+            tracing::debug!(
+                method = M::NAME,
+                theirs,
+                ours,
+                "schema fingerprint mismatch"
+            );
+            Err(HandlerError::new(
+                ErrorCode::SCHEMA_MISMATCH,
+                format!(
+                    "{}: the request's schema fingerprint {theirs:016x} is not the server's {ours:016x}",
+                    M::NAME
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Decodes a request payload, or the error frame answering it.

@@ -19,8 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use netproto_dispatch::{Correlator, CorrelatorConfig, Dispatcher, HandlerError, ServeConfig};
 use netproto_service::{
-    CallError, ClientConfig, Context, Error, Method, Request, TypedClient, fingerprint, register,
-    register_service, service,
+    CallError, CallOptions, ClientConfig, Context, Error, Method, Request, TypedClient,
+    fingerprint, register, register_service, service, to_bytes,
 };
 use netproto_transport::{Acceptor, ClientSecurity, ConnectionConfig, Connector, ServerSecurity};
 use netproto_wire::{Envelope, ErrorCode, MessageType};
@@ -235,16 +235,27 @@ async fn a_request_of_another_type_is_refused_before_the_handler() {
         value: vec![1],
         ttl: 60,
     };
+    let payload = to_bytes(&put).unwrap();
     let error = setup
         .client
         .call::<client_side::PutWithTtl>(put)
         .await
         .unwrap_err();
-    assert_eq!(error.code(), Some(ErrorCode::BAD_MESSAGE), "{error:?}");
+    assert_eq!(error.code(), Some(ErrorCode::SCHEMA_MISMATCH), "{error:?}");
     assert!(error.is_type_mismatch() && error.is_remote());
-    let CallError::Remote { message, .. } = &error else {
-        panic!("{error:?}");
+
+    // Without a fingerprint (an untyped requester), the payload is decoded,
+    // and refused: one byte more than the server's `Put`.
+    let raw = |name: &str, payload: Bytes| {
+        let correlator = setup.client.correlator().clone();
+        let name = MessageType::new(name).unwrap();
+        async move { correlator.request_raw(name, payload).await.unwrap_err() }
     };
+    let netproto_dispatch::Error::Remote { code, message, .. } = raw("kv.put.v1", payload).await
+    else {
+        panic!("an error frame");
+    };
+    assert_eq!(code, ErrorCode::BAD_MESSAGE);
     assert!(
         message.starts_with("kv.put.v1: request does not decode as its request type"),
         "{message}"
@@ -252,11 +263,7 @@ async fn a_request_of_another_type_is_refused_before_the_handler() {
     assert!(message.contains("bytes left over"), "{message}");
 
     // Bytes that are no u64 varint at all (eleven 0xff).
-    let error = setup
-        .client
-        .call::<client_side::SleepText>(vec![0xff; 11])
-        .await
-        .unwrap_err();
+    let error = raw("kv.sleep.v1", Bytes::from(vec![0xff; 11])).await;
     assert_eq!(error.code(), Some(ErrorCode::BAD_MESSAGE), "{error:?}");
     assert!(error.to_string().contains("kv.sleep.v1"), "{error}");
 
@@ -270,16 +277,13 @@ async fn a_request_of_another_type_is_refused_before_the_handler() {
 
 #[tokio::test]
 async fn a_response_of_another_type_is_a_decode_error_never_a_value() {
-    let dispatcher = kv_server(&Arc::default());
+    // A server that checks no fingerprint (not this crate's `register`).
+    let dispatcher = Arc::new(Dispatcher::default());
+    dispatcher.register_envelope("kv.get.v1", |request: Envelope| async move {
+        let answer = to_bytes(&Some(b"hello".to_vec())).unwrap();
+        Ok(Envelope::new(0, request.msg_type, answer))
+    });
     let setup = Setup::plain(&dispatcher).await;
-    setup
-        .client
-        .call::<PutKey>(Put {
-            key: "k".into(),
-            value: b"hello".to_vec(),
-        })
-        .await
-        .unwrap();
     // The server answers `Some(b"hello")`, 01 05 68 65 6c 6c 6f: a u64 of 1
     // and six bytes left over.
     let error = setup
@@ -321,29 +325,39 @@ async fn an_answer_under_another_message_type_is_refused() {
     setup.finish().await;
 }
 
-/// What only the fingerprint will catch: the same encoding under other
-/// field names decodes, so the call succeeds today; the fingerprints differ.
+/// What only the fingerprint catches: the same encoding under other field
+/// names would decode; the server refuses it before decoding.
 #[tokio::test]
-async fn a_mismatch_that_decodes_is_left_to_the_fingerprint() {
-    let setup = Setup::plain(&kv_server(&Arc::default())).await;
+async fn a_mismatch_that_decodes_is_caught_by_the_fingerprint() {
+    let contexts = Arc::default();
+    let setup = Setup::plain(&kv_server(&contexts)).await;
     let renamed = client_side::Renamed {
         name: "k".into(),
         bytes: vec![7],
     };
-    let answer = setup
+    let error = setup
         .client
         .call::<client_side::PutRenamed>(renamed)
         .await
-        .unwrap();
-    assert_eq!(answer, None);
-    assert_eq!(
-        setup.client.call::<Get>("k".into()).await.unwrap(),
-        Some(vec![7])
+        .unwrap_err();
+    assert!(
+        error.is_schema_mismatch() && error.is_type_mismatch(),
+        "{error:?}"
     );
-    assert_ne!(
+    assert_eq!(error.code(), Some(ErrorCode::SCHEMA_MISMATCH));
+    let (theirs, ours) = (
         fingerprint::<client_side::PutRenamed>(),
-        fingerprint::<PutKey>()
+        fingerprint::<PutKey>(),
     );
+    assert_ne!(theirs, ours);
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("{theirs:016x}")) && text.contains(&format!("{ours:016x}")),
+        "{text}"
+    );
+    // Never decoded: the handler did not run, nothing was stored.
+    assert_eq!(setup.client.call::<Get>("k".into()).await.unwrap(), None);
+    assert_eq!(contexts.lock().unwrap().len(), 1);
     setup.finish().await;
 }
 
@@ -625,4 +639,128 @@ async fn wait_for(done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     panic!("condition not reached within 10 s");
+}
+
+/// Sends on its channel when dropped.
+struct DropSignal(mpsc::UnboundedSender<u64>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(0);
+    }
+}
+
+/// `kv.sleep.v1` sleeping its value in milliseconds, signalling the drop of
+/// its future.
+fn sleeping_server(dropped: &mpsc::UnboundedSender<u64>) -> Arc<Dispatcher> {
+    let dispatcher = Arc::new(Dispatcher::default());
+    let dropped = dropped.clone();
+    register::<Sleep, _, _>(&dispatcher, move |_, ms: u64| {
+        let guard = DropSignal(dropped.clone());
+        async move {
+            let _guard = guard;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ms)
+        }
+    });
+    dispatcher
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_drops_the_handler_and_is_deadline_exceeded() {
+    let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+    let setup = Setup::plain(&sleeping_server(&dropped_tx)).await;
+    let options = CallOptions::default().deadline(Duration::from_millis(100));
+    let start = tokio::time::Instant::now();
+    let error = setup
+        .client
+        .call_with::<Sleep>(60_000, &options)
+        .await
+        .unwrap_err();
+    assert!(
+        error.is_deadline_exceeded() && error.is_timeout(),
+        "{error:?}"
+    );
+    assert!(start.elapsed() < Duration::from_millis(150));
+    // The server's deadline dropped the handler's future, long before its
+    // sleep of a minute.
+    let signal = tokio::time::timeout(Duration::from_secs(1), dropped.recv()).await;
+    assert_eq!(signal.unwrap(), Some(0));
+    assert!(start.elapsed() < Duration::from_secs(1));
+    // Within its deadline, a call succeeds.
+    let options = CallOptions::default().deadline(Duration::from_secs(5));
+    assert_eq!(
+        setup.client.call_with::<Sleep>(10, &options).await.unwrap(),
+        10
+    );
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn a_dropped_typed_call_cancels_its_handler() {
+    let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+    let setup = Setup::plain(&sleeping_server(&dropped_tx)).await;
+    let call = tokio::spawn({
+        let client = setup.client.clone();
+        async move { client.call::<Sleep>(60_000).await }
+    });
+    wait_for(|| setup.client.correlator().pending() == 1).await;
+    call.abort();
+    let signal = tokio::time::timeout(Duration::from_secs(5), dropped.recv()).await;
+    assert_eq!(signal.expect("the handler is dropped within 5 s"), Some(0));
+    assert_eq!(setup.client.correlator().cancelled(), 1);
+    setup.finish().await;
+}
+
+service! {
+    /// A front method calling `kv.sleep.v1` within its own deadline.
+    service Front {
+        /// Calls `kv.sleep.v1` with its value.
+        Relay = "front.relay.v1": u64 => u64;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handlers_call_inherits_what_is_left_of_its_deadline() {
+    let dispatcher = Arc::new(Dispatcher::default());
+    let deadlines = Arc::new(Mutex::new(Vec::new()));
+    let seen = deadlines.clone();
+    register::<Sleep, _, _>(&dispatcher, move |context: Context, ms: u64| {
+        seen.lock().unwrap().push(("inner", context.deadline()));
+        async move { Ok(ms) }
+    });
+    let inner_client = Arc::new(Mutex::new(None::<TypedClient>));
+    let (seen, client) = (deadlines.clone(), inner_client.clone());
+    register::<Relay, _, _>(&dispatcher, move |context: Context, ms: u64| {
+        seen.lock().unwrap().push(("outer", context.deadline()));
+        let client = client.lock().unwrap().clone().unwrap();
+        async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let options = CallOptions::within(&context);
+            client
+                .call_with::<Sleep>(ms, &options)
+                .await
+                .map_err(|error| HandlerError::failed(error.to_string()))
+        }
+    });
+    let setup = Setup::plain(&dispatcher).await;
+    *inner_client.lock().unwrap() = Some(setup.client.clone());
+
+    let options = CallOptions::default().deadline(Duration::from_millis(500));
+    assert_eq!(
+        setup.client.call_with::<Relay>(3, &options).await.unwrap(),
+        3
+    );
+    let deadlines = deadlines.lock().unwrap().clone();
+    let [("outer", Some(outer)), ("inner", Some(inner))] = deadlines[..] else {
+        panic!("both handlers see a deadline: {deadlines:?}");
+    };
+    assert!(inner <= outer, "{inner:?} > {outer:?}");
+    // What is left, not the whole budget again: 30 ms went by.
+    assert!(
+        outer - inner < Duration::from_millis(40),
+        "{:?}",
+        outer - inner
+    );
+    setup.finish().await;
 }

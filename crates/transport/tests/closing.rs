@@ -123,9 +123,21 @@ fn cases() -> Vec<(&'static str, Vec<u8>, ErrorCode, &'static str)> {
         ),
         (
             "unknown kind",
-            header(0, 0x07, 0),
+            header(0, 0x0a, 0),
             ErrorCode::PROTOCOL,
-            "unknown frame kind 0x07",
+            "unknown frame kind 0x0a",
+        ),
+        (
+            "reserved data flag bit",
+            header(8, 1, 0x10),
+            ErrorCode::PROTOCOL,
+            "unknown frame flags 0x10",
+        ),
+        (
+            "credit of the wrong length",
+            header(8, 0x07, 0),
+            ErrorCode::PROTOCOL,
+            "credit frame body of 8 bytes is malformed",
         ),
         (
             "data frame over the limit",
@@ -196,7 +208,7 @@ async fn requests_in_the_same_write_as_the_error_get_the_error_frame_last() {
         for id in 1..=3 {
             bytes.extend(echo_request(id, b"pipelined"));
         }
-        bytes.extend(header(0, 0x07, 0));
+        bytes.extend(header(0, 0x0a, 0));
         // More bytes after the error, which the server never reads: its
         // close must still not reset the connection.
         bytes.extend(vec![0xee; 64 * 1024]);

@@ -21,7 +21,8 @@ use netproto_transport::{
     NoiseConfig, ServerSecurity, SetupError, TimeoutKind,
 };
 use netproto_wire::{
-    Decoder, Envelope, Frame, Message, MessageType, Preface, PrefaceAnswer, SecurityMode,
+    Credit, DataFlags, Decoder, Envelope, Frame, Headers, Message, MessageType, Preface,
+    PrefaceAnswer, SecurityMode, Traceparent,
 };
 use support::{new_acceptor, new_connector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -768,6 +769,123 @@ async fn goaway_and_error_frames_reach_the_application() {
         .unwrap();
     assert_eq!(server.recv().await.unwrap(), Some(Incoming::GoAway(goaway)));
     assert_eq!(server.recv().await.unwrap(), Some(Incoming::Error(error)));
+}
+
+/// `len` bytes of 16 values in an irregular order: Zstd halves them, so a
+/// large one stays large (a segment) once compressed.
+fn half_compressible(len: usize, seed: u64) -> Bytes {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b'a' + (state % 16) as u8
+        })
+        .collect()
+}
+
+/// A request with a header block in front of `payload`, flagged HEADERS and `extra`.
+fn with_headers(id: u64, payload: &[u8], extra: DataFlags) -> (Envelope, Headers) {
+    let mut headers = Headers::default();
+    headers.deadline = Some(1500);
+    headers.stream = Some(32);
+    headers.traceparent = Traceparent::new(0x4bf9_2f35_77b3_4da6, 0x00f0_67aa_0ba9_02b7, 1);
+    let mut body = BytesMut::new();
+    headers.encode(&mut body);
+    body.extend_from_slice(payload);
+    let envelope = Envelope::new(id, MessageType::new("kv.watch.v1").unwrap(), body.freeze())
+        .with_flags(DataFlags::HEADERS | extra);
+    (envelope, headers)
+}
+
+/// An item without its payload, for failure messages.
+fn brief(item: &Incoming) -> String {
+    match item {
+        Incoming::Message(envelope) => format!(
+            "message {} {:?} with {} bytes",
+            envelope.request_id,
+            envelope.flags,
+            envelope.payload.len()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// What crosses a connection for Part III: the data flags on every send
+/// path (in line, a payload queued by reference, compressed in line and as
+/// a segment, decompressed in line and aside), the header block inside the
+/// compressed envelope, and cancel, credit and end frames, all in the order
+/// sent; the receiver echoes the messages and the flags come back as well.
+#[tokio::test]
+async fn flags_headers_and_stream_control_frames_cross_in_order() {
+    for noise in [false, true] {
+        let mut config = ConnectionConfig::default();
+        if noise {
+            config.compression = netproto_wire::Compression::Zstd;
+        }
+        let (mut client, mut server) = if noise {
+            noise_pair(config).await
+        } else {
+            plain_pair(config).await
+        };
+        let (small, small_headers) = with_headers(1, b"get", DataFlags::NONE);
+        let (big, big_headers) = with_headers(2, &vec![b'w'; 100_000], DataFlags::STREAM);
+        let items = [
+            Envelope::new(2, MessageType::ECHO, Bytes::from_static(b"item")),
+            Envelope::new(2, MessageType::ECHO, half_compressible(100_000, 2)),
+            Envelope::new(2, MessageType::ECHO, half_compressible(20_000, 3)),
+        ]
+        .map(|item| item.with_flags(DataFlags::STREAM));
+        let sender = client.sender().clone();
+        sender.send(small.clone()).await.unwrap();
+        sender.send(big.clone()).await.unwrap();
+        sender
+            .send_frame(Frame::Credit(Credit::new(2, 8)))
+            .await
+            .unwrap();
+        for item in &items {
+            sender.send(item.clone()).await.unwrap();
+        }
+        sender.send_frame(Frame::End(2)).await.unwrap();
+        sender.send_frame(Frame::Cancel(1)).await.unwrap();
+        let mut messages = vec![small, big];
+        messages.extend(items);
+        let mut want: Vec<Incoming> = messages.iter().cloned().map(Incoming::Message).collect();
+        want.insert(2, Incoming::Credit(Credit::new(2, 8)));
+        want.extend([Incoming::End(2), Incoming::Cancel(1)]);
+        let mut headers = [small_headers, big_headers].into_iter();
+        for (i, expected) in want.iter().enumerate() {
+            let got = server.recv().await.unwrap();
+            // Not assert_eq: the payloads are 100 KB.
+            assert!(
+                got.as_ref() == Some(expected),
+                "noise {noise}, item {i}: {:?} instead of {:?}",
+                got.as_ref().map(brief),
+                brief(expected)
+            );
+            if let Some(Incoming::Message(envelope)) = got {
+                if envelope.flags.contains(DataFlags::HEADERS) {
+                    let mut request = envelope.clone();
+                    assert_eq!(request.take_headers().unwrap(), headers.next());
+                }
+                server.send(envelope).await.unwrap();
+            }
+        }
+        assert_eq!(headers.next(), None);
+        for sent in &messages {
+            let echoed = Incoming::Message(next_message(&mut client).await);
+            assert!(
+                echoed == Incoming::Message(sent.clone()),
+                "noise {noise}: {:?} came back",
+                brief(&echoed)
+            );
+        }
+        if noise {
+            let stats = client.stats().snapshot();
+            assert!(stats.compress_input_bytes > 200_000, "{stats:?}");
+        }
+    }
 }
 
 #[tokio::test]

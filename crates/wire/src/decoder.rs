@@ -86,6 +86,7 @@ impl Decoder {
             frame.advance(HEADER_LEN);
             return Ok(Some(Frame::Data(Data {
                 compression: header.compression,
+                flags: header.flags,
                 body: frame.freeze(),
             })));
         }

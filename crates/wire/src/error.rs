@@ -58,6 +58,12 @@ pub enum Error {
     /// A message envelope could not be decoded.
     #[error("malformed message envelope")]
     BadEnvelope,
+    /// A header block (PROTOCOL.md Part III §2) is malformed: it runs past
+    /// the payload, its fields do not end exactly where it says, its keys are
+    /// not in increasing order (a key appears twice, say), or a field it
+    /// knows has a value of the wrong shape.
+    #[error("malformed header block")]
+    BadHeaders,
     /// A message type name is empty or longer than [`MAX_TYPE_LEN`](crate::MAX_TYPE_LEN).
     #[error("message type name of {0} bytes is out of range")]
     BadTypeName(usize),

@@ -1,11 +1,10 @@
 //! Frames: the unit of the byte stream after the preface (and after the
 //! security handshake, inside its records).
 
-use alloc::string::String;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::Error;
+use crate::flags::COMPRESSION_MASK;
+use crate::{Compression, Credit, DataFlags, Error, ErrorCode, ErrorFrame, GoAway};
 
 /// Length in bytes of a frame header: body length (u32, big-endian), kind, flags.
 pub const HEADER_LEN: usize = 6;
@@ -13,7 +12,7 @@ pub const HEADER_LEN: usize = 6;
 /// Default limit on a frame's body length: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
 
-/// Largest body a control frame (ping, pong, goaway, error) may have.
+/// Largest body a control frame (every kind but data) may have.
 ///
 /// Checked when the header arrives, whatever the data-frame limit is.
 pub const MAX_CONTROL_BODY: u32 = 4096;
@@ -22,11 +21,11 @@ pub const MAX_CONTROL_BODY: u32 = 4096;
 /// that announces less breaks the protocol.
 pub const MIN_MAX_FRAME_LEN: u32 = 64;
 
-/// Mask of the flag bits that select a compression algorithm.
-const COMPRESSION_MASK: u8 = 0b0000_0011;
-
 /// Length of the fixed part of goaway and error bodies: a u64 and a u16.
 const CONTROL_FIXED_LEN: usize = 10;
+
+/// Length of a credit body: a u64 and a u32.
+const CREDIT_LEN: usize = 12;
 
 /// The kind byte of a frame header.
 #[non_exhaustive]
@@ -42,6 +41,12 @@ pub enum FrameKind {
     GoAway,
     /// `0x05`: the sender reports an error.
     Error,
+    /// `0x06`: the requester no longer wants the answer to a request.
+    Cancel,
+    /// `0x07`: the requester of a server stream grants more items.
+    Credit,
+    /// `0x08`: the responder ends a server stream.
+    End,
 }
 
 impl FrameKind {
@@ -53,6 +58,9 @@ impl FrameKind {
             Self::Pong => 0x03,
             Self::GoAway => 0x04,
             Self::Error => 0x05,
+            Self::Cancel => 0x06,
+            Self::Credit => 0x07,
+            Self::End => 0x08,
         }
     }
 
@@ -68,6 +76,9 @@ impl FrameKind {
             0x03 => Ok(Self::Pong),
             0x04 => Ok(Self::GoAway),
             0x05 => Ok(Self::Error),
+            0x06 => Ok(Self::Cancel),
+            0x07 => Ok(Self::Credit),
+            0x08 => Ok(Self::End),
             other => Err(Error::UnknownKind(other)),
         }
     }
@@ -80,47 +91,9 @@ impl FrameKind {
             Self::Pong => "pong",
             Self::GoAway => "goaway",
             Self::Error => "error",
-        }
-    }
-}
-
-/// The compression algorithm a data frame's body is compressed with.
-///
-/// Encoded in the low two bits of the flags byte. A compressed body starts
-/// with its uncompressed length; `netproto-compress` produces and checks it.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Compression {
-    /// The body is the envelope itself.
-    #[default]
-    None,
-    /// The body is LZ4 block-compressed.
-    Lz4,
-    /// The body is a Zstandard frame.
-    Zstd,
-}
-
-impl Compression {
-    /// The flag bits of this algorithm.
-    pub const fn to_flags(self) -> u8 {
-        match self {
-            Self::None => 0,
-            Self::Lz4 => 1,
-            Self::Zstd => 2,
-        }
-    }
-
-    /// The algorithm named by the compression bits of `flags`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownFlags`] when the bits hold the reserved value 3.
-    pub const fn from_flags(flags: u8) -> Result<Self, Error> {
-        match flags & COMPRESSION_MASK {
-            0 => Ok(Self::None),
-            1 => Ok(Self::Lz4),
-            2 => Ok(Self::Zstd),
-            _ => Err(Error::UnknownFlags(flags)),
+            Self::Cancel => "cancel",
+            Self::Credit => "credit",
+            Self::End => "end",
         }
     }
 }
@@ -134,6 +107,8 @@ pub struct Header {
     pub kind: FrameKind,
     /// Compression of a data body; [`Compression::None`] for control frames.
     pub compression: Compression,
+    /// The other flags of a data frame; [`DataFlags::NONE`] for control frames.
+    pub flags: DataFlags,
 }
 
 impl Header {
@@ -141,16 +116,22 @@ impl Header {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownKind`], [`Error::UnknownFlags`],
+    /// [`Error::UnknownKind`], [`Error::UnknownFlags`] (a reserved bit: on a
+    /// data frame bits 4-7, on a control frame bits 2-7),
     /// [`Error::CompressedControl`], [`Error::FrameTooLarge`],
     /// [`Error::ControlTooLarge`], or [`Error::BadBodyLength`] for a control
-    /// frame whose length cannot hold its fixed fields.
+    /// frame whose length does not fit its fixed fields.
     #[inline]
     pub fn parse(bytes: [u8; HEADER_LEN], max_frame_len: u32) -> Result<Self, Error> {
         let [l0, l1, l2, l3, kind, flags] = bytes;
         let len = u32::from_be_bytes([l0, l1, l2, l3]);
         let kind = FrameKind::from_byte(kind)?;
-        if flags & !COMPRESSION_MASK != 0 {
+        let allowed = if kind == FrameKind::Data {
+            COMPRESSION_MASK | DataFlags::MASK
+        } else {
+            COMPRESSION_MASK
+        };
+        if flags & !allowed != 0 {
             return Err(Error::UnknownFlags(flags));
         }
         let compression = Compression::from_flags(flags)?;
@@ -169,7 +150,8 @@ impl Header {
                 return Err(Error::ControlTooLarge(len));
             }
             let fixed_ok = match kind {
-                FrameKind::Ping | FrameKind::Pong => len == 8,
+                FrameKind::Ping | FrameKind::Pong | FrameKind::Cancel | FrameKind::End => len == 8,
+                FrameKind::Credit => len as usize == CREDIT_LEN,
                 _ => len as usize >= CONTROL_FIXED_LEN,
             };
             if !fixed_ok {
@@ -183,6 +165,7 @@ impl Header {
             len,
             kind,
             compression,
+            flags: DataFlags::from_flags_byte(flags),
         })
     }
 
@@ -195,38 +178,9 @@ impl Header {
             l2,
             l3,
             self.kind.to_byte(),
-            self.compression.to_flags(),
+            self.compression.to_flags() | self.flags.bits(),
         ]
     }
-}
-
-/// Well-known error codes carried by [`GoAway`] and [`ErrorFrame`].
-///
-/// Codes not listed here are valid on the wire and must be passed through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ErrorCode(pub u16);
-
-impl ErrorCode {
-    /// No error: a plain graceful close.
-    pub const NO_ERROR: Self = Self(0);
-    /// The peer broke the protocol (a malformed frame, a bad sequence).
-    pub const PROTOCOL: Self = Self(1);
-    /// The sender hit an internal error.
-    pub const INTERNAL: Self = Self(2);
-    /// No handler is registered for the request's message type.
-    pub const NO_HANDLER: Self = Self(3);
-    /// The handler of the request failed.
-    pub const HANDLER_FAILED: Self = Self(4);
-    /// The sender is overloaded and refused the request.
-    pub const OVERLOADED: Self = Self(5);
-    /// The sender is shutting down and will not process the request.
-    pub const SHUTTING_DOWN: Self = Self(6);
-    /// The request took longer than the sender allows.
-    pub const TIMEOUT: Self = Self(7);
-    /// A frame or message exceeded a limit of the sender.
-    pub const TOO_LARGE: Self = Self(8);
-    /// The message could not be decoded.
-    pub const BAD_MESSAGE: Self = Self(9);
 }
 
 /// A data frame: an encoded [`Envelope`](crate::Envelope), possibly compressed.
@@ -234,62 +188,21 @@ impl ErrorCode {
 pub struct Data {
     /// How `body` is compressed.
     pub compression: Compression,
+    /// What the frame says about the envelope (a header block, a stream
+    /// item), compressed or not: give them to the decoded envelope with
+    /// [`Envelope::with_flags`](crate::Envelope::with_flags).
+    pub flags: DataFlags,
     /// The frame body as it travels.
     pub body: Bytes,
 }
 
 impl Data {
-    /// A data frame whose body is not compressed.
+    /// A data frame whose body is not compressed, without flags.
     pub const fn plain(body: Bytes) -> Self {
         Self {
             compression: Compression::None,
+            flags: DataFlags::NONE,
             body,
-        }
-    }
-}
-
-/// A goaway frame: the sender stops taking new requests.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GoAway {
-    /// The highest request id the sender has taken and will still answer.
-    pub last_request_id: u64,
-    /// Why the sender is going away.
-    pub code: ErrorCode,
-    /// Human-readable reason, for logs.
-    pub reason: String,
-}
-
-impl GoAway {
-    /// A goaway frame.
-    pub fn new(last_request_id: u64, code: ErrorCode, reason: impl Into<String>) -> Self {
-        Self {
-            last_request_id,
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// An error frame: a request failed, or the connection is about to close.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorFrame {
-    /// The request this error answers; 0 for the connection as a whole.
-    pub request_id: u64,
-    /// What went wrong.
-    pub code: ErrorCode,
-    /// Human-readable text, for logs and callers.
-    pub message: String,
-}
-
-impl ErrorFrame {
-    /// An error frame.
-    pub fn new(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            request_id,
-            code,
-            message: message.into(),
         }
     }
 }
@@ -308,6 +221,12 @@ pub enum Frame {
     GoAway(GoAway),
     /// An error report.
     Error(ErrorFrame),
+    /// The requester cancels the request with this id (Part III §3).
+    Cancel(u64),
+    /// The requester of a server stream grants more items (Part III §4).
+    Credit(Credit),
+    /// The server stream of the request with this id ends (Part III §4).
+    End(u64),
 }
 
 impl Frame {
@@ -319,6 +238,9 @@ impl Frame {
             Self::Pong(_) => FrameKind::Pong,
             Self::GoAway(_) => FrameKind::GoAway,
             Self::Error(_) => FrameKind::Error,
+            Self::Cancel(_) => FrameKind::Cancel,
+            Self::Credit(_) => FrameKind::Credit,
+            Self::End(_) => FrameKind::End,
         }
     }
 
@@ -326,7 +248,8 @@ impl Frame {
     pub fn body_len(&self) -> usize {
         match self {
             Self::Data(data) => data.body.len(),
-            Self::Ping(_) | Self::Pong(_) => 8,
+            Self::Ping(_) | Self::Pong(_) | Self::Cancel(_) | Self::End(_) => 8,
+            Self::Credit(_) => CREDIT_LEN,
             Self::GoAway(g) => CONTROL_FIXED_LEN + g.reason.len(),
             Self::Error(e) => CONTROL_FIXED_LEN + e.message.len(),
         }
@@ -347,16 +270,22 @@ impl Frame {
             len: body.len(),
         };
         match kind {
-            FrameKind::Ping | FrameKind::Pong => {
-                let token = u64::from_be_bytes(*body.first_chunk().ok_or_else(bad_len)?);
-                if body.len() != 8 {
-                    return Err(bad_len());
-                }
-                Ok(if kind == FrameKind::Ping {
-                    Self::Ping(token)
-                } else {
-                    Self::Pong(token)
+            FrameKind::Ping | FrameKind::Pong | FrameKind::Cancel | FrameKind::End => {
+                let value = u64::from_be_bytes(body.try_into().map_err(|_| bad_len())?);
+                Ok(match kind {
+                    FrameKind::Ping => Self::Ping(value),
+                    FrameKind::Pong => Self::Pong(value),
+                    FrameKind::Cancel => Self::Cancel(value),
+                    _ => Self::End(value),
                 })
+            }
+            FrameKind::Credit => {
+                let [i0, i1, i2, i3, i4, i5, i6, i7, n0, n1, n2, n3] =
+                    <[u8; CREDIT_LEN]>::try_from(body).map_err(|_| bad_len())?;
+                Ok(Self::Credit(Credit::new(
+                    u64::from_be_bytes([i0, i1, i2, i3, i4, i5, i6, i7]),
+                    u32::from_be_bytes([n0, n1, n2, n3]),
+                )))
             }
             FrameKind::GoAway | FrameKind::Error => {
                 let (fixed, text) = body
@@ -422,9 +351,9 @@ impl Encoder {
     /// frames, [`MAX_CONTROL_BODY`]); `dst` is then left unchanged.
     pub fn encode(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
         let kind = frame.kind();
-        let (max, compression) = match frame {
-            Frame::Data(data) => (self.max_frame_len, data.compression),
-            _ => (MAX_CONTROL_BODY, Compression::None),
+        let (max, compression, flags) = match frame {
+            Frame::Data(data) => (self.max_frame_len, data.compression, data.flags),
+            _ => (MAX_CONTROL_BODY, Compression::None, DataFlags::NONE),
         };
         let len = self.check_len(frame.body_len(), max)?;
         dst.reserve(HEADER_LEN + frame.body_len());
@@ -433,12 +362,19 @@ impl Encoder {
                 len,
                 kind,
                 compression,
+                flags,
             }
             .to_bytes(),
         );
         match frame {
             Frame::Data(data) => dst.put_slice(&data.body),
-            Frame::Ping(token) | Frame::Pong(token) => dst.put_u64(*token),
+            Frame::Ping(value) | Frame::Pong(value) | Frame::Cancel(value) | Frame::End(value) => {
+                dst.put_u64(*value);
+            }
+            Frame::Credit(credit) => {
+                dst.put_u64(credit.request_id);
+                dst.put_u32(credit.items);
+            }
             Frame::GoAway(g) => put_control(dst, g.last_request_id, g.code, &g.reason),
             Frame::Error(e) => put_control(dst, e.request_id, e.code, &e.message),
         }
@@ -454,6 +390,7 @@ impl Encoder {
     pub fn encode_data_header(
         &self,
         compression: Compression,
+        flags: DataFlags,
         body_len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), Error> {
@@ -463,6 +400,7 @@ impl Encoder {
                 len,
                 kind: FrameKind::Data,
                 compression,
+                flags,
             }
             .to_bytes(),
         );

@@ -36,18 +36,25 @@
 
 extern crate alloc;
 
+mod control;
 mod decoder;
 mod error;
+mod flags;
 mod frame;
+mod headers;
 mod message;
 mod preface;
+mod varint;
 
+pub use control::{Credit, ErrorCode, ErrorFrame, GoAway};
 pub use decoder::{Decoder, READ_CHUNK};
 pub use error::Error;
+pub use flags::{Compression, DataFlags};
 pub use frame::{
-    Compression, DEFAULT_MAX_FRAME_LEN, Data, Encoder, ErrorCode, ErrorFrame, Frame, FrameKind,
-    GoAway, HEADER_LEN, Header, MAX_CONTROL_BODY, MIN_MAX_FRAME_LEN,
+    DEFAULT_MAX_FRAME_LEN, Data, Encoder, Frame, FrameKind, HEADER_LEN, Header, MAX_CONTROL_BODY,
+    MIN_MAX_FRAME_LEN,
 };
+pub use headers::{Headers, Traceparent};
 pub use message::{Envelope, MAX_TYPE_LEN, Message, MessageType};
 pub use preface::{
     MAGIC, PREFACE_LEN, PROTOCOL_VERSION, Preface, PrefaceAnswer, PrefaceStatus, SecurityMode,

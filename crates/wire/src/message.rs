@@ -6,7 +6,8 @@ use core::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::{Compression, Data, Encoder, Error, Frame};
+use crate::varint::{put_varint, varint_len};
+use crate::{Compression, Data, DataFlags, Encoder, Error, Frame, Headers};
 
 /// Longest message type name, in bytes.
 pub const MAX_TYPE_LEN: usize = 255;
@@ -156,34 +157,76 @@ struct Head<'a> {
     msg_type: &'a str,
 }
 
-/// A message as carried in a data frame: request id, type name, payload.
+/// A message as carried in a data frame: request id, type name, payload,
+/// and the flags of its frame.
 ///
 /// Layout: the postcard encoding of `(request_id: u64, msg_type: &str)` (a
 /// varint, then a varint length and the UTF-8 bytes), then the payload up to
-/// the end of the frame body.
+/// the end of the frame body. The flags travel in the frame's header, not in
+/// the body: the frame encoders here write them, and a receiver gives them
+/// back to the envelope it decodes with [`with_flags`](Self::with_flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// Correlates a response with its request; 0 means one-way (no response).
     pub request_id: u64,
     /// The message type name, used to route the message to its handler.
     pub msg_type: MessageType,
-    /// Application bytes.
+    /// What the data frame says about the envelope: with
+    /// [`DataFlags::HEADERS`] the payload begins with a header block
+    /// (see [`take_headers`](Self::take_headers)); with
+    /// [`DataFlags::STREAM`] the message is one item of a server stream.
+    pub flags: DataFlags,
+    /// Application bytes (after a header block, when the flags say so).
     pub payload: Bytes,
 }
 
 impl Envelope {
-    /// An envelope.
+    /// An envelope, without flags.
     pub const fn new(request_id: u64, msg_type: MessageType, payload: Bytes) -> Self {
         Self {
             request_id,
             msg_type,
+            flags: DataFlags::NONE,
             payload,
         }
+    }
+
+    /// The envelope with `flags` in place of its own: to build one that is
+    /// sent with flags, or to give a decoded one the flags of its frame.
+    #[must_use]
+    pub const fn with_flags(mut self, flags: DataFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Removes the header block from the front of the payload when the flags
+    /// have [`DataFlags::HEADERS`], and clears that flag: the envelope is
+    /// then what it would be had it been sent without the block, so a second
+    /// call returns `Ok(None)`. Without the flag, returns `Ok(None)` and
+    /// costs one test of a bit.
+    ///
+    /// The payload left is a slice of the same buffer: nothing is copied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadHeaders`] (see [`Headers::split_from`]); the envelope is
+    /// then left as it was. PROTOCOL.md Part III §2 makes this a
+    /// `BAD_MESSAGE` error that ends the connection, as a malformed envelope
+    /// does.
+    pub fn take_headers(&mut self) -> Result<Option<Headers>, Error> {
+        if !self.flags.contains(DataFlags::HEADERS) {
+            return Ok(None);
+        }
+        let headers = Headers::split_from(&mut self.payload)?;
+        self.flags = self.flags.difference(DataFlags::HEADERS);
+        Ok(Some(headers))
     }
 
     /// Decodes an envelope from an uncompressed data-frame body.
     ///
     /// The type name and the payload are slices of `body`: nothing is copied.
+    /// The envelope has no flags: chain [`with_flags`](Self::with_flags) to
+    /// give it those of its frame.
     ///
     /// # Errors
     ///
@@ -207,6 +250,7 @@ impl Envelope {
         Ok(Self {
             request_id,
             msg_type,
+            flags: DataFlags::NONE,
             payload,
         })
     }
@@ -217,7 +261,8 @@ impl Envelope {
         varint_len(self.request_id) + varint_len(type_len as u64) + type_len + self.payload.len()
     }
 
-    /// Appends the encoded envelope to `dst`.
+    /// Appends the encoded envelope (the data frame's body) to `dst`; the
+    /// flags are not part of it, but of the frame's header.
     pub fn encode(&self, dst: &mut BytesMut) {
         dst.reserve(self.encoded_len());
         self.put_head(dst);
@@ -235,7 +280,8 @@ impl Envelope {
     }
 
     /// Appends the header of an uncompressed data frame carrying this
-    /// envelope and the envelope's head to `dst`, but not the payload: the
+    /// envelope (with its flags) and the envelope's head to `dst`, but not
+    /// the payload: the
     /// caller sends [`payload`](Self::payload) right after these bytes (a
     /// vectored write, say) and the frame is complete, without the payload
     /// being copied.
@@ -244,52 +290,41 @@ impl Envelope {
     ///
     /// [`Error::EncodeTooLarge`] when the envelope exceeds the encoder's limit.
     pub fn encode_frame_head(&self, encoder: &Encoder, dst: &mut BytesMut) -> Result<(), Error> {
-        encoder.encode_data_header(Compression::None, self.encoded_len(), dst)?;
+        encoder.encode_data_header(Compression::None, self.flags, self.encoded_len(), dst)?;
         self.put_head(dst);
         Ok(())
     }
 
-    /// Appends a whole uncompressed data frame carrying this envelope to `dst`,
-    /// without building the body separately.
+    /// Appends a whole uncompressed data frame carrying this envelope (with
+    /// its flags) to `dst`, without building the body separately.
     ///
     /// # Errors
     ///
     /// [`Error::EncodeTooLarge`] when the envelope exceeds the encoder's limit.
     pub fn encode_frame(&self, encoder: &Encoder, dst: &mut BytesMut) -> Result<(), Error> {
         let len = self.encoded_len();
-        encoder.encode_data_header(Compression::None, len, dst)?;
+        encoder.encode_data_header(Compression::None, self.flags, len, dst)?;
         dst.reserve(len);
         self.put_head(dst);
         dst.put_slice(&self.payload);
         Ok(())
     }
 
-    /// The envelope as an uncompressed data frame (copies it into a new body).
+    /// The envelope as an uncompressed data frame with its flags (copies it
+    /// into a new body).
     pub fn to_data(&self) -> Data {
         let mut body = BytesMut::with_capacity(self.encoded_len());
         self.encode(&mut body);
-        Data::plain(body.freeze())
+        Data {
+            flags: self.flags,
+            ..Data::plain(body.freeze())
+        }
     }
 
     /// The envelope as an uncompressed [`Frame`].
     pub fn to_frame(&self) -> Frame {
         Frame::Data(self.to_data())
     }
-}
-
-/// Appends `value` as an unsigned LEB128 varint, as postcard writes it.
-fn put_varint(dst: &mut BytesMut, mut value: u64) {
-    while value >= 0x80 {
-        dst.put_u8((value as u8) | 0x80);
-        value >>= 7;
-    }
-    dst.put_u8(value as u8);
-}
-
-/// Bytes of postcard's varint (LEB128) encoding of `value`.
-const fn varint_len(value: u64) -> usize {
-    let bits = 64 - (value | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
 }
 
 /// The messages built into the protocol, plus application messages.
@@ -432,23 +467,6 @@ mod tests {
                 split.extend_from_slice(&envelope.payload);
                 assert_eq!(split, whole);
             }
-        }
-    }
-
-    #[test]
-    fn varint_len_matches_postcard() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let encoded = postcard::to_allocvec(&v).unwrap();
-            assert_eq!(varint_len(v), encoded.len(), "{v}");
         }
     }
 

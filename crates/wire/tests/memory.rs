@@ -34,6 +34,7 @@ fn data_header(len: u32) -> [u8; HEADER_LEN] {
         len,
         kind: FrameKind::Data,
         compression: netproto_wire::Compression::None,
+        flags: netproto_wire::DataFlags::NONE,
     }
     .to_bytes()
 }

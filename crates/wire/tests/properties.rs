@@ -10,8 +10,8 @@
 
 use bytes::{Bytes, BytesMut};
 use netproto_wire::{
-    Compression, Data, Decoder, Encoder, Envelope, ErrorCode, ErrorFrame, Frame, GoAway,
-    MessageType,
+    Compression, Credit, Data, DataFlags, Decoder, Encoder, Envelope, ErrorCode, ErrorFrame, Frame,
+    GoAway, Headers, MessageType, Traceparent,
 };
 use proptest::prelude::*;
 
@@ -24,10 +24,12 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 Just(Compression::Lz4),
                 Just(Compression::Zstd)
             ],
+            arb_flags(),
             proptest::collection::vec(any::<u8>(), 0..3000)
         )
-            .prop_map(|(compression, body)| Frame::Data(Data {
+            .prop_map(|(compression, flags, body)| Frame::Data(Data {
                 compression,
+                flags,
                 body: body.into()
             })),
         any::<u64>().prop_map(Frame::Ping),
@@ -42,7 +44,32 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             ErrorCode(code),
             t
         ))),
+        any::<u64>().prop_map(Frame::Cancel),
+        (any::<u64>(), any::<u32>()).prop_map(|(id, items)| Frame::Credit(Credit::new(id, items))),
+        any::<u64>().prop_map(Frame::End),
     ]
+}
+
+fn arb_flags() -> impl Strategy<Value = DataFlags> {
+    (0u8..4).prop_map(|bits| DataFlags::from_bits(bits << 2).unwrap())
+}
+
+fn arb_headers() -> impl Strategy<Value = Headers> {
+    (
+        proptest::option::of(any::<u64>()),
+        proptest::option::of((1..=u128::MAX, 1..=u64::MAX, any::<u8>())),
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u32>()),
+    )
+        .prop_map(|(deadline, traceparent, fingerprint, stream)| {
+            let mut headers = Headers::default();
+            headers.deadline = deadline;
+            headers.traceparent = traceparent
+                .and_then(|(trace, parent, flags)| Traceparent::new(trace, parent, flags));
+            headers.fingerprint = fingerprint;
+            headers.stream = stream;
+            headers
+        })
 }
 
 fn decode_all(decoder: &mut Decoder, buf: &mut BytesMut) -> Vec<Frame> {
@@ -102,6 +129,46 @@ proptest! {
         }
     }
 
+    /// Envelopes with flags and a header block round-trip through a frame:
+    /// the flags travel in the header, the block comes off, the payload after
+    /// it is intact.
+    #[test]
+    fn headers_round_trip_in_an_envelope(
+        headers in arb_headers(),
+        flags in arb_flags(),
+        payload in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut body = BytesMut::new();
+        headers.encode(&mut body);
+        prop_assert_eq!(body.len(), headers.encoded_len());
+        body.extend_from_slice(&payload);
+        let flags = flags | DataFlags::HEADERS;
+        let env = Envelope::new(9, MessageType::ECHO, body.freeze()).with_flags(flags);
+        let mut wire = BytesMut::new();
+        env.encode_frame(&Encoder::default(), &mut wire).unwrap();
+        let Some(Frame::Data(data)) = Decoder::default().decode(&mut wire).unwrap() else {
+            panic!("not a data frame");
+        };
+        prop_assert_eq!(data.flags, flags);
+        let mut decoded = Envelope::decode(data.body).unwrap().with_flags(data.flags);
+        prop_assert_eq!(&decoded, &env);
+        prop_assert_eq!(decoded.take_headers(), Ok(Some(headers)));
+        prop_assert_eq!(&decoded.payload[..], &payload[..]);
+        prop_assert_eq!(decoded.flags, flags.difference(DataFlags::HEADERS));
+    }
+
+    /// Arbitrary bytes never make the header block reader panic; what it
+    /// accepts, it takes off the front of the payload and nothing more.
+    #[test]
+    fn arbitrary_header_blocks_never_panic(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let raw = Bytes::from(input);
+        let mut payload = raw.clone();
+        match Headers::split_from(&mut payload) {
+            Ok(_) => prop_assert!(raw.ends_with(&payload) && payload.len() < raw.len()),
+            Err(_) => prop_assert_eq!(payload, raw),
+        }
+    }
+
     /// Arbitrary bytes never make the decoder panic, and it never splits off
     /// more than the input held.
     #[test]
@@ -111,8 +178,10 @@ proptest! {
         let mut consumed = 0;
         while let Ok(Some(frame)) = decoder.decode(&mut buf) {
             consumed += frame.encoded_len();
-            if let Frame::Data(data) = frame {
-                let _ = Envelope::decode(data.body);
+            if let Frame::Data(data) = frame
+                && let Ok(envelope) = Envelope::decode(data.body)
+            {
+                let _ = envelope.with_flags(data.flags).take_headers();
             }
         }
         prop_assert_eq!(consumed + buf.len(), input.len());

@@ -1,4 +1,5 @@
-//! The hex test vectors of docs/PROTOCOL.md, read from tests/vectors/frames.json.
+//! The hex test vectors of docs/PROTOCOL.md (Parts I and III), read from
+//! tests/vectors/frames.json.
 
 // Integration test: a failed unwrap, expect, panic or index is a failed test.
 #![allow(
@@ -8,10 +9,10 @@
     clippy::indexing_slicing
 )]
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use netproto_wire::{
-    Compression, Decoder, Encoder, Envelope, Frame, Preface, PrefaceAnswer, PrefaceStatus,
-    SecurityMode,
+    Compression, Credit, DataFlags, Decoder, Encoder, Envelope, Frame, Headers, MessageType,
+    Preface, PrefaceAnswer, PrefaceStatus, SecurityMode, Traceparent,
 };
 use serde_json::Value;
 
@@ -37,14 +38,61 @@ fn expected_frame(v: &Value) -> Frame {
                 "zstd" => Compression::Zstd,
                 other => panic!("unknown compression {other}"),
             },
+            flags: data_flags(f),
             body: Bytes::from(hex_field(f, "body")),
         }),
         "ping" => Frame::Ping(u64_of("token")),
         "pong" => Frame::Pong(u64_of("token")),
         "goaway" => Frame::GoAway(netproto_wire::GoAway::new(u64_of("id"), code(), text())),
         "error" => Frame::Error(netproto_wire::ErrorFrame::new(u64_of("id"), code(), text())),
+        "cancel" => Frame::Cancel(u64_of("id")),
+        "credit" => Frame::Credit(Credit::new(
+            u64_of("id"),
+            u32::try_from(u64_of("items")).unwrap(),
+        )),
+        "end" => Frame::End(u64_of("id")),
         other => panic!("unknown kind {other}"),
     }
+}
+
+/// A data frame's `flags`: a list of names, none when absent.
+fn data_flags(f: &Value) -> DataFlags {
+    let Some(names) = f.get("flags") else {
+        return DataFlags::NONE;
+    };
+    names
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|name| match name.as_str().unwrap() {
+            "headers" => DataFlags::HEADERS,
+            "stream" => DataFlags::STREAM,
+            other => panic!("unknown flag {other}"),
+        })
+        .fold(DataFlags::NONE, |all, flag| all | flag)
+}
+
+/// A header block's fields, as the vectors write them.
+fn expected_headers(h: &Value) -> Headers {
+    let fields = h.as_object().unwrap();
+    for key in fields.keys() {
+        assert!(
+            ["deadline", "traceparent", "fingerprint", "stream"].contains(&key.as_str()),
+            "unknown header field {key}"
+        );
+    }
+    let mut headers = Headers::default();
+    headers.deadline = h.get("deadline").map(|v| v.as_u64().unwrap());
+    headers.traceparent = h
+        .get("traceparent")
+        .map(|v| Traceparent::parse(v.as_str().unwrap().as_bytes()).unwrap());
+    headers.fingerprint = h
+        .get("fingerprint")
+        .map(|v| u64::from_str_radix(v.as_str().unwrap(), 16).unwrap());
+    headers.stream = h
+        .get("stream")
+        .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap());
+    headers
 }
 
 #[test]
@@ -68,26 +116,7 @@ fn frame_vectors() {
                 Encoder::new(max).encode(&want, &mut again).unwrap();
                 assert_eq!(again.as_ref(), &raw[..], "{name}: encoding differs");
                 if let Some(env) = v.get("envelope") {
-                    let Frame::Data(data) = want else {
-                        panic!("{name}: envelope on a non-data frame")
-                    };
-                    let decoded = Envelope::decode(data.body).unwrap();
-                    assert_eq!(
-                        decoded.request_id,
-                        env["request_id"].as_u64().unwrap(),
-                        "{name}"
-                    );
-                    assert_eq!(decoded.msg_type.as_str(), env["msg_type"].as_str().unwrap());
-                    assert_eq!(decoded.payload.as_ref(), &hex_field(env, "payload")[..]);
-                    let mut encoded = BytesMut::new();
-                    decoded
-                        .encode_frame(&Encoder::new(max), &mut encoded)
-                        .unwrap();
-                    assert_eq!(
-                        encoded.as_ref(),
-                        &raw[..],
-                        "{name}: envelope encoding differs"
-                    );
+                    check_envelope(name, want, env, &raw, max);
                 }
             }
             (None, Some(msg)) => {
@@ -95,6 +124,84 @@ fn frame_vectors() {
                 assert_eq!(err.to_string(), msg.as_str().unwrap(), "{name}");
             }
             _ => panic!("{name}: set exactly one of `frame`/`error`"),
+        }
+    }
+}
+
+/// Checks a data frame's envelope both ways: decoded (with the frame's
+/// flags, its header block taken off when there is one) to the vector's
+/// fields, and built from those fields to the frame's bytes.
+fn check_envelope(name: &str, frame: Frame, env: &Value, raw: &[u8], max: u32) {
+    let Frame::Data(data) = frame else {
+        panic!("{name}: envelope on a non-data frame")
+    };
+    let flags = data.flags;
+    let mut decoded = Envelope::decode(data.body).unwrap().with_flags(flags);
+    let request_id = env["request_id"].as_u64().unwrap();
+    let msg_type = env["msg_type"].as_str().unwrap();
+    assert_eq!(decoded.request_id, request_id, "{name}");
+    assert_eq!(decoded.msg_type.as_str(), msg_type, "{name}");
+    assert_eq!(decoded.flags, flags, "{name}");
+    // With HEADERS, `payload` is what follows the header block.
+    let headers = env.get("headers").map(expected_headers);
+    assert_eq!(decoded.take_headers().unwrap(), headers, "{name}");
+    assert!(!decoded.flags.contains(DataFlags::HEADERS), "{name}");
+    assert_eq!(
+        decoded.payload.as_ref(),
+        &hex_field(env, "payload")[..],
+        "{name}"
+    );
+    let mut payload = BytesMut::new();
+    if let Some(headers) = &headers {
+        headers.encode(&mut payload);
+    }
+    payload.put_slice(&decoded.payload);
+    let built = Envelope::new(
+        request_id,
+        MessageType::new(msg_type).unwrap(),
+        payload.freeze(),
+    )
+    .with_flags(flags);
+    let mut encoded = BytesMut::new();
+    built
+        .encode_frame(&Encoder::new(max), &mut encoded)
+        .unwrap();
+    assert_eq!(encoded.as_ref(), raw, "{name}: envelope encoding differs");
+}
+
+#[test]
+fn header_block_vectors() {
+    let doc = load();
+    let vectors = doc["header_blocks"].as_array().unwrap();
+    assert!(vectors.len() >= 20);
+    for v in vectors {
+        let name = v["name"].as_str().unwrap();
+        let raw = Bytes::from(hex_field(v, "hex"));
+        let mut payload = raw.clone();
+        let got = Headers::split_from(&mut payload);
+        match (v.get("headers"), v.get("error")) {
+            (Some(h), None) => {
+                let want = expected_headers(h);
+                assert_eq!(got, Ok(want.clone()), "{name}");
+                assert_eq!(payload.as_ref(), &hex_field(v, "rest")[..], "{name}");
+                // A canonical block is what the encoder writes; the others
+                // (unknown keys, ignored values, longer varints) are read only.
+                let mut encoded = BytesMut::new();
+                want.encode(&mut encoded);
+                assert_eq!(encoded.len(), want.encoded_len(), "{name}");
+                encoded.put_slice(&payload);
+                let canonical = v.get("canonical").is_none_or(|c| c.as_bool().unwrap());
+                assert_eq!(encoded.as_ref() == raw.as_ref(), canonical, "{name}");
+            }
+            (None, Some(msg)) => {
+                assert_eq!(
+                    got.expect_err(name).to_string(),
+                    msg.as_str().unwrap(),
+                    "{name}"
+                );
+                assert_eq!(payload, raw, "{name}: the payload changed");
+            }
+            _ => panic!("{name}: set exactly one of `headers`/`error`"),
         }
     }
 }

@@ -15,9 +15,13 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 mod config;
+mod options;
 mod state;
 
 pub use config::{CorrelatorConfig, MAX_UNSOLICITED};
+use options::Forget;
+pub use options::RequestOptions;
+pub(crate) use state::IdHasher;
 use state::{Closed, Pending, Shared, State};
 
 use crate::Error;
@@ -62,6 +66,15 @@ impl Unsolicited {
 /// - After the peer's [`GoAway`], new requests and pending ones above its
 ///   `last_request_id` fail at once with [`Error::GoingAway`]; the others
 ///   still complete.
+///
+/// A request with [`RequestOptions`] carries a header block (deadline, trace
+/// context, fingerprint); its deadline is also its local timeout when it is
+/// the shorter, failing it with [`Error::DeadlineExceeded`].
+///
+/// Dropping a request's future before its answer forgets the request and
+/// sends the peer a cancel frame for it (from a spawned task: the drop
+/// never blocks), so that the server drops its handler;
+/// [`cancelled`](Self::cancelled) counts them.
 ///
 /// Dropping the correlator stops its reader and closes the connection.
 ///
@@ -136,6 +149,7 @@ impl Correlator {
             state: Mutex::new(State::default()),
             idle: Notify::new(),
             sweep: Notify::new(),
+            cancelled: AtomicU64::new(0),
         });
         let (unsolicited_tx, unsolicited_rx) = mpsc::channel(config.unsolicited_limit);
         let reader = Reader {
@@ -168,6 +182,12 @@ impl Correlator {
         self.shared.lock().pending.len()
     }
 
+    /// Requests whose caller stopped waiting before the answer and that were
+    /// cancelled with a cancel frame, since the start.
+    pub fn cancelled(&self) -> u64 {
+        self.shared.cancelled.load(Ordering::Relaxed)
+    }
+
     /// Sends `message` as a request and waits for the reply, decoded as a
     /// [`Message`].
     ///
@@ -195,7 +215,7 @@ impl Correlator {
     ) -> Result<Message, Error> {
         let envelope = message.to_envelope(0);
         let reply = self
-            .call(envelope.msg_type, envelope.payload, timeout)
+            .call(envelope.msg_type, envelope.payload, timeout, None)
             .await?;
         Ok(Message::try_from(reply)?)
     }
@@ -211,7 +231,30 @@ impl Correlator {
         msg_type: MessageType,
         payload: Bytes,
     ) -> Result<Envelope, Error> {
-        self.call(msg_type, payload, self.request_timeout).await
+        self.call(msg_type, payload, self.request_timeout, None)
+            .await
+    }
+
+    /// As [`request_raw`](Self::request_raw), with a header block made of
+    /// `options` (none when they are [empty](RequestOptions::is_empty)). The
+    /// local timeout is the shorter of the options' deadline and the
+    /// correlator's request timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`request_raw`](Self::request_raw); [`Error::DeadlineExceeded`]
+    /// when the deadline passes here first, [`Error::Remote`] with
+    /// [`ErrorCode::DEADLINE_EXCEEDED`](netproto_wire::ErrorCode::DEADLINE_EXCEEDED)
+    /// when it passed on the server (both are
+    /// [`is_deadline_exceeded`](Error::is_deadline_exceeded)).
+    pub async fn request_raw_with(
+        &self,
+        msg_type: MessageType,
+        payload: Bytes,
+        options: &RequestOptions,
+    ) -> Result<Envelope, Error> {
+        self.call(msg_type, payload, self.request_timeout, Some(options))
+            .await
     }
 
     /// As [`request_raw`](Self::request_raw), with another timeout for this request.
@@ -225,7 +268,7 @@ impl Correlator {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Envelope, Error> {
-        self.call(msg_type, payload, timeout).await
+        self.call(msg_type, payload, timeout, None).await
     }
 
     /// Sends `message` one-way (request id 0): no reply is expected.
@@ -322,9 +365,13 @@ impl Correlator {
         msg_type: MessageType,
         payload: Bytes,
         timeout: Duration,
+        options: Option<&RequestOptions>,
     ) -> Result<Envelope, Error> {
         let id = self.next_id();
         let (tx, rx) = oneshot::channel();
+        let budget = options.and_then(|options| options.deadline);
+        let by_deadline = budget.is_some_and(|budget| budget < timeout);
+        let timeout = budget.map_or(timeout, |budget| budget.min(timeout));
         let deadline = Instant::now() + timeout;
         let wake_sweeper = {
             let mut state = self.shared.lock();
@@ -335,6 +382,7 @@ impl Correlator {
                 waiter: tx,
                 deadline,
                 timeout,
+                by_deadline,
             };
             state.pending.insert(id, pending);
             // With one timeout for all requests, deadlines only grow: the
@@ -352,11 +400,17 @@ impl Correlator {
         // future) must forget the request.
         let mut guard = Forget {
             shared: &self.shared,
+            sender: &self.sender,
             id,
             armed: true,
+            sent: false,
         };
-        let envelope = Envelope::new(id, msg_type, payload);
+        let envelope = match options {
+            None => Envelope::new(id, msg_type, payload),
+            Some(options) => options.envelope(id, msg_type, payload, budget),
+        };
         self.send_by(envelope, deadline, timeout).await?;
+        guard.sent = true;
         // The reader answers, or the sweeper fails it at its deadline.
         let result = match rx.await {
             Ok(result) => {
@@ -400,21 +454,6 @@ fn refuse(state: &State) -> Option<Error> {
     match &state.closed {
         Some(Closed::Lost(cause)) => Some(Error::Disconnected(cause.clone())),
         _ => None,
-    }
-}
-
-/// Removes a pending request when its caller stops waiting.
-struct Forget<'a> {
-    shared: &'a Shared,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.shared.take(self.id);
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,12 +22,15 @@ pub(super) struct Pending {
     pub(super) deadline: Instant,
     /// Its timeout, for the error.
     pub(super) timeout: Duration,
+    /// The request's own deadline, shorter than the request timeout, is
+    /// what `deadline` is.
+    pub(super) by_deadline: bool,
 }
 
 /// Hashes request ids, which this side chooses (sequentially): a
 /// multiplicative hash spreads them well, at a fraction of SipHash's cost.
 #[derive(Default)]
-pub(super) struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -72,6 +76,7 @@ pub(super) struct Shared {
     /// Wakes the timeout sweeper when a request's deadline comes before
     /// the one it sleeps until.
     pub(super) sweep: Notify,
+    pub(super) cancelled: AtomicU64,
 }
 
 impl Shared {
@@ -133,7 +138,12 @@ impl Shared {
         };
         for pending in expired {
             tracing::debug!("request timed out");
-            let _ = pending.waiter.send(Err(Error::Timeout(pending.timeout)));
+            let error = if pending.by_deadline {
+                Error::DeadlineExceeded(pending.timeout)
+            } else {
+                Error::Timeout(pending.timeout)
+            };
+            let _ = pending.waiter.send(Err(error));
         }
     }
 

@@ -28,10 +28,10 @@ fn remote_errors_keep_the_code_and_say_what_it_means() {
         unknown.to_string(),
         "kv.get.v1: unknown method (code 3): \"why\""
     );
-    assert!(remote(SCHEMA_MISMATCH).is_type_mismatch());
+    assert!(remote(ErrorCode::SCHEMA_MISMATCH).is_type_mismatch());
     assert!(remote(ErrorCode::BAD_MESSAGE).is_type_mismatch());
     assert!(
-        remote(SCHEMA_MISMATCH)
+        remote(ErrorCode::SCHEMA_MISMATCH)
             .to_string()
             .contains("schema mismatch (code 12)")
     );
@@ -45,11 +45,22 @@ fn remote_errors_keep_the_code_and_say_what_it_means() {
 #[test]
 fn predicates_sort_timeouts_and_retries() {
     assert!(remote(ErrorCode::TIMEOUT).is_timeout());
-    assert!(remote(DEADLINE_EXCEEDED).is_timeout());
+    let deadline = remote(ErrorCode::DEADLINE_EXCEEDED);
+    assert!(deadline.is_timeout() && deadline.is_deadline_exceeded());
+    assert!(remote(ErrorCode::SCHEMA_MISMATCH).is_schema_mismatch());
+    assert!(!remote(ErrorCode::BAD_MESSAGE).is_schema_mismatch());
+    let local_deadline = local(netproto_dispatch::Error::DeadlineExceeded(
+        Duration::from_secs(1),
+    ));
+    assert!(local_deadline.is_timeout() && local_deadline.is_deadline_exceeded());
+    assert!(!local_deadline.is_remote());
     assert!(!remote(ErrorCode::HANDLER_FAILED).is_timeout());
     let timed_out = local(netproto_dispatch::Error::Timeout(Duration::from_secs(1)));
     assert!(timed_out.is_timeout() && !timed_out.is_remote() && !timed_out.is_retryable());
     assert_eq!(timed_out.code(), Some(ErrorCode::TIMEOUT));
+    assert!(
+        !timed_out.is_deadline_exceeded() && !remote(ErrorCode::TIMEOUT).is_deadline_exceeded()
+    );
 
     assert!(remote(ErrorCode::OVERLOADED).is_retryable());
     assert!(remote(ErrorCode::SHUTTING_DOWN).is_retryable());

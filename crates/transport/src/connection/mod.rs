@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use netproto_crypto::{Capabilities, Opener, PublicKey, Sealer};
-use netproto_wire::{Compression, Envelope, ErrorFrame, GoAway, SecurityMode};
+use netproto_wire::{Compression, Credit, Envelope, ErrorFrame, GoAway, SecurityMode};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -33,13 +33,24 @@ use crate::{ConnectionConfig, ConnectionStats, Error, Io};
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
-    /// A message (request, response or one-way).
+    /// A message (request, response or one-way), with the
+    /// [`flags`](netproto_wire::Envelope::flags) of its data frame; a header
+    /// block is still at the front of its payload when they say so (take it
+    /// off with [`Envelope::take_headers`](netproto_wire::Envelope::take_headers)).
     Message(Envelope),
     /// The peer is shutting down: no new requests; those up to
     /// `last_request_id` will still be answered.
     GoAway(GoAway),
     /// The peer reports an error, for one request or for the connection.
     Error(ErrorFrame),
+    /// The peer cancels its request with this id (PROTOCOL.md Part III §3).
+    Cancel(u64),
+    /// The peer grants more items to the server stream answering its
+    /// request (Part III §4).
+    Credit(Credit),
+    /// The server stream answering our request with this id has ended
+    /// (Part III §4).
+    End(u64),
 }
 
 /// What the handshake established about the peer.

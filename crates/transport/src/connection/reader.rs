@@ -107,8 +107,9 @@ impl Reader {
                 match event {
                     Event::Reply(frame) => self.reply(frame).await,
                     Event::DecompressAside(body) => {
+                        let flags = body.flags;
                         let body = self.decompress_aside(body).await?;
-                        self.batch.push_back(message(body)?);
+                        self.batch.push_back(message(body, flags)?);
                     }
                 }
             }

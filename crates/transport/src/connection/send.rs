@@ -203,8 +203,9 @@ impl Outgoing {
         true
     }
 
-    /// Compresses `envelope` into a frame when the policy says so; otherwise
-    /// it is encoded straight from the envelope.
+    /// Compresses `envelope` into a frame (with the envelope's flags) when
+    /// the policy says so; otherwise it is encoded straight from the
+    /// envelope, flags included.
     fn prepare<'a>(&self, envelope: &'a Envelope) -> Result<Ready<'a>, Error> {
         if !self.policy.compresses(envelope.encoded_len()) {
             return Ok(Ready::AsIs(envelope));
@@ -212,7 +213,8 @@ impl Outgoing {
         let mut body = BytesMut::with_capacity(envelope.encoded_len());
         envelope.encode(&mut body);
         let input = body.len();
-        let compressed = lock(&self.codec).compress(self.policy.compression, body.freeze())?;
+        let mut compressed = lock(&self.codec).compress(self.policy.compression, body.freeze())?;
+        compressed.flags = envelope.flags;
         let counters = self.stats.counters();
         Counters::add(&counters.compress_in, input as u64);
         Counters::add(&counters.compress_out, compressed.body.len() as u64);
@@ -229,6 +231,7 @@ impl Outgoing {
             Ready::Compressed(Frame::Data(data)) if data.body.len() >= SEGMENT_MIN => {
                 self.encoder.encode_data_header(
                     data.compression,
+                    data.flags,
                     data.body.len(),
                     &mut state.frames,
                 )?;
@@ -319,7 +322,9 @@ impl Sender {
         out.try_push(true, |state| out.write_ready(&ready, state))
     }
 
-    /// Queues a control frame (goaway, error), waiting while the queue is full.
+    /// Queues a frame as it is, waiting while the queue is full: a control
+    /// frame (goaway, error, cancel, credit, end), or a data frame already
+    /// encoded (its flags and compression are sent as they are).
     ///
     /// # Errors
     ///

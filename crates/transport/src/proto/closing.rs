@@ -11,7 +11,7 @@ use crate::Error;
 /// timeout, an I/O error), after which nothing is sent.
 ///
 /// The message is the error's text, which PROTOCOL.md fixes for each case
-/// (for example `unknown frame flags 0x04`).
+/// (for example `unknown frame flags 0x10`).
 pub(crate) fn closing_frame(error: &Error) -> Option<Frame> {
     use netproto_compress::Error as C;
     use netproto_wire::Error as W;
@@ -20,9 +20,9 @@ pub(crate) fn closing_frame(error: &Error) -> Option<Frame> {
         Error::Protocol(W::EncodeTooLarge { .. }) => return None,
         Error::Protocol(W::FrameTooLarge { .. } | W::ControlTooLarge(_))
         | Error::Compression(C::TooLarge { .. }) => ErrorCode::TOO_LARGE,
-        Error::Protocol(W::BadEnvelope | W::BadTypeName(_) | W::InvalidUtf8("message type")) => {
-            ErrorCode::BAD_MESSAGE
-        }
+        Error::Protocol(
+            W::BadEnvelope | W::BadTypeName(_) | W::InvalidUtf8("message type") | W::BadHeaders,
+        ) => ErrorCode::BAD_MESSAGE,
         Error::Protocol(_) | Error::Compression(_) => ErrorCode::PROTOCOL,
         _ => return None,
     };

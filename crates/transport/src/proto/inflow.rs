@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use netproto_compress::Codec;
 use netproto_crypto::Opener;
-use netproto_wire::{Data, Envelope, Frame};
+use netproto_wire::{Data, DataFlags, Envelope, Frame};
 
 use super::Deframer;
 use super::compression::decompress_aside;
@@ -17,7 +17,8 @@ pub(crate) enum Event {
     /// Send this frame to the peer (the pong answering a ping).
     Reply(Frame),
     /// A compressed body large enough to decompress aside (see
-    /// [`Inflow::take_codec`]); its bytes then go to [`message`].
+    /// [`Inflow::take_codec`]); its bytes then go to [`message`], with the
+    /// frame's flags.
     DecompressAside(Data),
 }
 
@@ -55,9 +56,10 @@ impl Inflow {
         &mut self.deframer
     }
 
-    /// Decodes what was received: messages, goaway and error frames go to
-    /// the end of `deliver`, for the application; returns the first frame
-    /// that needs the driver, or `None` when more bytes are needed.
+    /// Decodes what was received: messages (with their frame's flags),
+    /// goaway, error, cancel, credit and end frames go to the end of
+    /// `deliver`, for the application; returns the first frame that needs
+    /// the driver, or `None` when more bytes are needed.
     ///
     /// Pongs (which only prove the peer alive, as any bytes do) and frame
     /// kinds added to the wire format later are consumed without an event.
@@ -90,19 +92,23 @@ impl Inflow {
                     if decompress_aside(&body) {
                         break Ok(Some(Event::DecompressAside(body)));
                     }
+                    let flags = body.flags;
                     let envelope = self
                         .codec
                         .decompress(body)
                         .map_err(Error::from)
-                        .and_then(|body| Ok(Envelope::decode(body)?));
+                        .and_then(|body| message(body, flags));
                     match envelope {
-                        Ok(envelope) => deliver.push_back(Incoming::Message(envelope)),
+                        Ok(envelope) => deliver.push_back(envelope),
                         Err(error) => break Err(error),
                     }
                 }
                 Frame::Ping(token) => break Ok(Some(Event::Reply(Frame::Pong(token)))),
                 Frame::GoAway(goaway) => deliver.push_back(Incoming::GoAway(goaway)),
                 Frame::Error(error) => deliver.push_back(Incoming::Error(error)),
+                Frame::Cancel(id) => deliver.push_back(Incoming::Cancel(id)),
+                Frame::Credit(credit) => deliver.push_back(Incoming::Credit(credit)),
+                Frame::End(id) => deliver.push_back(Incoming::End(id)),
                 _ => {}
             }
         };
@@ -131,12 +137,13 @@ impl Inflow {
     }
 }
 
-/// The message a data frame's (decompressed) body carries.
+/// The message a data frame's (decompressed) body carries, with the frame's
+/// `flags`.
 ///
 /// # Errors
 ///
 /// [`Error::Protocol`] for a malformed envelope.
 #[inline]
-pub(crate) fn message(body: Bytes) -> Result<Incoming, Error> {
-    Ok(Incoming::Message(Envelope::decode(body)?))
+pub(crate) fn message(body: Bytes, flags: DataFlags) -> Result<Incoming, Error> {
+    Ok(Incoming::Message(Envelope::decode(body)?.with_flags(flags)))
 }

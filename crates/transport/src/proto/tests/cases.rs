@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use netproto_wire::{Compression, ErrorCode, ErrorFrame, Frame, GoAway};
+use netproto_wire::{
+    Compression, Credit, DataFlags, Envelope, ErrorCode, ErrorFrame, Frame, GoAway, Headers,
+};
 
 use super::{Pair, quiet, request};
 use crate::{Error, Incoming, TimeoutKind};
@@ -205,6 +207,97 @@ fn goaway_and_error_frames_reach_the_application_in_order() {
     );
 }
 
+/// A request with a header block in front of `len` bytes of payload,
+/// flagged HEADERS and `extra`.
+fn request_with_headers(id: u64, len: usize, extra: DataFlags) -> (Envelope, Headers) {
+    let mut headers = Headers::default();
+    headers.deadline = Some(250);
+    headers.stream = Some(8);
+    headers.fingerprint = Some(0x0102_0304_0506_0708);
+    let mut payload = BytesMut::new();
+    headers.encode(&mut payload);
+    payload.put_slice(&request(id, len).payload);
+    let envelope = Envelope::new(id, request(id, 0).msg_type, payload.freeze())
+        .with_flags(DataFlags::HEADERS | extra);
+    (envelope, headers)
+}
+
+#[test]
+fn data_flags_and_part_iii_control_frames_reach_the_application_in_order() {
+    for mut pair in [Pair::plain(&quiet()), Pair::noise(&quiet(), 0)] {
+        let item = request(3, 20).with_flags(DataFlags::STREAM);
+        let (with_headers, headers) = request_with_headers(4, 10, DataFlags::NONE);
+        pair.a.send(&request(1, 5));
+        pair.a.send_frame(&Frame::Credit(Credit::new(3, 16)));
+        pair.a.send(&item);
+        pair.a.send_frame(&Frame::Cancel(2));
+        pair.a.send(&with_headers);
+        pair.a.send_frame(&Frame::End(3));
+        pair.drive();
+        let got: Vec<Incoming> = pair.b.delivered.drain(..).collect();
+        assert_eq!(
+            got,
+            vec![
+                Incoming::Message(request(1, 5)),
+                Incoming::Credit(Credit::new(3, 16)),
+                Incoming::Message(item),
+                Incoming::Cancel(2),
+                Incoming::Message(with_headers),
+                Incoming::End(3),
+            ]
+        );
+        let Some(Incoming::Message(mut received)) = got.into_iter().nth(4) else {
+            unreachable!("checked above");
+        };
+        assert_eq!(received.take_headers(), Ok(Some(headers)));
+        assert_eq!(received.payload, request(4, 10).payload);
+        assert!(pair.a.error.is_none() && pair.b.error.is_none());
+    }
+}
+
+#[test]
+fn stream_items_and_headers_survive_compression_in_line_and_aside() {
+    let mut config = quiet();
+    config.compression = Compression::Lz4;
+    config.compression_threshold = 512;
+    let mut pair = Pair::noise(&config, 0);
+    // 2 KiB is decompressed in line, 256 KiB aside; 100 bytes is not
+    // compressed at all.
+    let sent: Vec<_> = [(1, 2048), (2, 256 * 1024), (3, 100)]
+        .into_iter()
+        .map(|(id, len)| request_with_headers(id, len, DataFlags::STREAM))
+        .collect();
+    let item = request(4, 4096).with_flags(DataFlags::STREAM);
+    for (envelope, _) in &sent {
+        pair.a.send(envelope);
+    }
+    pair.a.send(&item);
+    pair.drive();
+    assert!(pair.a_to_b < 64 * 1024, "{} bytes on the wire", pair.a_to_b);
+    let mut got = pair.b.messages();
+    assert_eq!(got.pop(), Some(item));
+    assert_eq!(got.len(), sent.len());
+    for (mut received, (envelope, headers)) in got.into_iter().zip(sent) {
+        assert_eq!(received, envelope);
+        assert_eq!(received.take_headers(), Ok(Some(headers)));
+        assert_eq!(received.flags, DataFlags::STREAM);
+        let len = received.payload.len();
+        assert_eq!(received.payload, request(envelope.request_id, len).payload);
+    }
+}
+
+#[test]
+fn a_malformed_header_block_would_close_with_bad_message() {
+    let error = Error::Protocol(netproto_wire::Error::BadHeaders);
+    let Some(Frame::Error(frame)) = super::super::closing_frame(&error) else {
+        panic!("no closing frame for {error:?}");
+    };
+    assert_eq!(
+        (frame.request_id, frame.code, frame.message.as_str()),
+        (0, ErrorCode::BAD_MESSAGE, "malformed header block")
+    );
+}
+
 #[test]
 fn every_malformed_frame_is_a_protocol_error() {
     use netproto_wire::Error as Wire;
@@ -214,11 +307,36 @@ fn every_malformed_frame_is_a_protocol_error() {
         ("kind 0x00", raw_frame(0x00, 0, &ping_body), |e| {
             matches!(e, Wire::UnknownKind(0))
         }),
-        ("kind 0x06", raw_frame(0x06, 0, &ping_body), |e| {
-            matches!(e, Wire::UnknownKind(6))
+        ("kind 0x09", raw_frame(0x09, 0, &ping_body), |e| {
+            matches!(e, Wire::UnknownKind(9))
         }),
-        ("reserved flag", raw_frame(0x01, 0b0000_0100, b"x"), |e| {
-            matches!(e, Wire::UnknownFlags(_))
+        (
+            "reserved data flag",
+            raw_frame(0x01, 0b0001_0000, b"x"),
+            |e| matches!(e, Wire::UnknownFlags(0x10)),
+        ),
+        (
+            "stream flag on a ping",
+            raw_frame(0x02, 0b0000_1000, &ping_body),
+            |e| matches!(e, Wire::UnknownFlags(0x08)),
+        ),
+        ("short cancel", raw_frame(0x06, 0, &ping_body[..7]), |e| {
+            matches!(
+                e,
+                Wire::BadBodyLength {
+                    kind: "cancel",
+                    len: 7
+                }
+            )
+        }),
+        ("long credit", raw_frame(0x07, 0, &[0; 13]), |e| {
+            matches!(
+                e,
+                Wire::BadBodyLength {
+                    kind: "credit",
+                    len: 13
+                }
+            )
         }),
         ("compression 3", raw_frame(0x01, 0b11, b"x"), |e| {
             matches!(e, Wire::UnknownFlags(_))

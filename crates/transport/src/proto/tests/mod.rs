@@ -69,15 +69,16 @@ impl Endpoint {
         }
     }
 
-    /// Queues a message, compressed as the policy says.
+    /// Queues a message, compressed as the policy says, with its flags.
     pub(super) fn send(&mut self, envelope: &Envelope) {
         if self.policy.compresses(envelope.encoded_len()) {
             let mut body = BytesMut::new();
             envelope.encode(&mut body);
-            let data = self
+            let mut data = self
                 .codec
                 .compress(self.policy.compression, body.freeze())
                 .unwrap();
+            data.flags = envelope.flags;
             self.encoder
                 .encode(&Frame::Data(data), &mut self.queued)
                 .unwrap();
@@ -131,10 +132,11 @@ impl Endpoint {
             match event {
                 Event::Reply(frame) => self.send_frame(&frame),
                 Event::DecompressAside(body) => {
+                    let flags = body.flags;
                     let mut codec = self.inflow.take_codec();
                     let body = codec.decompress(body);
                     self.inflow.put_codec(codec);
-                    self.delivered.push_back(message(body?)?);
+                    self.delivered.push_back(message(body?, flags)?);
                 }
             }
         }
