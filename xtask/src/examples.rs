@@ -1,6 +1,7 @@
 //! The `network-protocol` examples (the original README's programs), run
 //! against each other: `tcp_server` with `client` on 127.0.0.1:9000,
-//! `tls_server` with `tls_client` on 127.0.0.1:9443, then `custom_handlers`.
+//! `tls_server` with `tls_client` on 127.0.0.1:9443, then `custom_handlers`;
+//! then `netproto-daemon`'s `typed_kv`.
 //!
 //! Servers run in the background with `NETPROTO_EXAMPLE_RUN_FOR` as a safety
 //! net; once their client is done they are stopped with SIGINT (their ctrl-c
@@ -51,23 +52,50 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     let tls: SocketAddr = ([127, 0, 0, 1], 9443).into();
     server_and_client(&root, &examples, "tls_server", "tls_client", tls, &env)?;
 
-    let output = Command::new(executable(&examples, "custom_handlers"))
-        .current_dir(&root)
+    run_checked(
+        &root,
+        &examples,
+        "custom_handlers",
+        &[
+            "Ping -> Pong",
+            "-> DATA_PROCESS [1, 0, 1]",
+            "-> DATA_PROCESS [0, 0, 1]",
+        ],
+    )?;
+
+    // The typed key-value service (server and client in one process over
+    // Noise on an ephemeral loopback port); it checks its own results.
+    cmd!(
+        sh,
+        "cargo build -p netproto-daemon --example typed_kv --locked"
+    )
+    .run()?;
+    run_checked(
+        &root,
+        &examples,
+        "typed_kv",
+        &["typed_kv: all checks passed"],
+    )?;
+    Ok(())
+}
+
+/// Runs example `name` to its end; it must succeed and print every line of
+/// `expected`.
+fn run_checked(root: &Path, examples: &Path, name: &str, expected: &[&str]) -> anyhow::Result<()> {
+    eprintln!("examples: {name}");
+    let output = Command::new(executable(examples, name))
+        .current_dir(root)
         .output()
-        .context("cannot run example `custom_handlers`")?;
+        .with_context(|| format!("cannot run example `{name}`"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprint!("{stdout}");
     if !output.status.success() {
         eprint!("{}", String::from_utf8_lossy(&output.stderr));
-        bail!("example `custom_handlers` failed: {}", output.status);
+        bail!("example `{name}` failed: {}", output.status);
     }
-    for expected in [
-        "Ping -> Pong",
-        "-> DATA_PROCESS [1, 0, 1]",
-        "-> DATA_PROCESS [0, 0, 1]",
-    ] {
+    for expected in expected {
         if !stdout.contains(expected) {
-            bail!("example `custom_handlers` did not print `{expected}`");
+            bail!("example `{name}` did not print `{expected}`");
         }
     }
     Ok(())

@@ -210,6 +210,25 @@ impl Client {
         Ok(result?)
     }
 
+    /// Typed calls ([`service::TypedClient`](crate::service::TypedClient))
+    /// over this client's connection, connecting first when there is none.
+    ///
+    /// The typed client keeps this connection and does not reconnect: when
+    /// it is lost, its calls fail with
+    /// [`CallError::Connection`](crate::service::CallError::Connection);
+    /// take a new one with `typed()` once a [`request`](Self::request) has
+    /// reconnected. Its calls take the configured `response_timeout` at
+    /// most, as every request does.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect) when no connection can be made within
+    /// `response_timeout`.
+    pub async fn typed(&self) -> Result<netproto_service::TypedClient> {
+        let (correlator, _) = self.ready().await?;
+        Ok(netproto_service::TypedClient::new(correlator))
+    }
+
     /// The live connection and the time the request has left for its
     /// answer: all of `response_timeout` when connected, what is left of it
     /// after waiting for a reconnection otherwise.

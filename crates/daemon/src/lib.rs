@@ -12,6 +12,8 @@
 //! - [`metrics`]: what the server records, and its Prometheus exporter.
 //! - [`Cluster`]: a peer set with heartbeats, states and membership events.
 //! - [`Balancer`]: requests spread over several servers, with failover.
+//! - [`service`]: typed methods (the `netproto-service` crate, re-exported);
+//!   [`Client::typed`] makes typed calls over a client's connection.
 #![forbid(unsafe_code)]
 
 mod backoff;
@@ -37,3 +39,9 @@ pub use error::{Error, Result};
 pub use logging::{LogFormat, init_logging};
 pub use security::{KnownHosts, load_or_generate_identity};
 pub use server::{Server, ServerHandle, ServerStats};
+
+/// Typed methods: serde request and response types, typed handlers and
+/// clients (the `netproto-service` crate). Register handlers on the
+/// [`Dispatcher`](netproto_dispatch::Dispatcher) given to
+/// [`Server::bind`]; call them through [`Client::typed`].
+pub use netproto_service as service;
