@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::RequestContext;
 use crate::context::deadline_of;
 use crate::handler::{BoxFuture, Handler, HandlerError, call_catching, run_catching, truncate};
+use crate::trace::dispatch_span;
 
 /// What dispatching one message produced.
 #[non_exhaustive]
@@ -277,11 +278,6 @@ impl Dispatcher {
     /// malformed one is answered [`ErrorCode::BAD_MESSAGE`]. No timeout or
     /// deadline applies here; [`serve`](Self::serve) enforces both.
     pub async fn dispatch(&self, mut envelope: Envelope) -> Outcome {
-        let span = tracing::debug_span!(
-            "dispatch",
-            request_id = envelope.request_id,
-            msg_type = %envelope.msg_type,
-        );
         let headers = match envelope.take_headers() {
             Ok(headers) => headers,
             Err(error) => {
@@ -292,6 +288,7 @@ impl Dispatcher {
                 );
             }
         };
+        let span = dispatch_span(envelope.request_id, &envelope.msg_type, headers.as_ref());
         let deadline = deadline_of(headers.as_ref());
         match span.in_scope(|| self.start(envelope, headers.as_ref(), deadline)) {
             Started::Done(outcome) => outcome,

@@ -76,9 +76,18 @@
 //!
 //! # Tracing
 //!
-//! Each message is handled inside a `dispatch` span with `request_id` and
-//! `msg_type` fields; run [`Dispatcher::serve`] inside your connection's span
-//! (with its `conn_id`) to tie them together. Peer misbehaviour and failed
+//! Each message is handled inside a `dispatch` span (level `debug`) with
+//! `request_id` and `msg_type` fields, and, for a request with a
+//! `traceparent` header, `trace_id` and `parent_span_id` (hex) naming the
+//! caller's trace and span; run [`Dispatcher::serve`] inside your
+//! connection's span (with its `conn_id`) to tie them together.
+//!
+//! With the `otel` feature, the `dispatch` span of a request with a
+//! `traceparent` is the OpenTelemetry child of the caller's span (through
+//! `tracing-opentelemetry` and the W3C propagator), so a
+//! `tracing_opentelemetry` layer exports it in the caller's trace. The
+//! feature lives here because this crate makes the span, before any
+//! handler runs: typed and untyped handlers alike are parented. Peer misbehaviour and failed
 //! requests are logged at `debug` level only, so a hostile peer cannot flood
 //! the logs.
 #![forbid(unsafe_code)]
@@ -91,6 +100,7 @@ mod error;
 mod handler;
 mod metrics;
 mod serve;
+mod trace;
 
 pub use context::RequestContext;
 pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, RequestOptions, Unsolicited};

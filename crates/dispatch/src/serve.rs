@@ -16,6 +16,7 @@ use crate::answer::{Counters, Limits, run_handler, send_outcome};
 use crate::context::deadline_of;
 use crate::correlator::IdHasher;
 use crate::dispatcher::Started;
+use crate::trace::dispatch_span;
 use crate::{Dispatcher, Error, ServeMetrics};
 
 /// Largest accepted [`ServeConfig::max_in_flight`].
@@ -261,11 +262,7 @@ impl Dispatcher {
                         state.report.requests += 1;
                         state.last_taken = state.last_taken.max(id);
                     }
-                    let span = tracing::debug_span!(
-                        "dispatch",
-                        request_id = id,
-                        msg_type = %envelope.msg_type,
-                    );
+                    let span = dispatch_span(id, &envelope.msg_type, headers.as_ref());
                     let started = Instant::now();
                     let deadline = deadline_of(headers.as_ref());
                     let begun = if deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
