@@ -1,7 +1,8 @@
 //! The `network-protocol` examples (the original README's programs), run
 //! against each other: `tcp_server` with `client` on 127.0.0.1:9000,
 //! `tls_server` with `tls_client` on 127.0.0.1:9443, then `custom_handlers`;
-//! then `netproto-daemon`'s `typed_kv`.
+//! then `netproto-daemon`'s `typed_kv` and `netproto-service`'s
+//! `otel_stdout` (feature `otel`).
 //!
 //! Servers run in the background with `NETPROTO_EXAMPLE_RUN_FOR` as a safety
 //! net; once their client is done they are stopped with SIGINT (their ctrl-c

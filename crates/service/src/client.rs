@@ -53,7 +53,9 @@ pub struct CallOptions {
     /// when it passes (`DEADLINE_EXCEEDED`), and the local timeout when it
     /// is shorter than the correlator's.
     pub deadline: Option<Duration>,
-    /// The W3C trace context the call belongs to.
+    /// The W3C trace context the call belongs to. Without one, a call
+    /// made with the `otel` feature sends the current span's
+    /// OpenTelemetry context, when it has one.
     pub traceparent: Option<Traceparent>,
 }
 
@@ -85,7 +87,7 @@ impl CallOptions {
     fn request<M: Method>(&self) -> RequestOptions {
         let mut options = RequestOptions::default().fingerprint(fingerprint::<M>());
         options.deadline = self.deadline;
-        options.traceparent = self.traceparent;
+        options.traceparent = self.traceparent.or_else(crate::trace::current);
         options
     }
 }

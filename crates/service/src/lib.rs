@@ -34,6 +34,13 @@
 //! left with [`CallOptions::within`], trace context included. Dropping a
 //! call's future sends a cancel frame, and the server drops the handler.
 //!
+//! With the `otel` feature (which turns on `netproto-dispatch`'s), a call
+//! without a trace context sends the current span's OpenTelemetry context
+//! as its `traceparent`, and the server's `dispatch` span, in which the
+//! handler runs, is that span's child: one trace across client and server
+//! (`examples/otel_stdout.rs`). Without it, the server's span still records
+//! the caller's `trace_id` and `parent_span_id`.
+//!
 //! # Type mismatches
 //!
 //! Every call carries its method's [`fingerprint`]: a server whose method
@@ -121,6 +128,7 @@ mod fingerprint;
 mod macros;
 mod method;
 mod server;
+mod trace;
 
 pub use client::{CallOptions, ClientConfig, MethodClient, TypedClient};
 pub use codec::{from_bytes, to_bytes};
