@@ -24,16 +24,16 @@ use serde::{Deserialize, Serialize};
 
 /// A write: a key and its new value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Put {
+struct Put {
     /// The key.
-    pub key: String,
+    key: String,
     /// Its new value.
-    pub value: Vec<u8>,
+    value: Vec<u8>,
 }
 
 /// Why a read has no value: an error the client matches on, not a text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum KvError {
+enum KvError {
     /// The key has no value.
     NotFound {
         /// The key asked for.
@@ -42,11 +42,11 @@ pub enum KvError {
 }
 
 /// A read's answer.
-pub type GetResult = Result<Vec<u8>, KvError>;
+type GetResult = Result<Vec<u8>, KvError>;
 
 service! {
     /// A key-value store.
-    pub service Kv {
+    service Kv {
         /// Reads a key: its value, or [`KvError::NotFound`].
         KvGet = "kv.get.v1": String => GetResult, nested(KvError, GetResult);
         /// Writes a key; answers its previous value.
