@@ -29,8 +29,7 @@ fuzz_target!(|data: &[u8]| {
         consumed += again.len();
         assert_eq!(decoder.decode(&mut again), Ok(Some(frame.clone())));
         if let Frame::Data(d) = frame {
-            if let Ok(envelope) = Envelope::decode(d.body) {
-                let envelope = envelope.with_flags(d.flags);
+            if let Ok(envelope) = Envelope::decode_with_flags(d.body, d.flags) {
                 let mut body = BytesMut::new();
                 envelope.encode(&mut body);
                 let decoded = Envelope::decode(body.freeze()).map(|e| e.with_flags(d.flags));

@@ -10,8 +10,8 @@
 //! frames (the plain mode after its preface, or inside a channel that is
 //! already secured). A data frame's body is an
 //! [`Envelope`](netproto_wire::Envelope): decode it with
-//! [`Envelope::decode`](netproto_wire::Envelope::decode), and give it the
-//! frame's flags with [`Envelope::with_flags`](netproto_wire::Envelope::with_flags).
+//! [`Envelope::decode_with_flags`](netproto_wire::Envelope::decode_with_flags),
+//! which gives it the frame's flags.
 //!
 //! # Examples
 //!

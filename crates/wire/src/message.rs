@@ -164,7 +164,8 @@ struct Head<'a> {
 /// varint, then a varint length and the UTF-8 bytes), then the payload up to
 /// the end of the frame body. The flags travel in the frame's header, not in
 /// the body: the frame encoders here write them, and a receiver gives them
-/// back to the envelope it decodes with [`with_flags`](Self::with_flags).
+/// back to the envelope it decodes with
+/// [`decode_with_flags`](Self::decode_with_flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// Correlates a response with its request; 0 means one-way (no response).
@@ -191,8 +192,7 @@ impl Envelope {
         }
     }
 
-    /// The envelope with `flags` in place of its own: to build one that is
-    /// sent with flags, or to give a decoded one the flags of its frame.
+    /// The envelope with `flags` in place of its own, to send it with them.
     #[must_use]
     pub const fn with_flags(mut self, flags: DataFlags) -> Self {
         self.flags = flags;
@@ -202,8 +202,8 @@ impl Envelope {
     /// Removes the header block from the front of the payload when the flags
     /// have [`DataFlags::HEADERS`], and clears that flag: the envelope is
     /// then what it would be had it been sent without the block, so a second
-    /// call returns `Ok(None)`. Without the flag, returns `Ok(None)` and
-    /// costs one test of a bit.
+    /// call returns `Ok(None)`. Without the flag, returns `Ok(None)` at the
+    /// cost of a test of a bit (the method is inlined).
     ///
     /// The payload left is a slice of the same buffer: nothing is copied.
     ///
@@ -213,6 +213,7 @@ impl Envelope {
     /// then left as it was. PROTOCOL.md Part III §2 makes this a
     /// `BAD_MESSAGE` error that ends the connection, as a malformed envelope
     /// does.
+    #[inline]
     pub fn take_headers(&mut self) -> Result<Option<Headers>, Error> {
         if !self.flags.contains(DataFlags::HEADERS) {
             return Ok(None);
@@ -222,17 +223,34 @@ impl Envelope {
         Ok(Some(headers))
     }
 
-    /// Decodes an envelope from an uncompressed data-frame body.
+    /// Decodes an envelope from an uncompressed data-frame body, without
+    /// flags; [`decode_with_flags`](Self::decode_with_flags) gives it those
+    /// of its frame.
     ///
     /// The type name and the payload are slices of `body`: nothing is copied.
-    /// The envelope has no flags: chain [`with_flags`](Self::with_flags) to
-    /// give it those of its frame.
     ///
     /// # Errors
     ///
     /// [`Error::BadEnvelope`] when the head is malformed or not UTF-8,
     /// [`Error::BadTypeName`] when the type name is empty or too long.
+    #[inline]
     pub fn decode(body: Bytes) -> Result<Self, Error> {
+        Self::decode_with_flags(body, DataFlags::NONE)
+    }
+
+    /// Decodes an envelope from an uncompressed data-frame body, with the
+    /// `flags` of its frame ([`Data::flags`]). The header block the flags
+    /// may announce stays at the front of the payload, for
+    /// [`take_headers`](Self::take_headers).
+    ///
+    /// The type name and the payload are slices of `body`: nothing is copied,
+    /// and the flags cost nothing more (setting them afterwards, with
+    /// [`with_flags`](Self::with_flags), moves the envelope once more).
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode).
+    pub fn decode_with_flags(body: Bytes, flags: DataFlags) -> Result<Self, Error> {
         let (head, rest) = postcard::take_from_bytes::<Head<'_>>(&body).map_err(|e| match e {
             postcard::Error::DeserializeBadUtf8 => Error::InvalidUtf8("message type"),
             _ => Error::BadEnvelope,
@@ -250,7 +268,7 @@ impl Envelope {
         Ok(Self {
             request_id,
             msg_type,
-            flags: DataFlags::NONE,
+            flags,
             payload,
         })
     }

@@ -150,7 +150,7 @@ proptest! {
             panic!("not a data frame");
         };
         prop_assert_eq!(data.flags, flags);
-        let mut decoded = Envelope::decode(data.body).unwrap().with_flags(data.flags);
+        let mut decoded = Envelope::decode_with_flags(data.body, data.flags).unwrap();
         prop_assert_eq!(&decoded, &env);
         prop_assert_eq!(decoded.take_headers(), Ok(Some(headers)));
         prop_assert_eq!(&decoded.payload[..], &payload[..]);
@@ -179,9 +179,9 @@ proptest! {
         while let Ok(Some(frame)) = decoder.decode(&mut buf) {
             consumed += frame.encoded_len();
             if let Frame::Data(data) = frame
-                && let Ok(envelope) = Envelope::decode(data.body)
+                && let Ok(mut envelope) = Envelope::decode_with_flags(data.body, data.flags)
             {
-                let _ = envelope.with_flags(data.flags).take_headers();
+                let _ = envelope.take_headers();
             }
         }
         prop_assert_eq!(consumed + buf.len(), input.len());

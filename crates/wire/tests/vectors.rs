@@ -136,7 +136,7 @@ fn check_envelope(name: &str, frame: Frame, env: &Value, raw: &[u8], max: u32) {
         panic!("{name}: envelope on a non-data frame")
     };
     let flags = data.flags;
-    let mut decoded = Envelope::decode(data.body).unwrap().with_flags(flags);
+    let mut decoded = Envelope::decode_with_flags(data.body, flags).unwrap();
     let request_id = env["request_id"].as_u64().unwrap();
     let msg_type = env["msg_type"].as_str().unwrap();
     assert_eq!(decoded.request_id, request_id, "{name}");

@@ -145,5 +145,5 @@ impl Inflow {
 /// [`Error::Protocol`] for a malformed envelope.
 #[inline]
 pub(crate) fn message(body: Bytes, flags: DataFlags) -> Result<Incoming, Error> {
-    Ok(Incoming::Message(Envelope::decode(body)?.with_flags(flags)))
+    Ok(Incoming::Message(Envelope::decode_with_flags(body, flags)?))
 }

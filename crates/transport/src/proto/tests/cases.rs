@@ -186,27 +186,6 @@ fn a_side_that_rekeys_on_another_schedule_fails_the_record() {
     );
 }
 
-#[test]
-fn goaway_and_error_frames_reach_the_application_in_order() {
-    let mut pair = Pair::noise(&quiet(), 0);
-    let goaway = GoAway::new(7, ErrorCode::NO_ERROR, "draining");
-    let error = ErrorFrame::new(3, ErrorCode::NO_HANDLER, "no handler for FOO");
-    pair.a.send(&request(1, 5));
-    pair.a.send_frame(&Frame::Error(error.clone()));
-    pair.a.send_frame(&Frame::GoAway(goaway.clone()));
-    pair.a.send_frame(&Frame::Pong(99));
-    pair.drive();
-    let got: Vec<Incoming> = pair.b.delivered.drain(..).collect();
-    assert_eq!(
-        got,
-        vec![
-            Incoming::Message(request(1, 5)),
-            Incoming::Error(error),
-            Incoming::GoAway(goaway),
-        ]
-    );
-}
-
 /// A request with a header block in front of `len` bytes of payload,
 /// flagged HEADERS and `extra`.
 fn request_with_headers(id: u64, len: usize, extra: DataFlags) -> (Envelope, Headers) {
@@ -223,30 +202,38 @@ fn request_with_headers(id: u64, len: usize, extra: DataFlags) -> (Envelope, Hea
 }
 
 #[test]
-fn data_flags_and_part_iii_control_frames_reach_the_application_in_order() {
+fn messages_with_their_flags_and_control_frames_reach_the_application_in_order() {
     for mut pair in [Pair::plain(&quiet()), Pair::noise(&quiet(), 0)] {
+        let goaway = GoAway::new(7, ErrorCode::NO_ERROR, "draining");
+        let error = ErrorFrame::new(3, ErrorCode::NO_HANDLER, "no handler for FOO");
         let item = request(3, 20).with_flags(DataFlags::STREAM);
         let (with_headers, headers) = request_with_headers(4, 10, DataFlags::NONE);
         pair.a.send(&request(1, 5));
+        pair.a.send_frame(&Frame::Error(error.clone()));
         pair.a.send_frame(&Frame::Credit(Credit::new(3, 16)));
         pair.a.send(&item);
         pair.a.send_frame(&Frame::Cancel(2));
         pair.a.send(&with_headers);
         pair.a.send_frame(&Frame::End(3));
+        pair.a.send_frame(&Frame::GoAway(goaway.clone()));
+        // Pongs are consumed by the core.
+        pair.a.send_frame(&Frame::Pong(99));
         pair.drive();
         let got: Vec<Incoming> = pair.b.delivered.drain(..).collect();
         assert_eq!(
             got,
             vec![
                 Incoming::Message(request(1, 5)),
+                Incoming::Error(error),
                 Incoming::Credit(Credit::new(3, 16)),
                 Incoming::Message(item),
                 Incoming::Cancel(2),
                 Incoming::Message(with_headers),
                 Incoming::End(3),
+                Incoming::GoAway(goaway),
             ]
         );
-        let Some(Incoming::Message(mut received)) = got.into_iter().nth(4) else {
+        let Some(Incoming::Message(mut received)) = got.into_iter().nth(5) else {
             unreachable!("checked above");
         };
         assert_eq!(received.take_headers(), Ok(Some(headers)));
