@@ -91,6 +91,7 @@ mod error;
 mod handler;
 mod metrics;
 mod serve;
+mod stream;
 
 pub use context::RequestContext;
 pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, RequestOptions, Unsolicited};
