@@ -17,12 +17,14 @@ use tracing::Instrument;
 mod config;
 mod options;
 mod reader;
+mod stream;
 mod state;
 
 pub use config::{CorrelatorConfig, MAX_UNSOLICITED};
 use options::Forget;
 use reader::Reader;
 pub use options::RequestOptions;
+pub use stream::{MAX_STREAM_CREDIT, ServerStream};
 pub(crate) use state::IdHasher;
 use state::{Closed, Pending, Shared, State};
 
@@ -273,6 +275,63 @@ impl Correlator {
         self.call(msg_type, payload, timeout, None).await
     }
 
+    /// Sends a request of type `msg_type` with `payload` that asks for a
+    /// server stream (PROTOCOL.md Part III §4) granting `initial_credit`
+    /// items, with a header block made of `options`, and returns the
+    /// stream once the request is queued.
+    ///
+    /// The [`ServerStream`] buffers at most `initial_credit` items and
+    /// grants as many again as the application takes them (half the credit
+    /// at a time); a responder that sends beyond the credit ends the
+    /// connection (`stream item beyond its credit`). The correlator's
+    /// request timeout does not apply to a stream: its deadline (in
+    /// `options`) does, as a local deadline too. A responder that answers
+    /// with a plain reply instead gives a stream of that one item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a credit of 0 or above [`MAX_STREAM_CREDIT`];
+    /// [`Error::Closed`], [`Error::GoingAway`] or [`Error::Disconnected`]
+    /// when no request may be sent; [`Error::Transport`] when the request
+    /// is larger than the peer accepts. The stream's own failures are its
+    /// items.
+    pub async fn request_stream(
+        &self,
+        msg_type: MessageType,
+        payload: Bytes,
+        options: &RequestOptions,
+        initial_credit: u32,
+    ) -> Result<ServerStream, Error> {
+        if initial_credit == 0 || initial_credit > MAX_STREAM_CREDIT {
+            return Err(Error::Config(
+                "a stream's initial credit must be between 1 and 2^20",
+            ));
+        }
+        let id = self.next_id();
+        let (mut stream, slot) = ServerStream::open(
+            &self.shared,
+            &self.sender,
+            id,
+            initial_credit,
+            options.deadline,
+        );
+        {
+            let mut state = self.shared.lock();
+            if let Some(error) = refuse(&state) {
+                return Err(error);
+            }
+            state.streams.insert(id, slot);
+        }
+        let envelope =
+            options.envelope(id, msg_type, payload, options.deadline, Some(initial_credit));
+        self.sender
+            .send(envelope)
+            .await
+            .map_err(|error| self.send_error(error))?;
+        stream.sent = true;
+        Ok(stream)
+    }
+
     /// Sends `message` one-way (request id 0): no reply is expected.
     ///
     /// # Errors
@@ -409,7 +468,7 @@ impl Correlator {
         };
         let envelope = match options {
             None => Envelope::new(id, msg_type, payload),
-            Some(options) => options.envelope(id, msg_type, payload, budget),
+            Some(options) => options.envelope(id, msg_type, payload, budget, None),
         };
         self.send_by(envelope, deadline, timeout).await?;
         guard.sent = true;
@@ -435,6 +494,7 @@ impl Drop for Correlator {
     fn drop(&mut self) {
         self.reader.abort();
         self.sweeper.abort();
+        self.shared.streams_fail(|_| true, || Error::Closed);
     }
 }
 

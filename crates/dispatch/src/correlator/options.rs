@@ -72,19 +72,21 @@ impl RequestOptions {
     }
 
     /// The request envelope: with a header block in front of `payload`
-    /// (a copy) and the `HEADERS` flag when an option is set, as it is
-    /// otherwise. `budget` is the deadline left now.
+    /// (a copy) and the `HEADERS` flag when an option is set or a `stream`
+    /// credit is asked, as it is otherwise. `budget` is the deadline left now.
     pub(super) fn envelope(
         &self,
         id: u64,
         msg_type: MessageType,
         payload: Bytes,
         budget: Option<Duration>,
+        stream: Option<u32>,
     ) -> Envelope {
-        if self.is_empty() {
+        if self.is_empty() && stream.is_none() {
             return Envelope::new(id, msg_type, payload);
         }
         let mut headers = Headers::default();
+        headers.stream = stream;
         headers.deadline = budget.map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         headers.traceparent = self.traceparent;
         headers.fingerprint = self.fingerprint;

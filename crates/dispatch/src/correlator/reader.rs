@@ -1,12 +1,14 @@
 //! The reader task: matches what arrives to pending requests and streams.
 
+use std::io;
 use std::sync::Arc;
 
 use netproto_transport::{Incoming, Receiver, Sender};
-use netproto_wire::{Envelope, GoAway};
+use netproto_wire::{DataFlags, Envelope, ErrorCode, ErrorFrame, Frame, GoAway};
 use tokio::sync::mpsc;
 
 use super::state::{Closed, Shared};
+use super::stream::BeyondCredit;
 use crate::Error;
 
 /// The reader task: matches what arrives to pending requests.
@@ -20,7 +22,11 @@ impl Reader {
     pub(super) async fn run(mut self, mut receiver: Receiver) {
         let cause = loop {
             match receiver.recv().await {
-                Ok(Some(Incoming::Message(envelope))) => self.response(envelope).await,
+                Ok(Some(Incoming::Message(envelope))) => {
+                    if let Err(cause) = self.response(envelope).await {
+                        break cause;
+                    }
+                }
                 Ok(Some(Incoming::Error(error))) if error.request_id != 0 => {
                     let request_id = error.request_id;
                     let remote = Error::Remote {
@@ -28,8 +34,17 @@ impl Reader {
                         code: error.code,
                         message: error.message,
                     };
-                    if !self.complete(request_id, Err(remote)) {
-                        tracing::debug!(request_id, "error frame for no pending request");
+                    match self.shared.take(request_id) {
+                        Some(waiter) => {
+                            let _ = waiter.send(Err(remote));
+                        }
+                        None if self.shared.stream_end(request_id, Some(Err(remote))) => {}
+                        None => tracing::debug!(request_id, "error frame for no pending request"),
+                    }
+                }
+                Ok(Some(Incoming::End(request_id))) => {
+                    if !self.shared.stream_end(request_id, None) {
+                        tracing::debug!(request_id, "end frame for no stream in flight");
                     }
                 }
                 Ok(Some(Incoming::GoAway(goaway))) => {
@@ -52,29 +67,46 @@ impl Reader {
         for waiter in self.shared.take_all(|_| true) {
             let _ = waiter.send(Err(Error::Disconnected(cause.clone())));
         }
+        self.shared
+            .streams_fail(|_| true, || Error::Disconnected(cause.clone()));
         // The peer will read nothing more: close our side too.
         let _ = self.sender.close().await;
     }
 
-    async fn response(&mut self, envelope: Envelope) {
+    /// Routes a message: a response, a stream item, or an unsolicited
+    /// message. A stream item beyond its credit ends the connection
+    /// (PROTOCOL.md Part III §4): the error is why.
+    async fn response(&mut self, envelope: Envelope) -> Result<(), netproto_transport::Error> {
         let request_id = envelope.request_id;
         if request_id == 0 {
             self.forward(Incoming::Message(envelope)).await;
-        } else if !self.complete(request_id, Ok(envelope)) {
+        } else if envelope.flags.contains(DataFlags::STREAM) {
+            if let Err(BeyondCredit(id)) = self.shared.stream_item(request_id, envelope.payload) {
+                return Err(self.beyond_credit(id).await);
+            }
+        } else if let Some(waiter) = self.shared.take(request_id) {
+            // A waiter gone since is a caller that stopped waiting.
+            let _ = waiter.send(Ok(envelope));
+        } else if !self
+            .shared
+            .stream_end(request_id, Some(Ok(envelope.payload)))
+        {
             tracing::debug!(
                 request_id,
                 "response to no pending request (timed out or cancelled)"
             );
         }
+        Ok(())
     }
 
-    /// Hands the answer to request `id`; false when nobody waits for it.
-    fn complete(&self, id: u64, result: Result<Envelope, Error>) -> bool {
-        match self.shared.take(id) {
-            // A waiter gone since is a caller that stopped waiting.
-            Some(waiter) => waiter.send(result).is_ok(),
-            None => false,
-        }
+    /// Tells the peer that it sent a stream item beyond its credit, and
+    /// returns the cause the connection ends with.
+    async fn beyond_credit(&self, id: u64) -> netproto_transport::Error {
+        const WHY: &str = "stream item beyond its credit";
+        tracing::debug!(request_id = id, "{WHY}");
+        let frame = ErrorFrame::new(0, ErrorCode::PROTOCOL, WHY);
+        let _ = self.sender.send_frame(Frame::Error(frame)).await;
+        netproto_transport::Error::Io(io::Error::new(io::ErrorKind::InvalidData, WHY))
     }
 
     /// Records the peer's goaway and fails the requests it will not process.
@@ -101,6 +133,13 @@ impl Reader {
                 code,
             }));
         }
+        self.shared.streams_fail(
+            |id| id > last,
+            || Error::GoingAway {
+                last_request_id: last,
+                code,
+            },
+        );
     }
 
     /// Queues an unsolicited item, waiting while the queue is full.
