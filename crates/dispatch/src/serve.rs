@@ -306,7 +306,9 @@ impl Dispatcher {
                                 counters,
                                 permit,
                             );
-                            state.running.insert(id, tasks.spawn(stream.instrument(span)));
+                            state
+                                .running
+                                .insert(id, tasks.spawn(stream.instrument(span)));
                             state.streams.insert(id, credit);
                         }
                         Started::Stream(_) => {

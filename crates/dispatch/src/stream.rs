@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::task::Poll;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use netproto_transport::Sender;
@@ -82,7 +82,14 @@ pub(crate) async fn run_stream(
     let Producer {
         msg_type, items, ..
     } = producer;
-    let sending = send_items(request_id, &msg_type, items, &credit, limits.timeout, &sender);
+    let sending = send_items(
+        request_id,
+        &msg_type,
+        items,
+        &credit,
+        limits.timeout,
+        &sender,
+    );
     let finished = match limits.deadline {
         None => Ok(sending.await),
         Some(deadline) => tokio::time::timeout_at(deadline, sending).await,

@@ -162,9 +162,15 @@ async fn a_stalled_consumer_blocks_only_its_stream() {
     let during = latencies("during the stall").await;
     let after = produced.load(Ordering::Relaxed);
     println!("produced {stalled_at} items for 10 consumed (credit {CREDIT}), {after} after");
-    assert!(stalled_at <= 10 + u64::from(CREDIT), "{stalled_at} produced");
+    assert!(
+        stalled_at <= 10 + u64::from(CREDIT),
+        "{stalled_at} produced"
+    );
     assert_eq!(after, stalled_at, "the producer went on while stalled");
-    assert!(during < Duration::from_millis(100), "head-of-line blocking: {during:?}");
+    assert!(
+        during < Duration::from_millis(100),
+        "head-of-line blocking: {during:?}"
+    );
 
     // Reading again resumes the stream where it stopped.
     for i in 10..1000 {
@@ -198,12 +204,20 @@ async fn a_million_items_keep_memory_bounded() {
     let rss_before = vm_rss_kib();
     let started = Instant::now();
     let mut stream = client
-        .request_stream(name("MANY"), Bytes::new(), &RequestOptions::default(), CREDIT)
+        .request_stream(
+            name("MANY"),
+            Bytes::new(),
+            &RequestOptions::default(),
+            CREDIT,
+        )
         .await
         .unwrap();
     let mut next = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
-    while let Some(item) = tokio::time::timeout_at(deadline, stream.next()).await.unwrap() {
+    while let Some(item) = tokio::time::timeout_at(deadline, stream.next())
+        .await
+        .unwrap()
+    {
         assert_eq!(value(&item.unwrap()), next);
         next += 1;
         consumed.store(next, Ordering::Release);
@@ -252,7 +266,10 @@ async fn an_item_error_ends_the_stream_with_it() {
     let dispatcher = Arc::new(Dispatcher::default());
     dispatcher.register_stream("FAILS", |_context, _request| {
         let items = (0..5_u8).map(|i| match i {
-            3 => Err(HandlerError::new(ErrorCode::HANDLER_FAILED, "third time unlucky")),
+            3 => Err(HandlerError::new(
+                ErrorCode::HANDLER_FAILED,
+                "third time unlucky",
+            )),
             _ => Ok(Bytes::from(vec![i])),
         });
         futures::stream::iter(items)
@@ -270,7 +287,10 @@ async fn an_item_error_ends_the_stream_with_it() {
     let Err(Error::Remote { code, message, .. }) = &items[3] else {
         panic!("{:?}", items[3]);
     };
-    assert_eq!((*code, message.as_str()), (ErrorCode::HANDLER_FAILED, "third time unlucky"));
+    assert_eq!(
+        (*code, message.as_str()),
+        (ErrorCode::HANDLER_FAILED, "third time unlucky")
+    );
     let report = stop_server(&stop, server).await;
     assert_eq!((report.replies, report.errors), (0, 1));
 }
@@ -296,7 +316,10 @@ async fn a_deadline_ends_a_stream_and_drops_its_producer() {
     let items: Vec<Result<Bytes, Error>> = stream.collect().await;
     let (last, items) = items.split_last().unwrap();
     assert!(!items.is_empty() && items.iter().all(Result::is_ok));
-    assert!(last.as_ref().unwrap_err().is_deadline_exceeded(), "{last:?}");
+    assert!(
+        last.as_ref().unwrap_err().is_deadline_exceeded(),
+        "{last:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(290));
     let event = tokio::time::timeout(Duration::from_secs(5), dropped.recv()).await;
     assert_eq!(event.unwrap(), Some("dropped"));
@@ -308,13 +331,21 @@ async fn a_stream_method_without_the_stream_header_is_refused() {
     let produced = Arc::new(AtomicU64::new(0));
     let (client, stop, server) = connect(&counting(&produced)).await;
     let payload = Bytes::copy_from_slice(&3_u64.to_be_bytes());
-    let error = client.request_raw(name("COUNT"), payload).await.unwrap_err();
+    let error = client
+        .request_raw(name("COUNT"), payload)
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::BAD_MESSAGE), "{error}");
     assert_eq!(produced.load(Ordering::Relaxed), 0);
     // A unary method asked for a stream answers plainly: a stream of one.
     let echo = Message::Echo("plain".into()).to_envelope(0);
     let stream = client
-        .request_stream(echo.msg_type, echo.payload.clone(), &RequestOptions::default(), 4)
+        .request_stream(
+            echo.msg_type,
+            echo.payload.clone(),
+            &RequestOptions::default(),
+            4,
+        )
         .await
         .unwrap();
     let items: Vec<Bytes> = stream.map(Result::unwrap).collect().await;

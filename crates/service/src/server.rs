@@ -145,7 +145,10 @@ where
 }
 
 /// Refuses a request whose fingerprint is not `ours`, before decoding it.
-pub(crate) fn check_fingerprint<M: Method>(theirs: Option<u64>, ours: u64) -> Result<(), HandlerError> {
+pub(crate) fn check_fingerprint<M: Method>(
+    theirs: Option<u64>,
+    ours: u64,
+) -> Result<(), HandlerError> {
     match theirs {
         Some(theirs) if theirs != ours => {
             tracing::debug!(

@@ -9,11 +9,13 @@ use netproto_wire::{Envelope, ErrorCode};
 use crate::client::encode;
 use crate::method::msg_type;
 use crate::server::{check_fingerprint, decode_request};
-use crate::{CallError, CallOptions, Context, Method, TypedClient, fingerprint, from_bytes, to_bytes};
+use crate::{
+    CallError, CallOptions, Context, Method, TypedClient, fingerprint, from_bytes, to_bytes,
+};
 
 /// The credit [`TypedClient::call_stream`] grants: items buffered per
 /// stream at most.
-pub const DEFAULT_STREAM_CREDIT: u32 = 512;
+pub const DEFAULT_STREAM_CREDIT: u32 = 1024;
 
 /// Registers `handler` as the server-stream handler of method `M` on
 /// `dispatcher`, replacing any handler registered under
@@ -64,7 +66,9 @@ where
             .and_then(|()| decode_request::<M>(&envelope.payload))
             .map(|value| handler(Context::from_request::<M>(&request), value));
         match started {
-            Ok(items) => items.map(|item| item.and_then(|value| encode_item::<M>(&value))).left_stream(),
+            Ok(items) => items
+                .map(|item| item.and_then(|value| encode_item::<M>(&value)))
+                .left_stream(),
             Err(error) => stream::once(future::ready(Err(error))).right_stream(),
         }
     });

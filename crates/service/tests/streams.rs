@@ -141,7 +141,10 @@ async fn a_dropped_typed_stream_cancels_and_mismatches_are_refused() {
     assert!(error.is_schema_mismatch(), "{error}");
     assert!(other.next().await.is_none());
     // A plain call of a stream method is refused.
-    let error = client.call::<WatchPrefix>(("d".into(), 1)).await.unwrap_err();
+    let error = client
+        .call::<WatchPrefix>(("d".into(), 1))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Some(ErrorCode::BAD_MESSAGE), "{error}");
     assert_eq!(produced.load(Ordering::Relaxed), before);
     stop.send_replace(true);

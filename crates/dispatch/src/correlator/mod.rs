@@ -17,21 +17,21 @@ use tracing::Instrument;
 mod config;
 mod options;
 mod reader;
-mod stream;
 mod state;
+mod stream;
 
 pub use config::{CorrelatorConfig, MAX_UNSOLICITED};
 use options::Forget;
-use reader::Reader;
 pub use options::RequestOptions;
-pub use stream::{MAX_STREAM_CREDIT, ServerStream};
+use reader::Reader;
 pub(crate) use state::IdHasher;
 use state::{Closed, Pending, Shared, State};
+pub use stream::{MAX_STREAM_CREDIT, ServerStream};
 
 use crate::Error;
 
 /// Messages from the peer that answer no request: one-way messages (id 0),
-/// the peer's [`GoAway`], and connection-level error frames (id 0).
+/// the peer's [`GoAway`](netproto_wire::GoAway), and connection-level error frames (id 0).
 ///
 /// The queue is bounded by [`CorrelatorConfig::unsolicited_limit`]: while
 /// it is full the connection's reader waits (and so do responses). Dropping
@@ -67,7 +67,7 @@ impl Unsolicited {
 ///   send queue is full while the peer does not read).
 /// - When the connection ends, every pending request fails with
 ///   [`Error::Disconnected`], whose source says why. None is silently lost.
-/// - After the peer's [`GoAway`], new requests and pending ones above its
+/// - After the peer's [`GoAway`](netproto_wire::GoAway), new requests and pending ones above its
 ///   `last_request_id` fail at once with [`Error::GoingAway`]; the others
 ///   still complete.
 ///
@@ -322,8 +322,13 @@ impl Correlator {
             }
             state.streams.insert(id, slot);
         }
-        let envelope =
-            options.envelope(id, msg_type, payload, options.deadline, Some(initial_credit));
+        let envelope = options.envelope(
+            id,
+            msg_type,
+            payload,
+            options.deadline,
+            Some(initial_credit),
+        );
         self.sender
             .send(envelope)
             .await

@@ -97,6 +97,21 @@ impl RequestOptions {
     }
 }
 
+/// Sends the peer a cancel frame for request `id` and counts it, from a
+/// task of its own: a drop never blocks.
+pub(super) fn send_cancel(shared: &Shared, sender: &Sender, id: u64) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    shared.cancelled.fetch_add(1, Ordering::Relaxed);
+    let sender = sender.clone();
+    runtime.spawn(async move {
+        if let Err(error) = sender.send_frame(Frame::Cancel(id)).await {
+            tracing::debug!(request_id = id, %error, "cancel not sent");
+        }
+    });
+}
+
 /// Forgets a pending request when its caller stops waiting, and tells the
 /// peer with a cancel frame when the request had been sent.
 pub(super) struct Forget<'a> {
@@ -114,17 +129,7 @@ impl Drop for Forget<'_> {
         if !self.armed || self.shared.take(self.id).is_none() || !self.sent {
             return;
         }
-        // Never block a drop: the cancel goes out from a task of its own.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
-        let (sender, id) = (self.sender.clone(), self.id);
-        tracing::debug!(request_id = id, "request dropped: cancelling it");
-        runtime.spawn(async move {
-            if let Err(error) = sender.send_frame(Frame::Cancel(id)).await {
-                tracing::debug!(request_id = id, %error, "cancel not sent");
-            }
-        });
+        tracing::debug!(request_id = self.id, "request dropped: cancelling it");
+        send_cancel(self.shared, self.sender, self.id);
     }
 }

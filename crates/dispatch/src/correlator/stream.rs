@@ -73,8 +73,15 @@ impl Shared {
     pub(super) fn streams_fail(&self, abandon: impl Fn(u64) -> bool, error: impl Fn() -> Error) {
         let slots: Vec<Slot> = {
             let mut state = self.lock();
-            let ids: Vec<u64> = state.streams.keys().copied().filter(|id| abandon(*id)).collect();
-            ids.iter().filter_map(|id| state.streams.remove(id)).collect()
+            let ids: Vec<u64> = state
+                .streams
+                .keys()
+                .copied()
+                .filter(|id| abandon(*id))
+                .collect();
+            ids.iter()
+                .filter_map(|id| state.streams.remove(id))
+                .collect()
         };
         for slot in slots {
             let _ = slot.items.try_send(Err(error()));
@@ -132,7 +139,9 @@ impl ServerStream {
         deadline: Option<Duration>,
     ) -> (Self, Slot) {
         // One more place than the credit, for the error that ends it.
-        let capacity = usize::try_from(credit).unwrap_or(usize::MAX).saturating_add(1);
+        let capacity = usize::try_from(credit)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         let (tx, rx) = mpsc::channel(capacity);
         let granted = Arc::new(AtomicU64::new(u64::from(credit)));
         let slot = Slot {
@@ -149,8 +158,7 @@ impl ServerStream {
             consumed: 0,
             regrant: (credit / 2).max(1),
             granting: None,
-            deadline: deadline
-                .map(|budget| (Box::pin(tokio::time::sleep(budget)), budget)),
+            deadline: deadline.map(|budget| (Box::pin(tokio::time::sleep(budget)), budget)),
             sent: false,
             done: false,
         };
@@ -192,17 +200,8 @@ impl ServerStream {
         if self.shared.lock().streams.remove(&self.id).is_none() || !self.sent {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
-        let (sender, id) = (self.sender.clone(), self.id);
-        tracing::debug!(request_id = id, "stream dropped: cancelling it");
-        runtime.spawn(async move {
-            if let Err(error) = sender.send_frame(Frame::Cancel(id)).await {
-                tracing::debug!(request_id = id, %error, "cancel not sent");
-            }
-        });
+        tracing::debug!(request_id = self.id, "stream dropped: cancelling it");
+        super::options::send_cancel(&self.shared, &self.sender, self.id);
     }
 }
 
