@@ -7,7 +7,10 @@ use std::sync::{Arc, RwLock};
 
 use netproto_transport::sync;
 
-use netproto_wire::{Envelope, ErrorCode, ErrorFrame, Frame, Headers, MAX_TYPE_LEN, Message};
+use bytes::Bytes;
+use netproto_wire::{
+    Envelope, ErrorCode, ErrorFrame, Frame, Headers, MAX_TYPE_LEN, Message, MessageType,
+};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -15,6 +18,9 @@ use crate::RequestContext;
 use crate::context::deadline_of;
 use crate::handler::{BoxFuture, Handler, HandlerError, call_catching, run_catching, truncate};
 use crate::trace::dispatch_span;
+use crate::handler::{
+    BoxFuture, BoxStream, Handler, HandlerError, call_catching, run_catching, truncate,
+};
 
 /// What dispatching one message produced.
 #[non_exhaustive]
@@ -72,6 +78,16 @@ pub(crate) enum Started {
     Done(Outcome),
     /// An async handler is to be run to completion.
     Pending(BoxFuture<Outcome>),
+    /// A server stream is to be sent, item by item, within its credit.
+    Stream(Producer),
+}
+
+/// A server stream's producer, as a stream handler returned it, with the
+/// request's initial credit (its `stream` header).
+pub(crate) struct Producer {
+    pub(crate) msg_type: MessageType,
+    pub(crate) items: BoxStream<Result<Bytes, HandlerError>>,
+    pub(crate) credit: u32,
 }
 
 /// Routes messages to the handlers registered for their type name.
@@ -238,6 +254,55 @@ impl Dispatcher {
         self.insert(msg_type, Handler::Context(Arc::new(handler)));
     }
 
+    /// Registers a server-stream handler (PROTOCOL.md Part III §4) for
+    /// `msg_type`, replacing any handler registered for it: given the
+    /// request's [`RequestContext`] and raw [`Envelope`], it returns a
+    /// [`Stream`](futures_core::Stream) of item payloads.
+    ///
+    /// [`serve`](Self::serve) sends each item as a `STREAM` data frame
+    /// under the request's id and type, one credit each: it polls the
+    /// stream for the next item only when the requester has granted credit
+    /// for it, so a requester that stops reading stops the producer (and
+    /// nothing else on the connection). The stream's end is sent as an end
+    /// frame; an `Err` item as an error frame, which ends the stream too.
+    /// The producer is dropped when the request's deadline passes (answered
+    /// [`ErrorCode::DEADLINE_EXCEEDED`]), when the requester cancels, when
+    /// it takes longer than the request timeout to yield its next item
+    /// (answered [`ErrorCode::TIMEOUT`]; the wait for credit does not
+    /// count), or when the connection fails.
+    ///
+    /// A request without the `stream` header (an untyped or unary
+    /// requester) is answered [`ErrorCode::BAD_MESSAGE`] without calling
+    /// the handler; [`dispatch`](Self::dispatch), which answers with one
+    /// outcome, answers a stream request so too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use netproto_dispatch::{Dispatcher, HandlerError, RequestContext};
+    /// # use netproto_wire::Envelope;
+    /// use bytes::Bytes;
+    ///
+    /// let dispatcher = Dispatcher::default();
+    /// dispatcher.register_stream("COUNT", |_context: RequestContext, _request: Envelope| {
+    ///     let items = (0..3_u8).map(|n| Ok::<_, HandlerError>(Bytes::from(vec![n])));
+    ///     futures::stream::iter(items)
+    /// });
+    /// assert!(dispatcher.is_registered("COUNT"));
+    /// ```
+    pub fn register_stream<F, S>(&self, msg_type: &str, handler: F)
+    where
+        F: Fn(RequestContext, Envelope) -> S + Send + Sync + 'static,
+        S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        let handler = move |context: RequestContext,
+                            envelope: Envelope|
+              -> BoxStream<Result<Bytes, HandlerError>> {
+            Box::pin(handler(context, envelope))
+        };
+        self.insert(msg_type, Handler::Stream(Arc::new(handler)));
+    }
+
     /// Removes the handler for `msg_type`; returns whether there was one.
     pub fn unregister(&self, msg_type: &str) -> bool {
         sync::write(&self.handlers).remove(msg_type).is_some()
@@ -290,9 +355,15 @@ impl Dispatcher {
         };
         let span = dispatch_span(envelope.request_id, &envelope.msg_type, headers.as_ref());
         let deadline = deadline_of(headers.as_ref());
+        let request_id = envelope.request_id;
         match span.in_scope(|| self.start(envelope, headers.as_ref(), deadline)) {
             Started::Done(outcome) => outcome,
             Started::Pending(future) => future.instrument(span).await,
+            Started::Stream(_) => Outcome::error(
+                request_id,
+                ErrorCode::BAD_MESSAGE,
+                "a server stream is answered by serve only".into(),
+            ),
         }
     }
 
@@ -362,6 +433,37 @@ impl Dispatcher {
                 Started::Pending(Box::pin(async move {
                     Outcome::from_result(request_id, run_catching(|| f(context, envelope)).await)
                 }))
+            }
+            Handler::Stream(f) => {
+                let Some(credit) = headers.and_then(|headers| headers.stream) else {
+                    tracing::debug!("stream method requested without a stream header");
+                    return Started::Done(Outcome::error(
+                        request_id,
+                        ErrorCode::BAD_MESSAGE,
+                        format!(
+                            "{:?} answers with a server stream: request it with the `stream` header",
+                            envelope.msg_type.as_str()
+                        ),
+                    ));
+                };
+                let context = RequestContext::from_headers(
+                    request_id,
+                    envelope.msg_type.clone(),
+                    headers,
+                    deadline,
+                );
+                let msg_type = envelope.msg_type.clone();
+                match call_catching(|| Ok(f(context, envelope))) {
+                    Ok(items) => Started::Stream(Producer {
+                        msg_type,
+                        items,
+                        credit,
+                    }),
+                    Err(error) => {
+                        let (code, message) = error.into_parts();
+                        Started::Done(Outcome::error(request_id, code, message))
+                    }
+                }
             }
         }
     }

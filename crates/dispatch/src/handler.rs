@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use netproto_wire::{Envelope, ErrorCode, MAX_CONTROL_BODY, Message};
 
 use crate::RequestContext;
@@ -102,11 +103,16 @@ pub(crate) fn truncate(mut text: String) -> String {
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// A boxed, sendable stream of items.
+pub(crate) type BoxStream<T> = Pin<Box<dyn futures_core::Stream<Item = T> + Send + 'static>>;
+
 type SyncFn = dyn Fn(&Message) -> Result<Message, HandlerError> + Send + Sync;
 type AsyncFn = dyn Fn(Message) -> BoxFuture<Result<Message, HandlerError>> + Send + Sync;
 type EnvelopeFn = dyn Fn(Envelope) -> BoxFuture<Result<Envelope, HandlerError>> + Send + Sync;
 type ContextFn =
     dyn Fn(RequestContext, Envelope) -> BoxFuture<Result<Envelope, HandlerError>> + Send + Sync;
+type StreamFn =
+    dyn Fn(RequestContext, Envelope) -> BoxStream<Result<Bytes, HandlerError>> + Send + Sync;
 
 /// A registered handler.
 #[derive(Clone)]
@@ -119,6 +125,9 @@ pub(crate) enum Handler {
     Envelope(Arc<EnvelopeFn>),
     /// Returns a future, given the request's context and raw envelope.
     Context(Arc<ContextFn>),
+    /// Returns a stream of items, given the request's context and raw
+    /// envelope (PROTOCOL.md Part III §4).
+    Stream(Arc<StreamFn>),
 }
 
 impl Handler {
@@ -128,6 +137,7 @@ impl Handler {
             Self::Async(_) => "async",
             Self::Envelope(_) => "envelope",
             Self::Context(_) => "context",
+            Self::Stream(_) => "stream",
         }
     }
 }

@@ -101,9 +101,13 @@ mod handler;
 mod metrics;
 mod serve;
 mod trace;
+mod stream;
 
 pub use context::RequestContext;
-pub use correlator::{Correlator, CorrelatorConfig, MAX_UNSOLICITED, RequestOptions, Unsolicited};
+pub use correlator::{
+    Correlator, CorrelatorConfig, MAX_STREAM_CREDIT, MAX_UNSOLICITED, RequestOptions, ServerStream,
+    Unsolicited,
+};
 pub use dispatcher::{Dispatcher, Outcome};
 pub use error::Error;
 pub use handler::HandlerError;

@@ -17,6 +17,7 @@ use crate::context::deadline_of;
 use crate::correlator::IdHasher;
 use crate::dispatcher::Started;
 use crate::trace::dispatch_span;
+use crate::stream::{Credit, run_stream};
 use crate::{Dispatcher, Error, ServeMetrics};
 
 /// Largest accepted [`ServeConfig::max_in_flight`].
@@ -124,10 +125,14 @@ pub struct ServeReport {
 /// The async handlers running, by request id.
 type Running = HashMap<u64, AbortHandle, BuildHasherDefault<IdHasher>>;
 
+/// The credit of the server streams running, by request id.
+type Streams = HashMap<u64, Arc<Credit>, BuildHasherDefault<IdHasher>>;
+
 /// State of one serve loop.
 struct Serving {
     sender: Sender,
     running: Running,
+    streams: Streams,
     counters: Arc<Counters>,
     report: ServeReport,
     last_taken: u64,
@@ -192,6 +197,7 @@ impl Dispatcher {
                 ..Counters::default()
             }),
             running: Running::default(),
+            streams: Streams::default(),
             report: ServeReport::default(),
             last_taken: 0,
             going_away: false,
@@ -280,6 +286,31 @@ impl Dispatcher {
                                 .instrument(span)
                                 .await;
                         }
+                        Started::Stream(producer) if id != 0 => {
+                            let credit = Arc::new(Credit::new(producer.credit));
+                            let limits = Limits {
+                                timeout: config.request_timeout,
+                                deadline,
+                            };
+                            let sender = state.sender.clone();
+                            let counters = state.counters.clone();
+                            let stream = run_stream(
+                                id,
+                                producer,
+                                credit.clone(),
+                                limits,
+                                sender,
+                                counters,
+                                permit,
+                            );
+                            state
+                                .running
+                                .insert(id, tasks.spawn(stream.instrument(span)));
+                            state.streams.insert(id, credit);
+                        }
+                        Started::Stream(_) => {
+                            tracing::debug!("one-way message to a stream handler ignored");
+                        }
                         Started::Pending(future) => {
                             let sender = state.sender.clone();
                             let counters = state.counters.clone();
@@ -311,6 +342,7 @@ impl Dispatcher {
                     );
                 }
                 Ok(Some(Incoming::Cancel(id))) => state.cancel(id),
+                Ok(Some(Incoming::Credit(credit))) => state.grant(credit),
                 Ok(Some(_)) => {}
                 Ok(None) => break Ok(()),
                 Err(error) => break Err(Error::from(error)),
@@ -383,9 +415,22 @@ impl Serving {
         }
     }
 
+    /// Adds a credit frame's items to its stream's credit; a credit for no
+    /// running stream (one just ended, say) is ignored.
+    fn grant(&self, credit: netproto_wire::Credit) {
+        match self.streams.get(&credit.request_id) {
+            Some(stream) => stream.grant(credit.items),
+            None => tracing::debug!(
+                request_id = credit.request_id,
+                "credit for no running stream ignored"
+            ),
+        }
+    }
+
     /// Drops the handler of request `id` at the peer's cancel frame; a
     /// cancel for no running request is ignored.
     fn cancel(&mut self, id: u64) {
+        self.streams.remove(&id);
         let Some(task) = self.running.remove(&id) else {
             tracing::debug!(request_id = id, "cancel for no running request ignored");
             return;
@@ -407,6 +452,8 @@ impl Serving {
                 let task = error.id();
                 log_join::<()>(Err(error));
                 self.running.retain(|_, running| running.id() != task);
+                let running = &self.running;
+                self.streams.retain(|id, _| running.contains_key(id));
                 return;
             }
         };
@@ -417,6 +464,7 @@ impl Serving {
             .is_some_and(|running| running.id() == task)
         {
             self.running.remove(&id);
+            self.streams.remove(&id);
         }
     }
 

@@ -84,7 +84,7 @@ impl CallOptions {
     }
 
     /// The correlator's options for a call of `M`.
-    fn request<M: Method>(&self) -> RequestOptions {
+    pub(crate) fn request<M: Method>(&self) -> RequestOptions {
         let mut options = RequestOptions::default().fingerprint(fingerprint::<M>());
         options.deadline = self.deadline;
         options.traceparent = self.traceparent.or_else(crate::trace::current);
@@ -226,7 +226,7 @@ impl TypedClient {
 
     /// Room for one call. The semaphore is never closed, so `None` cannot
     /// happen; the call then goes ahead without a permit.
-    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
         self.capacity.clone().acquire_owned().await.ok()
     }
 
@@ -255,7 +255,7 @@ impl TypedClient {
 }
 
 /// The payload of a request of `M`.
-fn encode<M: Method>(request: &M::Request) -> Result<Bytes, CallError> {
+pub(crate) fn encode<M: Method>(request: &M::Request) -> Result<Bytes, CallError> {
     to_bytes(request).map_err(|source| CallError::Encode {
         method: M::NAME,
         source,

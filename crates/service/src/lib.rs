@@ -129,6 +129,7 @@ mod macros;
 mod method;
 mod server;
 mod trace;
+mod stream;
 
 pub use client::{CallOptions, ClientConfig, MethodClient, TypedClient};
 pub use codec::{from_bytes, to_bytes};
@@ -141,3 +142,4 @@ pub use netproto_dispatch::HandlerError;
 /// [`Method::trace_nested`].
 pub use serde_reflection;
 pub use server::{register, register_service};
+pub use stream::{DEFAULT_STREAM_CREDIT, register_stream};

@@ -145,7 +145,10 @@ where
 }
 
 /// Refuses a request whose fingerprint is not `ours`, before decoding it.
-fn check_fingerprint<M: Method>(theirs: Option<u64>, ours: u64) -> Result<(), HandlerError> {
+pub(crate) fn check_fingerprint<M: Method>(
+    theirs: Option<u64>,
+    ours: u64,
+) -> Result<(), HandlerError> {
     match theirs {
         Some(theirs) if theirs != ours => {
             tracing::debug!(
@@ -167,7 +170,7 @@ fn check_fingerprint<M: Method>(theirs: Option<u64>, ours: u64) -> Result<(), Ha
 }
 
 /// Decodes a request payload, or the error frame answering it.
-fn decode_request<M: Method>(payload: &Bytes) -> Result<M::Request, HandlerError> {
+pub(crate) fn decode_request<M: Method>(payload: &Bytes) -> Result<M::Request, HandlerError> {
     from_bytes(payload).map_err(|error| {
         tracing::debug!(method = M::NAME, %error, "request does not decode");
         let detail = match &error {

@@ -7,8 +7,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use netproto_transport::{Connection, ConnectionInfo, Incoming, Receiver, Sender};
-use netproto_wire::{Envelope, GoAway, Message, MessageType};
+use netproto_transport::{Connection, ConnectionInfo, Incoming, Sender};
+use netproto_wire::{Envelope, Message, MessageType};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -16,18 +16,22 @@ use tracing::Instrument;
 
 mod config;
 mod options;
+mod reader;
 mod state;
+mod stream;
 
 pub use config::{CorrelatorConfig, MAX_UNSOLICITED};
 use options::Forget;
 pub use options::RequestOptions;
+use reader::Reader;
 pub(crate) use state::IdHasher;
 use state::{Closed, Pending, Shared, State};
+pub use stream::{MAX_STREAM_CREDIT, ServerStream};
 
 use crate::Error;
 
 /// Messages from the peer that answer no request: one-way messages (id 0),
-/// the peer's [`GoAway`], and connection-level error frames (id 0).
+/// the peer's [`GoAway`](netproto_wire::GoAway), and connection-level error frames (id 0).
 ///
 /// The queue is bounded by [`CorrelatorConfig::unsolicited_limit`]: while
 /// it is full the connection's reader waits (and so do responses). Dropping
@@ -63,7 +67,7 @@ impl Unsolicited {
 ///   send queue is full while the peer does not read).
 /// - When the connection ends, every pending request fails with
 ///   [`Error::Disconnected`], whose source says why. None is silently lost.
-/// - After the peer's [`GoAway`], new requests and pending ones above its
+/// - After the peer's [`GoAway`](netproto_wire::GoAway), new requests and pending ones above its
 ///   `last_request_id` fail at once with [`Error::GoingAway`]; the others
 ///   still complete.
 ///
@@ -271,6 +275,68 @@ impl Correlator {
         self.call(msg_type, payload, timeout, None).await
     }
 
+    /// Sends a request of type `msg_type` with `payload` that asks for a
+    /// server stream (PROTOCOL.md Part III §4) granting `initial_credit`
+    /// items, with a header block made of `options`, and returns the
+    /// stream once the request is queued.
+    ///
+    /// The [`ServerStream`] buffers at most `initial_credit` items and
+    /// grants as many again as the application takes them (half the credit
+    /// at a time); a responder that sends beyond the credit ends the
+    /// connection (`stream item beyond its credit`). The correlator's
+    /// request timeout does not apply to a stream: its deadline (in
+    /// `options`) does, as a local deadline too. A responder that answers
+    /// with a plain reply instead gives a stream of that one item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a credit of 0 or above [`MAX_STREAM_CREDIT`];
+    /// [`Error::Closed`], [`Error::GoingAway`] or [`Error::Disconnected`]
+    /// when no request may be sent; [`Error::Transport`] when the request
+    /// is larger than the peer accepts. The stream's own failures are its
+    /// items.
+    pub async fn request_stream(
+        &self,
+        msg_type: MessageType,
+        payload: Bytes,
+        options: &RequestOptions,
+        initial_credit: u32,
+    ) -> Result<ServerStream, Error> {
+        if initial_credit == 0 || initial_credit > MAX_STREAM_CREDIT {
+            return Err(Error::Config(
+                "a stream's initial credit must be between 1 and 2^20",
+            ));
+        }
+        let id = self.next_id();
+        let (mut stream, slot) = ServerStream::open(
+            &self.shared,
+            &self.sender,
+            id,
+            initial_credit,
+            options.deadline,
+        );
+        {
+            let mut state = self.shared.lock();
+            if let Some(error) = refuse(&state) {
+                return Err(error);
+            }
+            state.streams.insert(id, slot);
+        }
+        let envelope = options.envelope(
+            id,
+            msg_type,
+            payload,
+            options.deadline,
+            Some(initial_credit),
+        );
+        self.sender
+            .send(envelope)
+            .await
+            .map_err(|error| self.send_error(error))?;
+        stream.sent = true;
+        Ok(stream)
+    }
+
     /// Sends `message` one-way (request id 0): no reply is expected.
     ///
     /// # Errors
@@ -407,7 +473,7 @@ impl Correlator {
         };
         let envelope = match options {
             None => Envelope::new(id, msg_type, payload),
-            Some(options) => options.envelope(id, msg_type, payload, budget),
+            Some(options) => options.envelope(id, msg_type, payload, budget, None),
         };
         self.send_by(envelope, deadline, timeout).await?;
         guard.sent = true;
@@ -433,6 +499,7 @@ impl Drop for Correlator {
     fn drop(&mut self) {
         self.reader.abort();
         self.sweeper.abort();
+        self.shared.streams_fail(|_| true, || Error::Closed);
     }
 }
 
@@ -454,111 +521,5 @@ fn refuse(state: &State) -> Option<Error> {
     match &state.closed {
         Some(Closed::Lost(cause)) => Some(Error::Disconnected(cause.clone())),
         _ => None,
-    }
-}
-
-/// The reader task: matches what arrives to pending requests.
-struct Reader {
-    shared: Arc<Shared>,
-    sender: Sender,
-    unsolicited: Option<mpsc::Sender<Incoming>>,
-}
-
-impl Reader {
-    async fn run(mut self, mut receiver: Receiver) {
-        let cause = loop {
-            match receiver.recv().await {
-                Ok(Some(Incoming::Message(envelope))) => self.response(envelope).await,
-                Ok(Some(Incoming::Error(error))) if error.request_id != 0 => {
-                    let request_id = error.request_id;
-                    let remote = Error::Remote {
-                        request_id,
-                        code: error.code,
-                        message: error.message,
-                    };
-                    if !self.complete(request_id, Err(remote)) {
-                        tracing::debug!(request_id, "error frame for no pending request");
-                    }
-                }
-                Ok(Some(Incoming::GoAway(goaway))) => {
-                    self.goaway(&goaway);
-                    self.forward(Incoming::GoAway(goaway)).await;
-                }
-                Ok(Some(other)) => self.forward(other).await,
-                Ok(None) => break netproto_transport::Error::PeerClosed,
-                Err(error) => break error,
-            }
-        };
-        tracing::debug!(error = %cause, "connection ended");
-        let cause = Arc::new(cause);
-        {
-            let mut state = self.shared.lock();
-            if state.closed.is_none() {
-                state.closed = Some(Closed::Lost(cause.clone()));
-            }
-        }
-        for waiter in self.shared.take_all(|_| true) {
-            let _ = waiter.send(Err(Error::Disconnected(cause.clone())));
-        }
-        // The peer will read nothing more: close our side too.
-        let _ = self.sender.close().await;
-    }
-
-    async fn response(&mut self, envelope: Envelope) {
-        let request_id = envelope.request_id;
-        if request_id == 0 {
-            self.forward(Incoming::Message(envelope)).await;
-        } else if !self.complete(request_id, Ok(envelope)) {
-            tracing::debug!(
-                request_id,
-                "response to no pending request (timed out or cancelled)"
-            );
-        }
-    }
-
-    /// Hands the answer to request `id`; false when nobody waits for it.
-    fn complete(&self, id: u64, result: Result<Envelope, Error>) -> bool {
-        match self.shared.take(id) {
-            // A waiter gone since is a caller that stopped waiting.
-            Some(waiter) => waiter.send(result).is_ok(),
-            None => false,
-        }
-    }
-
-    /// Records the peer's goaway and fails the requests it will not process.
-    fn goaway(&self, goaway: &GoAway) {
-        tracing::debug!(
-            last_request_id = goaway.last_request_id,
-            code = goaway.code.0,
-            "peer is going away"
-        );
-        let code = goaway.code;
-        let (last, abandoned) = {
-            let mut state = self.shared.lock();
-            // A second goaway may only lower the bound.
-            let last = state.goaway.map_or(goaway.last_request_id, |(earlier, _)| {
-                earlier.min(goaway.last_request_id)
-            });
-            state.goaway = Some((last, code));
-            drop(state);
-            (last, self.shared.take_all(|id| id > last))
-        };
-        for waiter in abandoned {
-            let _ = waiter.send(Err(Error::GoingAway {
-                last_request_id: last,
-                code,
-            }));
-        }
-    }
-
-    /// Queues an unsolicited item, waiting while the queue is full.
-    async fn forward(&mut self, item: Incoming) {
-        if let Some(tx) = &self.unsolicited {
-            if tx.send(item).await.is_ok() {
-                return;
-            }
-            self.unsolicited = None;
-        }
-        tracing::debug!("unsolicited message discarded: its queue was dropped");
     }
 }

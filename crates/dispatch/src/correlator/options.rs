@@ -72,19 +72,21 @@ impl RequestOptions {
     }
 
     /// The request envelope: with a header block in front of `payload`
-    /// (a copy) and the `HEADERS` flag when an option is set, as it is
-    /// otherwise. `budget` is the deadline left now.
+    /// (a copy) and the `HEADERS` flag when an option is set or a `stream`
+    /// credit is asked, as it is otherwise. `budget` is the deadline left now.
     pub(super) fn envelope(
         &self,
         id: u64,
         msg_type: MessageType,
         payload: Bytes,
         budget: Option<Duration>,
+        stream: Option<u32>,
     ) -> Envelope {
-        if self.is_empty() {
+        if self.is_empty() && stream.is_none() {
             return Envelope::new(id, msg_type, payload);
         }
         let mut headers = Headers::default();
+        headers.stream = stream;
         headers.deadline = budget.map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         headers.traceparent = self.traceparent;
         headers.fingerprint = self.fingerprint;
@@ -93,6 +95,21 @@ impl RequestOptions {
         body.extend_from_slice(&payload);
         Envelope::new(id, msg_type, body.freeze()).with_flags(DataFlags::HEADERS)
     }
+}
+
+/// Sends the peer a cancel frame for request `id` and counts it, from a
+/// task of its own: a drop never blocks.
+pub(super) fn send_cancel(shared: &Shared, sender: &Sender, id: u64) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    shared.cancelled.fetch_add(1, Ordering::Relaxed);
+    let sender = sender.clone();
+    runtime.spawn(async move {
+        if let Err(error) = sender.send_frame(Frame::Cancel(id)).await {
+            tracing::debug!(request_id = id, %error, "cancel not sent");
+        }
+    });
 }
 
 /// Forgets a pending request when its caller stops waiting, and tells the
@@ -112,17 +129,7 @@ impl Drop for Forget<'_> {
         if !self.armed || self.shared.take(self.id).is_none() || !self.sent {
             return;
         }
-        // Never block a drop: the cancel goes out from a task of its own.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
-        let (sender, id) = (self.sender.clone(), self.id);
-        tracing::debug!(request_id = id, "request dropped: cancelling it");
-        runtime.spawn(async move {
-            if let Err(error) = sender.send_frame(Frame::Cancel(id)).await {
-                tracing::debug!(request_id = id, %error, "cancel not sent");
-            }
-        });
+        tracing::debug!(request_id = self.id, "request dropped: cancelling it");
+        send_cancel(self.shared, self.sender, self.id);
     }
 }

@@ -60,6 +60,8 @@ pub(super) enum Closed {
 pub(super) struct State {
     /// Requests sent and not yet answered, by id.
     pub(super) pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
+    /// Server streams in flight (not yet ended), by request id.
+    pub(super) streams: HashMap<u64, super::stream::Slot, BuildHasherDefault<IdHasher>>,
     /// When the timeout sweeper wakes next: at the latest, the earliest
     /// deadline pending when it last looked (`None`: it waits for a request).
     pub(super) armed: Option<Instant>,
