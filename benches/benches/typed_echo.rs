@@ -8,7 +8,12 @@
 //! `-- ROUNDS SECONDS`). Not a criterion bench: the figure wanted is the
 //! ratio of two throughputs measured under the same conditions.
 
-#![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,16 +50,26 @@ async fn round(typed: bool, clients: &[(Arc<Client>, TypedClient)], run_for: Dur
     let mut workers = Vec::new();
     for (client, typed_client) in clients {
         for _ in 0..IN_FLIGHT {
-            let (client, typed_client, done, raw_type) =
-                (client.clone(), typed_client.clone(), done.clone(), raw_type.clone());
+            let (client, typed_client, done, raw_type) = (
+                client.clone(),
+                typed_client.clone(),
+                done.clone(),
+                raw_type.clone(),
+            );
             workers.push(tokio::spawn(async move {
                 let payload = Bytes::from(vec![7u8; SIZE]);
                 while Instant::now() < until {
                     if typed {
-                        let reply = typed_client.call::<Echo>(Blob(payload.clone())).await.unwrap();
+                        let reply = typed_client
+                            .call::<Echo>(Blob(payload.clone()))
+                            .await
+                            .unwrap();
                         assert_eq!(reply.0.len(), SIZE);
                     } else {
-                        let reply = client.request_raw(raw_type.clone(), payload.clone()).await.unwrap();
+                        let reply = client
+                            .request_raw(raw_type.clone(), payload.clone())
+                            .await
+                            .unwrap();
                         assert_eq!(reply.payload.len(), SIZE);
                     }
                     done.fetch_add(1, Ordering::Relaxed);

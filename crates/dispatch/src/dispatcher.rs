@@ -16,11 +16,10 @@ use tracing::Instrument;
 
 use crate::RequestContext;
 use crate::context::deadline_of;
-use crate::handler::{BoxFuture, Handler, HandlerError, call_catching, run_catching, truncate};
-use crate::trace::dispatch_span;
 use crate::handler::{
     BoxFuture, BoxStream, Handler, HandlerError, call_catching, run_catching, truncate,
 };
+use crate::trace::dispatch_span;
 
 /// What dispatching one message produced.
 #[non_exhaustive]

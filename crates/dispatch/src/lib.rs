@@ -100,8 +100,8 @@ mod error;
 mod handler;
 mod metrics;
 mod serve;
-mod trace;
 mod stream;
+mod trace;
 
 pub use context::RequestContext;
 pub use correlator::{

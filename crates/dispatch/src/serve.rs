@@ -16,8 +16,8 @@ use crate::answer::{Counters, Limits, run_handler, send_outcome};
 use crate::context::deadline_of;
 use crate::correlator::IdHasher;
 use crate::dispatcher::Started;
-use crate::trace::dispatch_span;
 use crate::stream::{Credit, run_stream};
+use crate::trace::dispatch_span;
 use crate::{Dispatcher, Error, ServeMetrics};
 
 /// Largest accepted [`ServeConfig::max_in_flight`].

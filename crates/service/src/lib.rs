@@ -128,8 +128,8 @@ mod fingerprint;
 mod macros;
 mod method;
 mod server;
-mod trace;
 mod stream;
+mod trace;
 
 pub use client::{CallOptions, ClientConfig, MethodClient, TypedClient};
 pub use codec::{from_bytes, to_bytes};
