@@ -86,7 +86,7 @@ async fn round(typed: bool, clients: &[(Arc<Client>, TypedClient)], run_for: Dur
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 fn main() {
