@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
-use netproto_daemon::service::{CallOptions, Context, register, service};
+use futures::StreamExt;
+use netproto_daemon::service::{
+    CallOptions, Context, HandlerError, register, register_stream, service,
+};
 use netproto_daemon::{Client, NetworkConfig, SecurityMode, Server};
 use netproto_dispatch::Dispatcher;
 use serde::{Deserialize, Serialize};
@@ -51,10 +54,9 @@ service! {
         KvGet = "kv.get.v1": String => GetResult, nested(KvError, GetResult);
         /// Writes a key; answers its previous value.
         KvPut = "kv.put.v1": Put => Option<Vec<u8>>;
-        // WATCH: `kv.watch.v1`, a server stream of the writes to a key
-        // (`String => Put`), goes here once `register_stream` and
-        // `call_stream` have landed (issue 17, item 4), with a check below
-        // that a watcher sees the puts made after it started.
+        /// Watches a key, as a server stream: its value now (if any), then
+        /// every write to it.
+        KvWatch = "kv.watch.v1": String => Put;
     }
 }
 
@@ -63,7 +65,21 @@ const SLOW_PREFIX: &str = "slow/";
 /// How long the slow backend takes.
 const SLOW_READ: Duration = Duration::from_millis(300);
 
-type Store = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+/// The values, and the writes as they happen (for watchers).
+#[derive(Clone)]
+struct Store {
+    values: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    writes: tokio::sync::broadcast::Sender<Put>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            values: Arc::default(),
+            writes: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+}
 
 /// The server's dispatcher with the service's handlers.
 fn dispatcher(store: &Store) -> Arc<Dispatcher> {
@@ -77,6 +93,7 @@ fn dispatcher(store: &Store) -> Arc<Dispatcher> {
                 tokio::time::sleep(SLOW_READ).await;
             }
             let value = store
+                .values
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&key)
@@ -88,9 +105,46 @@ fn dispatcher(store: &Store) -> Arc<Dispatcher> {
     register::<KvPut, _, _>(&dispatcher, move |_context: Context, put: Put| {
         let store = writes.clone();
         async move {
-            let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-            Ok(store.insert(put.key, put.value))
+            let previous = store
+                .values
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(put.key.clone(), put.value.clone());
+            // No watcher is not an error.
+            let _ = store.writes.send(put);
+            Ok(previous)
         }
+    });
+    let watched = store.clone();
+    register_stream::<KvWatch, _, _>(&dispatcher, move |_context: Context, key: String| {
+        // Subscribed before the current value is read: no write falls
+        // between the two.
+        let writes = watched.writes.subscribe();
+        let now = watched
+            .values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .map(|value| Put {
+                key: key.clone(),
+                value: value.clone(),
+            });
+        let later = futures::stream::unfold((writes, key), |(mut writes, key)| async move {
+            loop {
+                match writes.recv().await {
+                    Ok(put) if put.key == key => return Some((Ok(put), (writes, key))),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        return Some((
+                            Err(HandlerError::failed("the watcher fell behind")),
+                            (writes, key),
+                        ));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        futures::stream::iter(now.map(Ok)).chain(later)
     });
     dispatcher
 }
@@ -154,6 +208,26 @@ async fn run() -> anyhow::Result<()> {
             "{key}: {value:?}"
         );
     }
+
+    // A watcher of alpha gets its value now, then the writes made after.
+    let mut watch = Box::pin(kv.call_stream::<KvWatch>("alpha".into()));
+    let first = watch.next().await.context("the watch ended")??;
+    ensure!(first.value == b"3", "watch started with {first:?}");
+    for value in ["5", "6"] {
+        kv.call::<KvPut>(Put {
+            key: "alpha".into(),
+            value: value.into(),
+        })
+        .await?;
+        let seen = watch.next().await.context("the watch ended")??;
+        println!(
+            "kv.watch.v1 alpha -> {}",
+            String::from_utf8_lossy(&seen.value)
+        );
+        ensure!(seen.value == value.as_bytes(), "watch saw {seen:?}");
+    }
+    // Dropping the stream cancels it on the server.
+    drop(watch);
 
     let missing = kv.call::<KvGet>("delta".into()).await?;
     println!("kv.get.v1 delta -> {missing:?}");
