@@ -80,7 +80,9 @@ impl Reader {
     /// yet.
     async fn close_with<R: AsyncRead + Unpin>(&mut self, frame: &Frame, io: &mut R) {
         if self.outgoing.close_with(frame) {
-            let mut sink = [0; 4096];
+            // On the heap: a buffer in this future would sit in every
+            // connection's reader task for its whole life.
+            let mut sink = vec![0; 4096];
             let drain = async { while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {} };
             tokio::select! {
                 _ = tokio::time::timeout(CLOSE_LINGER, drain) => {}
