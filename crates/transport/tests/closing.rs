@@ -343,3 +343,44 @@ async fn a_peer_announcing_a_frame_limit_below_the_minimum_is_refused() {
         "{err:?}"
     );
 }
+
+/// A peer that neither reads to the end nor closes: the server still gets
+/// its error frame and FIN out, stops draining after its linger (1 s), and
+/// the connection ends on its side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_after_an_error_ends_by_itself_when_the_peer_never_closes() {
+    let (addr, server) = spawn_echo_server().await;
+    let mut stream = raw_plain(addr).await;
+    stream.write_all(&header(0, 0x0a, 0)).await.unwrap();
+    let started = std::time::Instant::now();
+    // The error frame and the server's FIN come at once: read them first,
+    // before a reset could destroy them.
+    let frames = frames_until_end(&mut stream).await;
+    assert!(
+        matches!(frames.as_slice(), [Frame::Error(e)] if e.code == ErrorCode::PROTOCOL),
+        "{frames:?}"
+    );
+    // The peer keeps its socket open and sends more, never closing, until
+    // a write fails: the server has closed its socket.
+    let keep_sending = async {
+        for _ in 0..100 {
+            if stream.write_all(&[0xee; 64]).await.is_err() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    };
+    let (ended, closed_after) = tokio::join!(
+        async { tokio::time::timeout(LIMIT, server).await.unwrap().unwrap() },
+        keep_sending
+    );
+    assert!(ended.as_ref().is_err_and(Error::is_protocol), "{ended:?}");
+    // The drain stopped by itself after its linger of 1 s (and not at
+    // once: the peer's bytes were read and dropped meanwhile).
+    let closed_after = closed_after.expect("the server never closed its socket");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
+        "{closed_after:?}"
+    );
+}
