@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use netproto_transport::{Connection, Incoming, Receiver, Sender};
-use netproto_wire::{ErrorCode, ErrorFrame, Frame, GoAway};
+use netproto_wire::{DataFlags, ErrorCode, ErrorFrame, Frame, GoAway};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
@@ -147,13 +148,18 @@ impl Dispatcher {
     /// its reply or error frame is sent back under its id. Synchronous
     /// handlers run inline; async handlers run concurrently, at most
     /// [`ServeConfig::max_in_flight`] at a time, each bounded by
-    /// [`ServeConfig::request_timeout`]. One-way messages (id 0) are handled
-    /// and never answered. Nothing is answered without a handler: register
+    /// [`ServeConfig::request_timeout`]. An async handler is polled once on
+    /// the connection's task first: one that is ready at once (no await
+    /// that waits) is answered there, without a task of its own; so keep
+    /// blocking work out of handlers of either kind. One-way messages (id 0)
+    /// are handled and never answered. Nothing is answered without a handler: register
     /// `PING` and `ECHO` handlers if you want them answered.
     ///
     /// A request's header block (PROTOCOL.md Part III §2) is taken off
     /// first; a malformed one ends the connection (an error frame with
-    /// [`ErrorCode::BAD_MESSAGE`], then [`Error::Wire`]). A request whose
+    /// [`ErrorCode::BAD_MESSAGE`], then [`Error::Wire`]), and so does a
+    /// data frame with the `STREAM` flag, which only responders send
+    /// ([`ErrorCode::PROTOCOL`], Part III §4). A request whose
     /// `deadline` passes before its answer has its handler dropped and is
     /// answered [`ErrorCode::DEADLINE_EXCEEDED`] (a deadline already passed
     /// on arrival is answered so at once; a synchronous handler is not
@@ -253,6 +259,10 @@ impl Dispatcher {
             match item {
                 Ok(Some(Incoming::Message(mut envelope))) => {
                     let id = envelope.request_id;
+                    if envelope.flags.contains(DataFlags::STREAM) {
+                        let error = netproto_wire::Error::ClientStream;
+                        break Err(state.end_with(ErrorCode::PROTOCOL, error).await);
+                    }
                     if state.going_away {
                         state.refuse(id).await;
                         continue;
@@ -260,7 +270,9 @@ impl Dispatcher {
                     // One test of a flag bit when there is no header block.
                     let headers = match envelope.take_headers() {
                         Ok(headers) => headers,
-                        Err(error) => break Err(state.malformed(error).await),
+                        Err(error) => {
+                            break Err(state.end_with(ErrorCode::BAD_MESSAGE, error).await);
+                        }
                     };
                     if id == 0 {
                         state.report.one_way += 1;
@@ -276,16 +288,8 @@ impl Dispatcher {
                     } else {
                         span.in_scope(|| self.start(envelope, headers.as_ref(), deadline))
                     };
-                    match begun {
-                        Started::Done(outcome) => {
-                            drop(permit);
-                            if id != 0 {
-                                config.metrics.request_duration.record(started.elapsed());
-                            }
-                            send_outcome(&state.sender, outcome, &state.counters)
-                                .instrument(span)
-                                .await;
-                        }
+                    let outcome = match begun {
+                        Started::Done(outcome) => outcome,
                         Started::Stream(producer) if id != 0 => {
                             let credit = Arc::new(Credit::new(producer.credit));
                             let limits = Limits {
@@ -307,24 +311,47 @@ impl Dispatcher {
                                 .running
                                 .insert(id, tasks.spawn(stream.instrument(span)));
                             state.streams.insert(id, credit);
+                            continue;
                         }
                         Started::Stream(_) => {
                             tracing::debug!("one-way message to a stream handler ignored");
+                            continue;
                         }
-                        Started::Pending(future) => {
-                            let sender = state.sender.clone();
-                            let counters = state.counters.clone();
-                            let timeout = config.request_timeout;
-                            let limits = Limits { timeout, deadline };
-                            let task = tasks.spawn(
-                                run_handler(id, future, limits, sender, counters, permit)
-                                    .instrument(span),
-                            );
-                            if id != 0 {
-                                state.running.insert(id, task);
+                        Started::Pending(mut future) => {
+                            // Most handlers answer without waiting: one poll
+                            // here saves a task, its timer and its entry in
+                            // the cancel map. Only a handler that is not
+                            // ready is spawned; its task polls it again, with
+                            // its own waker.
+                            let polled = std::future::poll_fn(|cx| {
+                                Poll::Ready(span.in_scope(|| future.as_mut().poll(cx)))
+                            })
+                            .await;
+                            if let Poll::Ready(outcome) = polled {
+                                outcome
+                            } else {
+                                let sender = state.sender.clone();
+                                let counters = state.counters.clone();
+                                let timeout = config.request_timeout;
+                                let limits = Limits { timeout, deadline };
+                                let task = tasks.spawn(
+                                    run_handler(id, future, limits, sender, counters, permit)
+                                        .instrument(span),
+                                );
+                                if id != 0 {
+                                    state.running.insert(id, task);
+                                }
+                                continue;
                             }
                         }
+                    };
+                    drop(permit);
+                    if id != 0 {
+                        config.metrics.request_duration.record(started.elapsed());
                     }
+                    send_outcome(&state.sender, outcome, &state.counters)
+                        .instrument(span)
+                        .await;
                 }
                 Ok(Some(Incoming::GoAway(goaway))) => {
                     tracing::debug!(
@@ -468,12 +495,14 @@ impl Serving {
         }
     }
 
-    /// Ends the connection on a malformed header block (PROTOCOL.md Part III
-    /// §2: `BAD_MESSAGE`, as a malformed envelope): an error frame for the
-    /// connection, then the sending side is closed.
-    async fn malformed(&mut self, error: netproto_wire::Error) -> Error {
-        tracing::debug!(%error, "malformed header block");
-        let frame = ErrorFrame::new(0, ErrorCode::BAD_MESSAGE, error.to_string());
+    /// Ends the connection on the peer's violation: an error frame for the
+    /// connection with `code` and the error's text, then the sending side is
+    /// closed. A malformed header block is `BAD_MESSAGE`, as a malformed
+    /// envelope (PROTOCOL.md Part III §2); a requester's stream item is
+    /// `PROTOCOL` (§4).
+    async fn end_with(&mut self, code: ErrorCode, error: netproto_wire::Error) -> Error {
+        tracing::debug!(%error, "ending the connection");
+        let frame = ErrorFrame::new(0, code, error.to_string());
         if let Err(error) = self.sender.send_frame(Frame::Error(frame)).await {
             tracing::debug!(%error, "cannot send the error frame");
         }

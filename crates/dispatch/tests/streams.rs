@@ -11,6 +11,7 @@
     clippy::print_stdout
 )]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,8 +22,11 @@ use netproto_dispatch::{
     Correlator, CorrelatorConfig, Dispatcher, Error, HandlerError, RequestOptions, ServeConfig,
     ServeReport, ServerStream,
 };
-use netproto_transport::{Acceptor, ClientSecurity, ConnectionConfig, Connector, ServerSecurity};
-use netproto_wire::{ErrorCode, Message, MessageType};
+use netproto_transport::{
+    Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Incoming, Receiver,
+    ServerSecurity,
+};
+use netproto_wire::{DataFlags, Envelope, ErrorCode, ErrorFrame, Message, MessageType};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -46,25 +50,62 @@ async fn connect(
     watch::Sender<bool>,
     JoinHandle<Result<ServeReport, Error>>,
 ) {
+    let (addr, stop, server) = serve_one(dispatcher).await;
+    let (client, _unsolicited) =
+        Correlator::new(dial(addr).await, &CorrelatorConfig::default()).unwrap();
+    (Arc::new(client), stop, server)
+}
+
+/// A server on loopback TCP serving one connection with `dispatcher`.
+async fn serve_one(
+    dispatcher: &Arc<Dispatcher>,
+) -> (
+    SocketAddr,
+    watch::Sender<bool>,
+    JoinHandle<Result<ServeReport, Error>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, shutdown) = watch::channel(false);
     let dispatcher = dispatcher.clone();
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let acceptor = Acceptor::new(ServerSecurity::Plain, ConnectionConfig::default()).unwrap();
-        let conn = acceptor.accept(tcp).await.unwrap();
+        let conn = accept(&listener).await;
         dispatcher
             .serve(conn, &ServeConfig::default(), shutdown)
             .await
     });
+    (addr, stop, server)
+}
+
+/// The next connection on `listener`, in plain mode.
+async fn accept(listener: &TcpListener) -> Connection {
+    let (tcp, _) = listener.accept().await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let acceptor = Acceptor::new(ServerSecurity::Plain, ConnectionConfig::default()).unwrap();
+    acceptor.accept(tcp).await.unwrap()
+}
+
+/// A plain-mode connection to `addr`.
+async fn dial(addr: SocketAddr) -> Connection {
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let connector = Connector::new(ClientSecurity::Plain, ConnectionConfig::default()).unwrap();
-    let conn = connector.connect(tcp).await.unwrap();
-    let (client, _unsolicited) = Correlator::new(conn, &CorrelatorConfig::default()).unwrap();
-    (Arc::new(client), stop, server)
+    connector.connect(tcp).await.unwrap()
+}
+
+/// The next error frame `receiver` gets, within 10 s; other frames are
+/// skipped.
+async fn next_error(receiver: &mut Receiver) -> ErrorFrame {
+    loop {
+        let incoming = tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+            .await
+            .expect("an error frame within 10 s");
+        match incoming {
+            Ok(Some(Incoming::Error(frame))) => return frame,
+            Ok(Some(_)) => {}
+            other => panic!("the connection ended without an error frame: {other:?}"),
+        }
+    }
 }
 
 fn name(name: &str) -> MessageType {
@@ -352,6 +393,77 @@ async fn a_stream_method_without_the_stream_header_is_refused() {
     assert_eq!(items, [echo.payload]);
     assert_eq!(client.cancelled(), 0);
     stop_server(&stop, server).await;
+}
+
+/// A responder that sends one item more than the credit granted: the
+/// requester ends the connection (PROTOCOL.md Part III §4), with an error
+/// frame saying why, and the stream fails after the items it had room for.
+#[tokio::test]
+async fn an_item_beyond_the_credit_ends_the_connection() {
+    const CREDIT: u32 = 2;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let responder = tokio::spawn(async move {
+        let (sender, mut receiver, _info) = accept(&listener).await.split();
+        let Ok(Some(Incoming::Message(request))) = receiver.recv().await else {
+            panic!("a request first");
+        };
+        for i in 0..=u64::from(CREDIT) {
+            let item = Envelope::new(
+                request.request_id,
+                request.msg_type.clone(),
+                Bytes::copy_from_slice(&i.to_be_bytes()),
+            )
+            .with_flags(DataFlags::STREAM);
+            sender.send(item).await.unwrap();
+        }
+        next_error(&mut receiver).await
+    });
+    let (client, _unsolicited) =
+        Correlator::new(dial(addr).await, &CorrelatorConfig::default()).unwrap();
+    // Nothing is read from the stream until the responder has its answer,
+    // so no credit is granted again meanwhile.
+    let stream = count(&client, 10, CREDIT).await;
+    let frame = responder.await.unwrap();
+    assert_eq!(frame.request_id, 0);
+    assert_eq!(frame.code, ErrorCode::PROTOCOL);
+    assert_eq!(frame.message, "stream item beyond its credit");
+    let items: Vec<Result<Bytes, Error>> =
+        tokio::time::timeout(Duration::from_secs(10), stream.collect())
+            .await
+            .unwrap();
+    assert!(items.len() <= CREDIT as usize + 1, "{items:?}");
+    let (last, kept) = items.split_last().unwrap();
+    for (i, item) in kept.iter().enumerate() {
+        assert_eq!(value(item.as_ref().unwrap()), i as u64);
+    }
+    let error = last.as_ref().unwrap_err();
+    assert!(error.is_connection_lost(), "{error}");
+}
+
+/// A data frame with the `STREAM` flag from the requester (a client
+/// stream, reserved) ends the connection with `PROTOCOL`.
+#[tokio::test]
+async fn a_stream_item_from_the_requester_ends_the_connection() {
+    let produced = Arc::new(AtomicU64::new(0));
+    let (addr, _stop, server) = serve_one(&counting(&produced)).await;
+    let (sender, mut receiver, _info) = dial(addr).await.split();
+    let item =
+        Envelope::new(1, name("ECHO"), Bytes::from_static(b"item")).with_flags(DataFlags::STREAM);
+    sender.send(item).await.unwrap();
+    let frame = next_error(&mut receiver).await;
+    assert_eq!((frame.request_id, frame.code), (0, ErrorCode::PROTOCOL));
+    assert_eq!(frame.message, "client stream items are not supported");
+    let ended = tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await;
+    assert!(matches!(ended, Ok(Ok(None) | Err(_))), "{ended:?}");
+    let served = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(served, Err(Error::Wire(netproto_wire::Error::ClientStream))),
+        "{served:?}"
+    );
 }
 
 /// The resident set of this process, in KiB (Linux only).

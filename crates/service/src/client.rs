@@ -11,14 +11,14 @@ use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use netproto_dispatch::{Correlator, MAX_IN_FLIGHT, RequestOptions};
+use netproto_dispatch::{Correlator, RequestOptions};
 use netproto_wire::Traceparent;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::PollSemaphore;
 use tower::Service;
 
 use crate::method::msg_type;
-use crate::{CallError, Context, Error, Method, fingerprint, from_bytes, to_bytes};
+use crate::{CallError, Context, Method, fingerprint, from_bytes, to_bytes};
 
 /// What a typed call carries besides its value, for
 /// [`TypedClient::call_with`]: a deadline and a trace context. Every call
@@ -92,73 +92,23 @@ impl CallOptions {
     }
 }
 
-/// Tunables of a [`TypedClient`].
-///
-/// Mutate a default; [`TypedClient::with_config`] validates it.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// Typed calls in flight on the connection at most, all methods and
-    /// handles together. A call beyond it waits for one to finish, and a
-    /// [`MethodClient`]'s `poll_ready` is pending meanwhile, so tower's
-    /// layers above it see the backpressure. Keep it at or below the
-    /// server's `max_in_flight`. Default 256 (the dispatcher's default).
-    pub max_in_flight: usize,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self { max_in_flight: 256 }
-    }
-}
-
-impl ClientConfig {
-    /// Checks every value.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] naming the first value that is zero or out of range.
-    pub fn validate(&self) -> Result<(), Error> {
-        if self.max_in_flight == 0 || self.max_in_flight > MAX_IN_FLIGHT {
-            return Err(Error::Config("max_in_flight must be between 1 and 2^20"));
-        }
-        Ok(())
-    }
-}
-
 /// Typed calls over one connection's [`Correlator`].
 ///
-/// Cheap to clone: clones share the correlator and the in-flight budget
-/// ([`ClientConfig::max_in_flight`]). Timeouts, goaways and lost
-/// connections are the correlator's (see its documentation); they come back
-/// as [`CallError::Connection`].
+/// Cheap to clone. Every call waits for room in the connection's in-flight
+/// budget ([`Correlator::capacity`], set by the correlator's
+/// [`max_in_flight`](netproto_dispatch::CorrelatorConfig::max_in_flight)),
+/// shared by every typed client and [`MethodClient`] of the connection.
+/// Timeouts, goaways and lost connections are the correlator's (see its
+/// documentation); they come back as [`CallError::Connection`].
 #[derive(Debug, Clone)]
 pub struct TypedClient {
     correlator: Arc<Correlator>,
-    capacity: Arc<Semaphore>,
 }
 
 impl TypedClient {
-    /// Typed calls over `correlator`, with the default [`ClientConfig`].
+    /// Typed calls over `correlator`.
     pub fn new(correlator: Arc<Correlator>) -> Self {
-        Self::build(correlator, ClientConfig::default().max_in_flight)
-    }
-
-    /// Typed calls over `correlator`, tuned by `config`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for an invalid `config`.
-    pub fn with_config(correlator: Arc<Correlator>, config: &ClientConfig) -> Result<Self, Error> {
-        config.validate()?;
-        Ok(Self::build(correlator, config.max_in_flight))
-    }
-
-    fn build(correlator: Arc<Correlator>, max_in_flight: usize) -> Self {
-        Self {
-            correlator,
-            capacity: Arc::new(Semaphore::new(max_in_flight)),
-        }
+        Self { correlator }
     }
 
     /// The correlator the calls go through.
@@ -168,7 +118,7 @@ impl TypedClient {
 
     /// Calls that could start now without waiting for the in-flight budget.
     pub fn available(&self) -> usize {
-        self.capacity.available_permits()
+        self.correlator.capacity().available_permits()
     }
 
     /// Calls method `M` with `request` and waits for its response, first
@@ -218,7 +168,7 @@ impl TypedClient {
     pub fn method<M: Method>(&self) -> MethodClient<M> {
         MethodClient {
             client: self.clone(),
-            semaphore: PollSemaphore::new(self.capacity.clone()),
+            semaphore: PollSemaphore::new(self.correlator.capacity().clone()),
             permit: None,
             method: PhantomData,
         }
@@ -227,7 +177,12 @@ impl TypedClient {
     /// Room for one call. The semaphore is never closed, so `None` cannot
     /// happen; the call then goes ahead without a permit.
     pub(crate) async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        self.capacity.clone().acquire_owned().await.ok()
+        self.correlator
+            .capacity()
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()
     }
 
     /// Sends one encoded request and decodes its answer.
@@ -265,11 +220,13 @@ pub(crate) fn encode<M: Method>(request: &M::Request) -> Result<Bytes, CallError
 /// A [`TypedClient`] for one method: a [`tower::Service`] taking
 /// `M::Request` and answering `M::Response`.
 ///
-/// `poll_ready` is ready when the connection's in-flight budget
-/// ([`ClientConfig::max_in_flight`], shared with every other call on the
-/// [`TypedClient`]) has room, and reserves that room for the next `call`;
-/// it is pending while the budget is spent. A clone starts without a
-/// reservation. A `call` without a ready poll first waits for room itself.
+/// `poll_ready` reflects the connection: it fails when the connection
+/// takes no more requests (closed, lost, or going away: a balancer then
+/// drops this endpoint), is pending while the connection's in-flight budget
+/// ([`Correlator::capacity`], shared with every typed call on it) is spent,
+/// and is ready otherwise, reserving that room for the next `call`. A clone
+/// starts without a reservation. A `call` without a ready poll first waits
+/// for room itself.
 ///
 /// # Examples
 ///
@@ -327,6 +284,10 @@ impl<M: Method> Service<M::Request> for MethodClient<M> {
     type Future = Pin<Box<dyn Future<Output = Result<M::Response, CallError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), CallError>> {
+        if let Err(error) = self.client.correlator.check_open() {
+            self.permit = None;
+            return Poll::Ready(Err(CallError::from_dispatch(M::NAME, error)));
+        }
         if self.permit.is_none() {
             // `None` only for a closed semaphore, which ours never is.
             self.permit = ready!(self.semaphore.poll_acquire(cx));

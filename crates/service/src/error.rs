@@ -1,9 +1,9 @@
-//! The errors of this crate: [`Error`] for encoding and configuration,
+//! The errors of this crate: [`Error`] for encoding and decoding,
 //! [`CallError`] for a typed call.
 
 use netproto_wire::ErrorCode;
 
-/// A value that could not be encoded or decoded, or a bad configuration.
+/// A value that could not be encoded or decoded.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -19,9 +19,6 @@ pub enum Error {
         /// How many bytes were left.
         len: usize,
     },
-    /// A configuration value is zero or out of range.
-    #[error("invalid configuration: {0}")]
-    Config(&'static str),
 }
 
 /// Why a typed call failed.

@@ -131,7 +131,7 @@ mod server;
 mod stream;
 mod trace;
 
-pub use client::{CallOptions, ClientConfig, MethodClient, TypedClient};
+pub use client::{CallOptions, MethodClient, TypedClient};
 pub use codec::{from_bytes, to_bytes};
 pub use context::{Context, Request};
 pub use error::{CallError, Error};

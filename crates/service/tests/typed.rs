@@ -19,8 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use netproto_dispatch::{Correlator, CorrelatorConfig, Dispatcher, HandlerError, ServeConfig};
 use netproto_service::{
-    CallError, CallOptions, ClientConfig, Context, Error, Method, Request, TypedClient,
-    fingerprint, register, register_service, service, to_bytes,
+    CallError, CallOptions, Context, Error, Method, Request, TypedClient, fingerprint, register,
+    register_service, service, to_bytes,
 };
 use netproto_transport::{Acceptor, ClientSecurity, ConnectionConfig, Connector, ServerSecurity};
 use netproto_wire::{Envelope, ErrorCode, MessageType};
@@ -37,7 +37,7 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(dispatcher: &Arc<Dispatcher>, config: &ClientConfig) -> Self {
+    async fn new(dispatcher: &Arc<Dispatcher>, config: &CorrelatorConfig) -> Self {
         let (client_io, server_io) = tokio::io::duplex(256 * 1024);
         let acceptor = Acceptor::new(ServerSecurity::Plain, ConnectionConfig::default()).unwrap();
         let connector = Connector::new(ClientSecurity::Plain, ConnectionConfig::default()).unwrap();
@@ -51,9 +51,8 @@ impl Setup {
                 .unwrap();
         });
         let conn = connector.connect(client_io).await.unwrap();
-        let (correlator, _unsolicited) =
-            Correlator::new(conn, &CorrelatorConfig::default()).unwrap();
-        let client = TypedClient::with_config(Arc::new(correlator), config).unwrap();
+        let (correlator, _unsolicited) = Correlator::new(conn, config).unwrap();
+        let client = TypedClient::new(Arc::new(correlator));
         Self {
             client,
             stop,
@@ -62,7 +61,7 @@ impl Setup {
     }
 
     async fn plain(dispatcher: &Arc<Dispatcher>) -> Self {
-        Self::new(dispatcher, &ClientConfig::default()).await
+        Self::new(dispatcher, &CorrelatorConfig::default()).await
     }
 
     async fn finish(self) {
@@ -151,7 +150,10 @@ async fn a_typed_call_round_trips_with_its_context() {
             .iter()
             .all(|c| c.deadline().is_none() && c.traceparent().is_none())
     );
-    assert_eq!(client.available(), ClientConfig::default().max_in_flight);
+    assert_eq!(
+        client.available(),
+        CorrelatorConfig::default().max_in_flight
+    );
     setup.finish().await;
 }
 
@@ -570,7 +572,7 @@ async fn a_client_side_concurrency_limit_holds_calls_back() {
 async fn poll_ready_waits_for_the_connections_in_flight_budget() {
     let gate = Arc::new(Semaphore::new(0));
     let peak = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
-    let mut config = ClientConfig::default();
+    let mut config = CorrelatorConfig::default();
     config.max_in_flight = 2;
     let setup = Setup::new(&gated_counting(&gate, &peak), &config).await;
     let sleep = setup.client.method::<Sleep>();
@@ -604,6 +606,18 @@ async fn poll_ready_waits_for_the_connections_in_flight_budget() {
     gate.add_permits(1);
     assert_eq!(waiting.call(4).await.unwrap(), 4);
     assert_eq!(setup.client.available(), 2);
+    // Another typed client of the same connection shares its budget.
+    let other = TypedClient::new(setup.client.correlator().clone());
+    let _held = other.method::<Sleep>().ready_oneshot().await.unwrap();
+    assert_eq!(setup.client.available(), 1);
+    drop(_held);
+    // A closed connection fails readiness at once: a balancer drops it.
+    setup.client.correlator().close().await.unwrap();
+    let error = waiting.poll_ready(&mut cx);
+    let Poll::Ready(Err(error)) = error else {
+        panic!("a closed connection is not ready: {error:?}");
+    };
+    assert!(matches!(error, CallError::Connection { .. }), "{error}");
     setup.finish().await;
 }
 
@@ -623,7 +637,7 @@ async fn a_client_side_timeout_layer_gives_up_and_forgets_the_request() {
     assert_eq!(setup.client.correlator().pending(), 0);
     assert_eq!(
         setup.client.available(),
-        ClientConfig::default().max_in_flight
+        CorrelatorConfig::default().max_in_flight
     );
     gate.add_permits(2);
     assert_eq!(setup.client.call::<Sleep>(2).await.unwrap(), 2);

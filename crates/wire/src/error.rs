@@ -64,6 +64,10 @@ pub enum Error {
     /// knows has a value of the wrong shape.
     #[error("malformed header block")]
     BadHeaders,
+    /// A requester sent a data frame with the `STREAM` flag: client
+    /// streams are reserved (PROTOCOL.md Part III §4).
+    #[error("client stream items are not supported")]
+    ClientStream,
     /// A message type name is empty or longer than [`MAX_TYPE_LEN`](crate::MAX_TYPE_LEN).
     #[error("message type name of {0} bytes is out of range")]
     BadTypeName(usize),

@@ -24,6 +24,13 @@ pub struct CorrelatorConfig {
     /// read the queue, or drop it to discard unsolicited messages.
     /// Default 64.
     pub unsolicited_limit: usize,
+    /// Calls in flight at most for the callers that wait for room in the
+    /// connection's [`capacity`](Correlator::capacity) before they send:
+    /// typed calls and their tower services (`netproto-service`), whose
+    /// `poll_ready` is pending while it is spent. Keep it at or below the
+    /// server's `max_in_flight`. Requests sent with the correlator's own
+    /// methods do not wait for it. Default 256 (the server's default).
+    pub max_in_flight: usize,
 }
 
 impl Default for CorrelatorConfig {
@@ -31,6 +38,7 @@ impl Default for CorrelatorConfig {
         Self {
             request_timeout: Duration::from_secs(30),
             unsolicited_limit: 64,
+            max_in_flight: 256,
         }
     }
 }
@@ -53,6 +61,9 @@ impl CorrelatorConfig {
             return Err(Error::Config(
                 "unsolicited_limit must be between 1 and 2^20",
             ));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > crate::MAX_IN_FLIGHT {
+            return Err(Error::Config("max_in_flight must be between 1 and 2^20"));
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use netproto_transport::{Connection, ConnectionInfo, Incoming, Sender};
 use netproto_wire::{Envelope, Message, MessageType};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -122,6 +122,7 @@ pub struct Correlator {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     request_timeout: Duration,
+    capacity: Arc<Semaphore>,
     reader: AbortHandle,
     sweeper: AbortHandle,
     info: ConnectionInfo,
@@ -169,6 +170,7 @@ impl Correlator {
             shared,
             next_id: AtomicU64::new(1),
             request_timeout: config.request_timeout,
+            capacity: Arc::new(Semaphore::new(config.max_in_flight)),
             reader,
             sweeper,
             info,
@@ -179,6 +181,25 @@ impl Correlator {
     /// What the connection's handshake established about the peer.
     pub fn info(&self) -> &ConnectionInfo {
         &self.info
+    }
+
+    /// The connection's in-flight budget
+    /// ([`CorrelatorConfig::max_in_flight`] permits): callers that must not
+    /// overrun the peer take a permit before sending and hold it until the
+    /// answer. Typed calls do; this correlator's own methods do not.
+    pub fn capacity(&self) -> &Arc<Semaphore> {
+        &self.capacity
+    }
+
+    /// Whether a request sent now could go out: `Ok` while the connection
+    /// is open, and otherwise the error the request would fail with
+    /// ([`Error::Closed`], [`Error::GoingAway`] or [`Error::Disconnected`]).
+    ///
+    /// # Errors
+    ///
+    /// As above.
+    pub fn check_open(&self) -> Result<(), Error> {
+        refuse(&self.shared.lock()).map_or(Ok(()), Err)
     }
 
     /// Requests sent and not yet answered.
@@ -389,12 +410,6 @@ impl Correlator {
                 return id;
             }
         }
-    }
-
-    /// Fails fast when no request may be sent.
-    fn check_open(&self) -> Result<(), Error> {
-        let state = self.shared.lock();
-        refuse(&state).map_or(Ok(()), Err)
     }
 
     /// Maps a failed send: a closed queue means the connection is gone.
