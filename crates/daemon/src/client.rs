@@ -43,27 +43,17 @@ enum Failure {
 }
 
 impl Failure {
-    /// The error for one waiting request: [`Error::KeyChanged`] as it is
-    /// (it is never retried), [`Error::GaveUp`] otherwise.
+    /// The error for one waiting request: an authentication failure as it
+    /// is (it is never retried: [`Error::is_authentication`]),
+    /// [`Error::GaveUp`] otherwise.
     fn to_error(&self) -> Error {
         match self {
-            Self::GaveUp { attempts, last } => match &**last {
-                Error::KeyChanged {
-                    address,
-                    presented,
-                    known,
-                    file,
-                } => Error::KeyChanged {
-                    address: address.clone(),
-                    presented: presented.clone(),
-                    known: known.clone(),
-                    file: file.clone(),
-                },
-                _ => Error::GaveUp {
+            Self::GaveUp { attempts, last } => {
+                last.authentication_copy().unwrap_or_else(|| Error::GaveUp {
                     attempts: *attempts,
                     last: last.clone(),
-                },
-            },
+                })
+            }
             Self::Closed => Error::Dispatch(netproto_dispatch::Error::Closed),
         }
     }
@@ -116,6 +106,12 @@ struct Inner {
 ///   meanwhile waits for that same round; when it fails, they all fail with
 ///   [`Error::GaveUp`] and the last attempt's error, and the request after
 ///   that starts a new round.
+/// - A failure that would repeat as it is ends the round at once, and an
+///   authentication failure comes as it is, not in [`Error::GaveUp`]: a
+///   server key other than the pinned one
+///   ([`Error::ServerKeyMismatch`]) or the remembered one
+///   ([`Error::KeyChanged`]), a TLS certificate that fails verification
+///   ([`Error::is_authentication`]).
 /// - A request takes at most `response_timeout` in all, waiting for a
 ///   connection included.
 pub struct Client {
@@ -145,8 +141,11 @@ impl Client {
     /// # Errors
     ///
     /// Configuration errors; [`Error::GaveUp`] with the last failure when no
-    /// attempt succeeded; [`Error::KeyChanged`] when the server's key differs
-    /// from the remembered one (never retried).
+    /// attempt succeeded; without retrying, [`Error::ServerKeyMismatch`] when
+    /// the server's key is not the pinned one, [`Error::KeyChanged`] when it
+    /// differs from the remembered one, and the transport's error when the
+    /// server's TLS certificate fails verification
+    /// ([`Error::is_authentication`]).
     pub async fn connect(config: NetworkConfig) -> Result<Self> {
         config.validate()?;
         let settings = config.client;
@@ -166,7 +165,7 @@ impl Client {
             }),
             replies: std::sync::Mutex::new(VecDeque::new()),
         };
-        client.connected().await?;
+        client.inner.connected().await?;
         Ok(client)
     }
 
@@ -185,10 +184,7 @@ impl Client {
     /// connection; the errors of a reconnection as for
     /// [`connect`](Self::connect).
     pub async fn request(&self, message: &Message) -> Result<Message> {
-        let (correlator, timeout) = self.ready().await?;
-        let result = correlator.request_with_timeout(message, timeout).await;
-        self.forget_if_lost(&correlator, &result);
-        Ok(result?)
+        self.inner.request(message).await
     }
 
     /// Sends a request of type `msg_type` with a raw payload and waits for
@@ -202,11 +198,11 @@ impl Client {
         msg_type: netproto_wire::MessageType,
         payload: bytes::Bytes,
     ) -> Result<netproto_wire::Envelope> {
-        let (correlator, timeout) = self.ready().await?;
+        let (correlator, timeout) = self.inner.ready().await?;
         let result = correlator
             .request_raw_with_timeout(msg_type, payload, timeout)
             .await;
-        self.forget_if_lost(&correlator, &result);
+        self.inner.forget_if_lost(&correlator, &result);
         Ok(result?)
     }
 
@@ -225,43 +221,8 @@ impl Client {
     /// As [`connect`](Self::connect) when no connection can be made within
     /// `response_timeout`.
     pub async fn typed(&self) -> Result<netproto_service::TypedClient> {
-        let (correlator, _) = self.ready().await?;
+        let (correlator, _) = self.inner.ready().await?;
         Ok(netproto_service::TypedClient::new(correlator))
-    }
-
-    /// The live connection and the time the request has left for its
-    /// answer: all of `response_timeout` when connected, what is left of it
-    /// after waiting for a reconnection otherwise.
-    async fn ready(&self) -> Result<(Arc<Correlator>, Duration)> {
-        let timeout = self.inner.settings.response_timeout;
-        if let Link::Up(correlator) = &*lock(&self.inner.link) {
-            return Ok((correlator.clone(), timeout));
-        }
-        let start = Instant::now();
-        let correlator = tokio::time::timeout_at(start + timeout, self.connected())
-            .await
-            .map_err(|_| netproto_dispatch::Error::Timeout(timeout))??;
-        let left = timeout.saturating_sub(start.elapsed());
-        Ok((correlator, left.max(Duration::from_millis(1))))
-    }
-
-    /// Forgets the connection when a request's result says it takes no more
-    /// requests, so that the next request reconnects.
-    fn forget_if_lost<T>(
-        &self,
-        dead: &Arc<Correlator>,
-        result: &std::result::Result<T, netproto_dispatch::Error>,
-    ) {
-        if result
-            .as_ref()
-            .is_err_and(netproto_dispatch::Error::is_connection_lost)
-        {
-            let mut link = lock(&self.inner.link);
-            if matches!(&*link, Link::Up(live) if Arc::ptr_eq(live, dead)) {
-                tracing::debug!("connection lost; the next request reconnects");
-                *link = Link::Down;
-            }
-        }
     }
 
     /// Sends `message` as a request without waiting; [`recv`](Self::recv)
@@ -270,11 +231,11 @@ impl Client {
     /// # Errors
     ///
     /// The errors of a reconnection, as for [`connect`](Self::connect).
-    pub async fn send(self: &Arc<Self>, message: Message) -> Result<()> {
+    pub async fn send(&self, message: Message) -> Result<()> {
         // Connect (or fail) now, so that send reports connection errors.
-        self.connected().await?;
-        let this = self.clone();
-        let reply = tokio::spawn(async move { this.request(&message).await });
+        self.inner.connected().await?;
+        let inner = self.inner.clone();
+        let reply = tokio::spawn(async move { inner.request(&message).await });
         lock(&self.replies).push_back(reply);
         Ok(())
     }
@@ -313,20 +274,66 @@ impl Client {
         }
         Ok(())
     }
+}
+
+impl Inner {
+    /// One request: the connection (waiting for a reconnection if needed),
+    /// then the answer, within `response_timeout` in all.
+    async fn request(self: &Arc<Self>, message: &Message) -> Result<Message> {
+        let (correlator, timeout) = self.ready().await?;
+        let result = correlator.request_with_timeout(message, timeout).await;
+        self.forget_if_lost(&correlator, &result);
+        Ok(result?)
+    }
+
+    /// The live connection and the time the request has left for its
+    /// answer: all of `response_timeout` when connected, what is left of it
+    /// after waiting for a reconnection otherwise.
+    async fn ready(self: &Arc<Self>) -> Result<(Arc<Correlator>, Duration)> {
+        let timeout = self.settings.response_timeout;
+        if let Link::Up(correlator) = &*lock(&self.link) {
+            return Ok((correlator.clone(), timeout));
+        }
+        let start = Instant::now();
+        let correlator = tokio::time::timeout_at(start + timeout, self.connected())
+            .await
+            .map_err(|_| netproto_dispatch::Error::Timeout(timeout))??;
+        let left = timeout.saturating_sub(start.elapsed());
+        Ok((correlator, left.max(Duration::from_millis(1))))
+    }
+
+    /// Forgets the connection when a request's result says it takes no more
+    /// requests, so that the next request reconnects.
+    fn forget_if_lost<T>(
+        &self,
+        dead: &Arc<Correlator>,
+        result: &std::result::Result<T, netproto_dispatch::Error>,
+    ) {
+        if result
+            .as_ref()
+            .is_err_and(netproto_dispatch::Error::is_connection_lost)
+        {
+            let mut link = lock(&self.link);
+            if matches!(&*link, Link::Up(live) if Arc::ptr_eq(live, dead)) {
+                tracing::debug!("connection lost; the next request reconnects");
+                *link = Link::Down;
+            }
+        }
+    }
 
     /// The live connection; when there is none, waits for the reconnection
     /// round under way, starting one if needed.
-    async fn connected(&self) -> Result<Arc<Correlator>> {
+    async fn connected(self: &Arc<Self>) -> Result<Arc<Correlator>> {
         let round = {
-            let mut link = lock(&self.inner.link);
+            let mut link = lock(&self.link);
             match &*link {
                 Link::Up(correlator) => return Ok(correlator.clone()),
                 Link::Connecting { round, .. } => round.clone(),
                 Link::Down => {
                     // The round cannot end before `link` says it is under
                     // way: ending it takes this lock.
-                    let id = self.inner.rounds.fetch_add(1, Ordering::Relaxed);
-                    let task = tokio::spawn(self.inner.clone().reconnect(id));
+                    let id = self.rounds.fetch_add(1, Ordering::Relaxed);
+                    let task = tokio::spawn(self.clone().reconnect(id));
                     let abort = task.abort_handle();
                     let round = task
                         .map(|joined| joined.unwrap_or(Err(Failure::Closed)))
@@ -343,9 +350,7 @@ impl Client {
         };
         round.await.map_err(|failure| failure.to_error())
     }
-}
 
-impl Inner {
     /// One reconnection round: attempts with backoff until one succeeds,
     /// `max_reconnect_attempts` have failed (one without `auto_reconnect`),
     /// or one fails in a way that retrying would not help. Leaves the link
@@ -375,8 +380,8 @@ impl Inner {
             attempt += 1;
             match self.connect_once().await {
                 Ok(correlator) => return Ok(correlator),
-                // What would fail again as it is (a changed server key,
-                // say) is not retried.
+                // What would fail again as it is (a server key other than
+                // the pinned one, say) is not retried.
                 Err(error) if attempt >= attempts || !error.is_retryable() => {
                     let mut cause: &dyn std::error::Error = &error;
                     while let Some(source) = cause.source() {
@@ -426,7 +431,7 @@ impl Dialer {
         security: &SecurityConfig,
         address: &str,
     ) -> Result<Self> {
-        let (security, trust) = client_security(security, address)?;
+        let (security, trust) = client_security(security, client.server_key, address)?;
         let connector = Connector::builder(security, client.connection_config(transport)?)
             .connect_timeout(client.connection_timeout)
             .handshake_timeout(client.connection_timeout)
@@ -451,7 +456,7 @@ impl Dialer {
         let conn = if let Some(path) = address.strip_prefix("unix:") {
             #[cfg(unix)]
             {
-                self.connector.connect_unix(path).await?
+                self.connector.connect_unix(path).await
             }
             #[cfg(not(unix))]
             {
@@ -459,7 +464,21 @@ impl Dialer {
                 return Err(Error::Invalid("unix sockets need a unix system".into()));
             }
         } else {
-            self.connector.connect_tcp(address).await?
+            self.connector.connect_tcp(address).await
+        };
+        let conn = match (conn, &self.trust) {
+            (Ok(conn), _) => conn,
+            (
+                Err(netproto_transport::Error::UnknownPeer { presented }),
+                ServerTrust::Pinned(pinned),
+            ) => {
+                return Err(Error::ServerKeyMismatch {
+                    address: address.to_owned(),
+                    presented,
+                    pinned: *pinned,
+                });
+            }
+            (Err(error), _) => return Err(error.into()),
         };
         let key = conn.info().peer_static;
         if let (Some(key), ServerTrust::KnownHosts(hosts)) = (&key, &self.trust) {

@@ -114,7 +114,9 @@ impl TargetArgs {
             config.client.address.clone_from(address);
         }
         if let Some(key) = self.server_key {
-            config.security.server_key = Some(key);
+            // The flag overrides the pin of the file, wherever it is.
+            config.client.server_key = Some(key);
+            config.security.server_key = None;
         }
         Ok(config)
     }
@@ -203,6 +205,7 @@ fn init_logs(config: &NetworkConfig) -> anyhow::Result<()> {
 /// trust on first use, as SSH does (remember the key, refuse a change).
 pub(crate) fn default_trust(config: &mut NetworkConfig) {
     if config.security.mode == SecurityMode::Noise
+        && config.client.server_key.is_none()
         && config.security.server_key.is_none()
         && config.security.known_hosts.is_none()
         && let Some(home) = std::env::var_os("HOME")

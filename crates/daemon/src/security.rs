@@ -71,8 +71,11 @@ pub(crate) fn server_security(
 /// How the client authenticates the server in Noise mode.
 #[derive(Debug)]
 pub(crate) enum ServerTrust {
-    /// A configured pin: the handshake itself refuses another key.
-    Pinned,
+    /// A configured Noise pin: the handshake itself refuses another key.
+    Pinned(PublicKey),
+    /// TLS: the certificate is verified (and its pins checked) in the
+    /// handshake.
+    Certificate,
     /// Trust on first use, with a known-hosts file.
     KnownHosts(KnownHosts),
     /// Nothing: the server is not authenticated.
@@ -80,9 +83,11 @@ pub(crate) enum ServerTrust {
 }
 
 /// The client side of the configured security mode, for the server at
-/// `address`.
+/// `address`, pinning `security.server_key`, else `pin`
+/// (`client.server_key`).
 pub(crate) fn client_security(
     security: &SecurityConfig,
+    pin: Option<PublicKey>,
     address: &str,
 ) -> Result<(ClientSecurity, ServerTrust)> {
     match security.mode {
@@ -90,15 +95,15 @@ pub(crate) fn client_security(
             let identity = load_or_generate_identity(security.key_file.as_deref())?;
             let mut noise = NoiseConfig::new(identity);
             apply_noise_settings(&mut noise, security);
-            let trust = if let Some(key) = security.server_key {
+            let trust = if let Some(key) = security.server_key.or(pin) {
                 noise.remote_static = Some(key);
-                ServerTrust::Pinned
+                ServerTrust::Pinned(key)
             } else if let Some(path) = &security.known_hosts {
                 ServerTrust::KnownHosts(KnownHosts::new(path.clone()))
             } else {
                 tracing::warn!(
                     address,
-                    "the server's key is neither pinned nor remembered: it is not authenticated, and a man in the middle would not be noticed (set security.server_key or security.known_hosts)"
+                    "the server's key is neither pinned nor remembered: it is not authenticated, and a man in the middle would not be noticed (set client.server_key or security.known_hosts)"
                 );
                 ServerTrust::None
             };
@@ -126,7 +131,7 @@ pub(crate) fn client_security(
                     connector: builder.build()?,
                     server_name,
                 },
-                ServerTrust::Pinned,
+                ServerTrust::Certificate,
             ))
         }
         SecurityMode::Plain => Ok((ClientSecurity::Plain, ServerTrust::None)),

@@ -81,6 +81,17 @@ pub enum Error {
         /// The server's security mode.
         mode: netproto_wire::SecurityMode,
     },
+    /// The peer's Noise static key is not accepted: it is not the pinned key
+    /// ([`NoiseConfig::remote_static`](crate::NoiseConfig::remote_static))
+    /// or not in the allow-list
+    /// ([`NoiseConfig::allowed_peers`](crate::NoiseConfig::allowed_peers)).
+    /// The handshake stopped as soon as the peer presented it. Never
+    /// retryable: the same peer presents the same key again.
+    #[error("peer presented noise key {presented}, which is not accepted")]
+    UnknownPeer {
+        /// The static public key the peer presented (public, not secret).
+        presented: netproto_crypto::PublicKey,
+    },
     /// The peer asked for a security mode this side does not offer.
     #[error("peer asked for {asked:?}, this side offers {offered:?}")]
     ModeMismatch {
@@ -129,7 +140,8 @@ impl Error {
     ///
     /// False for everything that would fail again as it is: a locally
     /// [`Closed`](Self::Closed) connection, a peer that broke the protocol,
-    /// TLS, Noise and pin failures, a refused version or mode, invalid
+    /// TLS, Noise and pin failures (a peer key not accepted,
+    /// [`UnknownPeer`](Self::UnknownPeer), included), a refused version or mode, invalid
     /// settings, and other I/O errors (permission denied, say).
     ///
     /// [`PrefaceStatus::Busy`]: netproto_wire::PrefaceStatus::Busy
@@ -194,6 +206,39 @@ impl Error {
             // A frame too large to send is this side's doing.
             Self::Protocol(netproto_wire::Error::EncodeTooLarge { .. }) => false,
             Self::Protocol(_) | Self::Compression(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Error {
+    /// Whether authentication failed: the peer's Noise key is not accepted
+    /// ([`UnknownPeer`](Self::UnknownPeer), or the allow-list check of
+    /// [`Crypto`](Self::Crypto)), its TLS certificate failed verification
+    /// (not signed by a trusted CA, not valid for the name, expired:
+    /// [`Tls`](Self::Tls) with `InvalidCertificate`) or matches no pin
+    /// ([`PinMismatch`](Self::PinMismatch)), or the peer refused this
+    /// side's certificate (a TLS alert about it).
+    ///
+    /// Never [retryable](Self::is_retryable): the same peer presents the
+    /// same key or certificate again.
+    pub fn is_authentication(&self) -> bool {
+        use rustls::AlertDescription as Alert;
+        match self {
+            Self::UnknownPeer { .. }
+            | Self::PinMismatch
+            | Self::Crypto(netproto_crypto::Error::UnknownPeer)
+            | Self::Tls(rustls::Error::InvalidCertificate(_)) => true,
+            Self::Tls(rustls::Error::AlertReceived(alert)) => matches!(
+                alert,
+                Alert::BadCertificate
+                    | Alert::UnsupportedCertificate
+                    | Alert::CertificateRevoked
+                    | Alert::CertificateExpired
+                    | Alert::CertificateUnknown
+                    | Alert::UnknownCA
+                    | Alert::CertificateRequired
+            ),
             _ => false,
         }
     }
@@ -355,6 +400,9 @@ mod tests {
             Error::Protocol(netproto_wire::Error::UnknownKind(0xff)),
             Error::Tls(rustls::Error::DecryptError),
             Error::PinMismatch,
+            Error::UnknownPeer {
+                presented: netproto_crypto::PublicKey::from_bytes([7; 32]),
+            },
             refused(PrefaceStatus::UnsupportedVersion),
             refused(PrefaceStatus::ModeNotOffered),
             Error::ModeMismatch {
@@ -390,6 +438,33 @@ mod tests {
         assert!(!Error::Closed.is_peer_closed());
         assert!(!io(io::ErrorKind::ConnectionRefused).is_closed());
         assert!(!timeout(TimeoutKind::Idle).is_closed());
+    }
+
+    #[test]
+    fn authentication() {
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        for error in [
+            Error::UnknownPeer {
+                presented: netproto_crypto::PublicKey::from_bytes([7; 32]),
+            },
+            Error::Crypto(netproto_crypto::Error::UnknownPeer),
+            Error::PinMismatch,
+            Error::Tls(untrusted),
+            Error::Tls(rustls::Error::AlertReceived(
+                rustls::AlertDescription::UnknownCA,
+            )),
+        ] {
+            assert!(error.is_authentication(), "{error:?}");
+            assert!(!error.is_retryable(), "{error:?}");
+        }
+        for error in [
+            Error::Tls(rustls::Error::DecryptError),
+            Error::Crypto(netproto_crypto::Error::Decrypt),
+            Error::PeerClosed,
+            timeout(TimeoutKind::Handshake),
+        ] {
+            assert!(!error.is_authentication(), "{error:?}");
+        }
     }
 
     #[test]

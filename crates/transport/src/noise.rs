@@ -97,8 +97,12 @@ pub(crate) async fn client<I: Io>(
             io.write_all(&out).await?;
             io.flush().await?;
         } else {
-            while !initiator.read_message(&mut input)? {
-                read_more(io, &mut input).await?;
+            loop {
+                match initiator.read_message(&mut input) {
+                    Ok(true) => break,
+                    Ok(false) => read_more(io, &mut input).await?,
+                    Err(error) => return Err(refused_key(error, initiator.peer_static())),
+                }
             }
         }
     }
@@ -131,8 +135,9 @@ pub(crate) async fn server<I: Io>(
                     // A poisoned lock only means another handshake panicked
                     // mid-insert; the cache itself stays consistent.
                     let mut cache = crate::sync::lock(replay);
-                    responder.read_message(&mut input, now_ms(), &mut cache)?
-                };
+                    responder.read_message(&mut input, now_ms(), &mut cache)
+                }
+                .map_err(|error| refused_key(error, responder.peer_static()))?;
                 if done {
                     progress.reached(HandshakeStage::Handshake);
                     break;
@@ -142,6 +147,16 @@ pub(crate) async fn server<I: Io>(
         }
     }
     Ok((checked(responder.into_session()?)?, input))
+}
+
+/// The peer's key in the error when the handshake refused it
+/// ([`netproto_crypto::Error::UnknownPeer`] once the key is known), so that
+/// the error can show the key that was presented.
+fn refused_key(error: netproto_crypto::Error, presented: Option<&PublicKey>) -> Error {
+    match (error, presented) {
+        (netproto_crypto::Error::UnknownPeer, Some(key)) => Error::UnknownPeer { presented: *key },
+        (error, _) => Error::Crypto(error),
+    }
 }
 
 /// Refuses a session whose peer announced a frame limit below the

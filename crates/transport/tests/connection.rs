@@ -244,10 +244,12 @@ async fn stats_count_frames_and_bytes_both_ways() {
 async fn wrong_pin_fails_the_noise_handshake() {
     let mut client_noise = NoiseConfig::new(keypair());
     client_noise.remote_static = Some(*keypair().public());
+    let server_identity = keypair();
+    let server_key = *server_identity.public();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let server = tokio::spawn(async move {
         new_acceptor(
-            ServerSecurity::noise(NoiseConfig::new(keypair())),
+            ServerSecurity::noise(NoiseConfig::new(server_identity)),
             &ConnectionConfig::default(),
             HANDSHAKE,
         )
@@ -262,8 +264,45 @@ async fn wrong_pin_fails_the_noise_handshake() {
     .connect(a)
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Crypto(_)), "{err:?}");
+    // The error names the key the server presented.
+    assert!(
+        matches!(err, Error::UnknownPeer { presented } if presented == server_key),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&server_key.to_string()), "{err}");
+    assert!(err.is_authentication() && !err.is_retryable());
     assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn a_client_key_off_the_allow_list_is_named_on_the_server() {
+    let client_identity = keypair();
+    let client_key = *client_identity.public();
+    let mut server_noise = NoiseConfig::new(keypair());
+    server_noise.allowed_peers = Some(vec![*keypair().public()]);
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        new_acceptor(
+            ServerSecurity::noise(server_noise),
+            &ConnectionConfig::default(),
+            HANDSHAKE,
+        )
+        .accept(b)
+        .await
+    });
+    let client = new_connector(
+        ClientSecurity::noise(NoiseConfig::new(client_identity)),
+        &ConnectionConfig::default(),
+        HANDSHAKE,
+    )
+    .connect(a)
+    .await;
+    let err = server.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownPeer { presented } if presented == client_key),
+        "{err:?}"
+    );
+    drop(client);
 }
 
 #[tokio::test]

@@ -368,7 +368,12 @@ pub enum Message {
 }
 
 impl Message {
-    /// An application message.
+    /// An application message, its type name checked now.
+    ///
+    /// This checks the name on every call. For a type known when the
+    /// program is written, make the type once, as a constant checked at
+    /// compile time, and use [`custom_static`](Self::custom_static), which
+    /// checks nothing and allocates nothing per message.
     ///
     /// # Errors
     ///
@@ -383,6 +388,32 @@ impl Message {
             msg_type,
             data: data.into(),
         })
+    }
+
+    /// An application message of a type made beforehand, typically a
+    /// constant from [`MessageType::from_static`] (checked at compile time):
+    /// no check and no allocation per message.
+    ///
+    /// Give it an application type: a built-in one
+    /// ([`MessageType::RESERVED`]) makes a message the peer reads as that
+    /// built-in message (use [`Message::Echo`] and the others for those).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use netproto_wire::{Message, MessageType};
+    ///
+    /// const KV_GET: MessageType = MessageType::from_static("kv.get");
+    ///
+    /// let request = Message::custom_static(KV_GET, &b"color"[..]);
+    /// assert_eq!(request.message_type(), "kv.get");
+    /// assert_eq!(Message::custom("kv.get", &b"color"[..]), Ok(request));
+    /// ```
+    pub fn custom_static(msg_type: MessageType, data: impl Into<Bytes>) -> Self {
+        Self::Custom {
+            msg_type,
+            data: data.into(),
+        }
     }
 
     /// The type name this message travels under.

@@ -148,6 +148,13 @@ impl Default for ServerConfig {
 pub struct ClientConfig {
     /// The server: `host:port`, or `unix:/path/to/socket`.
     pub address: String,
+    /// The server's Noise public key (hex), pinned: the client refuses any
+    /// other key at once, without retrying
+    /// ([`Error::ServerKeyMismatch`](crate::Error::ServerKeyMismatch)).
+    /// `security.server_key` is the same setting under its older name; set
+    /// one of them (both only with the same key).
+    #[serde(with = "hex_key")]
+    pub server_key: Option<PublicKey>,
     /// Frames the connection's send queue holds before senders wait (as
     /// `server.backpressure_limit` on the server's side).
     pub backpressure_limit: usize,
@@ -176,6 +183,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             address: "127.0.0.1:9000".into(),
+            server_key: None,
             backpressure_limit: 1024,
             connection_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(3),
@@ -247,7 +255,9 @@ pub struct SecurityConfig {
     /// Server: only these client keys (hex) may connect. Empty: any client.
     #[serde(with = "hex_keys")]
     pub allowed_peers: Vec<PublicKey>,
-    /// Client: the server's Noise public key (hex), pinned.
+    /// Client: the server's Noise public key (hex), pinned; the same as
+    /// `client.server_key`, which sits beside the address it pins (set one
+    /// of them, or both with the same key).
     #[serde(with = "hex_key")]
     pub server_key: Option<PublicKey>,
     /// Client: remember server keys here on first use and refuse a changed

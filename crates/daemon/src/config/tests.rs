@@ -211,6 +211,37 @@ fn keys_and_pins_are_read_when_loaded_and_printed_as_hex() {
 }
 
 #[test]
+fn the_pin_may_sit_under_client_or_security_but_not_differ() {
+    let (a, b) = ("0f".repeat(32), "a1".repeat(32));
+    let under_client =
+        NetworkConfig::from_toml_str(&format!("[client]\nserver_key = \"{a}\"\n")).unwrap();
+    assert_eq!(under_client.client.server_key.unwrap().to_string(), a);
+    assert_eq!(
+        under_client.pinned_server_key().unwrap(),
+        under_client.client.server_key
+    );
+    let under_security =
+        NetworkConfig::from_toml_str(&format!("[security]\nserver_key = \"{a}\"\n")).unwrap();
+    assert_eq!(
+        under_security.pinned_server_key().unwrap(),
+        under_client.client.server_key
+    );
+    let same = format!("[client]\nserver_key = \"{a}\"\n[security]\nserver_key = \"{a}\"\n");
+    assert!(NetworkConfig::from_toml_str(&same).is_ok());
+    let different = format!("[client]\nserver_key = \"{a}\"\n[security]\nserver_key = \"{b}\"\n");
+    let error = NetworkConfig::from_toml_str(&different).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "invalid configuration: client.server_key ({a}) and security.server_key ({b}) pin different keys: set one of them"
+        )
+    );
+    let from_env = NetworkConfig::load(None, env(&[("NETPROTO__CLIENT__SERVER_KEY", &a)])).unwrap();
+    assert_eq!(from_env.client.server_key, under_client.client.server_key);
+    assert_eq!(NetworkConfig::default().pinned_server_key().unwrap(), None);
+}
+
+#[test]
 fn connection_settings_are_checked_by_the_transport_and_named_by_section() {
     let mut config = NetworkConfig::default();
     config.server.backpressure_limit = 5;

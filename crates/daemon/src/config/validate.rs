@@ -34,7 +34,23 @@ impl NetworkConfig {
         self.server.connection_config(&self.transport)?;
         self.client.connection_config(&self.transport)?;
         check_security(&self.security)?;
+        self.pinned_server_key()?;
         self.cluster.validate()
+    }
+
+    /// The server key the client pins: `client.server_key` or
+    /// `security.server_key`, whichever is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when both are set to different keys.
+    pub fn pinned_server_key(&self) -> Result<Option<netproto_crypto::PublicKey>> {
+        match (self.client.server_key, self.security.server_key) {
+            (Some(client), Some(security)) if client != security => Err(Error::Invalid(format!(
+                "client.server_key ({client}) and security.server_key ({security}) pin different keys: set one of them"
+            ))),
+            (client, security) => Ok(client.or(security)),
+        }
     }
 }
 

@@ -116,7 +116,9 @@ pub async fn connect_with_config(config: ClientConfig) -> Result<Connection> {
 ///
 /// # Errors
 ///
-/// As [`connect_with_config`].
+/// As [`connect_with_config`]; against another key, at once (without
+/// retrying), [`netproto_daemon::Error::ServerKeyMismatch`] naming both
+/// keys.
 pub async fn connect_pinned(config: ClientConfig, server_key: PublicKey) -> Result<Connection> {
     let mut daemon = config.to_daemon();
     daemon.security.server_key = Some(server_key);
