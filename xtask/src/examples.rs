@@ -1,8 +1,8 @@
 //! The `network-protocol` examples (the original README's programs), run
 //! against each other: `tcp_server` with `client` on 127.0.0.1:9000,
 //! `tls_server` with `tls_client` on 127.0.0.1:9443, then `custom_handlers`;
-//! then `netproto-daemon`'s `typed_kv` and `netproto-service`'s
-//! `otel_stdout` (feature `otel`).
+//! then `netproto-daemon`'s `typed_kv` and `quickstart` (the README's quick
+//! start) and `netproto-service`'s `otel_stdout` (feature `otel`).
 //!
 //! Servers run in the background with `NETPROTO_EXAMPLE_RUN_FOR` as a safety
 //! net; once their client is done they are stopped with SIGINT (their ctrl-c
@@ -64,11 +64,12 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         ],
     )?;
 
-    // The typed key-value service (server and client in one process over
-    // Noise on an ephemeral loopback port); it checks its own results.
+    // The typed key-value service and the README's quick start (each a
+    // server and its client in one process over Noise on an ephemeral
+    // loopback port); they check their own results.
     cmd!(
         sh,
-        "cargo build -p netproto-daemon --example typed_kv --locked"
+        "cargo build -p netproto-daemon --example typed_kv --example quickstart --locked"
     )
     .run()?;
     run_checked(
@@ -76,6 +77,12 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         &examples,
         "typed_kv",
         &["typed_kv: all checks passed"],
+    )?;
+    run_checked(
+        &root,
+        &examples,
+        "quickstart",
+        &["quickstart: all checks passed"],
     )?;
     Ok(())
 }

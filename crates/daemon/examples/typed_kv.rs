@@ -21,8 +21,7 @@ use futures::StreamExt;
 use netproto_daemon::service::{
     CallOptions, Context, HandlerError, register, register_stream, service,
 };
-use netproto_daemon::{Client, NetworkConfig, SecurityMode, Server};
-use netproto_dispatch::Dispatcher;
+use netproto_daemon::{Client, Dispatcher, NetworkConfig, SecurityMode, Server};
 use serde::{Deserialize, Serialize};
 
 /// A write: a key and its new value.

@@ -14,6 +14,16 @@
 //! - [`Balancer`]: requests spread over several servers, with failover.
 //! - [`service`]: typed methods (the `netproto-service` crate, re-exported);
 //!   [`Client::typed`] makes typed calls over a client's connection.
+//!
+//! This is the one crate a service depends on: besides its own types it
+//! re-exports what a server and its clients name from the layers below,
+//! [`Dispatcher`] and [`HandlerError`] (handlers), [`Message`] and
+//! [`ErrorCode`] (what goes over the wire, and the error codes, with the
+//! common application codes such as [`ErrorCode::NOT_FOUND`]), and
+//! [`PublicKey`] (a Noise key to pin). `examples/quickstart.rs` is a whole
+//! service with only this crate's imports: server and client in one
+//! program, the server's key pinned, concurrent typed calls, an
+//! application error, a deadline and a graceful shutdown.
 #![forbid(unsafe_code)]
 
 mod backoff;
@@ -40,8 +50,13 @@ pub use logging::{LogFormat, init_logging};
 pub use security::{KnownHosts, load_or_generate_identity};
 pub use server::{Server, ServerHandle, ServerStats};
 
+// What a service names from the layers below, so that it depends on this
+// crate alone (see the crate docs).
+pub use netproto_crypto::PublicKey;
+pub use netproto_dispatch::{Dispatcher, HandlerError};
+pub use netproto_wire::{ErrorCode, Message};
+
 /// Typed methods: serde request and response types, typed handlers and
 /// clients (the `netproto-service` crate). Register handlers on the
-/// [`Dispatcher`](netproto_dispatch::Dispatcher) given to
-/// [`Server::bind`]; call them through [`Client::typed`].
+/// [`Dispatcher`] given to [`Server::bind`]; call them through [`Client::typed`].
 pub use netproto_service as service;

@@ -21,8 +21,11 @@ pub(crate) const MAX_ERROR_TEXT: usize = MAX_CONTROL_BODY as usize - 10;
 /// to the requester in an [`ErrorFrame`](netproto_wire::ErrorFrame).
 ///
 /// Strings convert into it with [`ErrorCode::HANDLER_FAILED`], so a handler
-/// can write `Err("no such key".into())`; wire errors convert too, so
-/// `Message::custom(..)?` works inside a handler.
+/// can write `Err("it broke".into())`; wire errors convert too, so
+/// `Message::custom(..)?` works inside a handler. The common application
+/// codes have constructors: `Err(HandlerError::not_found("no key alpha"))`
+/// reaches the requester as [`ErrorCode::NOT_FOUND`]; an application's own
+/// codes (2000 and up, PROTOCOL.md Part I §4.4) go through [`new`](Self::new).
 ///
 /// The text goes to the peer: put nothing secret in it. Texts longer than
 /// an error frame can carry (4086 bytes) are cut at a character boundary.
@@ -44,6 +47,30 @@ impl HandlerError {
     /// A [`ErrorCode::HANDLER_FAILED`] error with this text.
     pub fn failed(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::HANDLER_FAILED, message)
+    }
+
+    /// A [`ErrorCode::NOT_FOUND`] error: what the request names does not
+    /// exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NOT_FOUND, message)
+    }
+
+    /// A [`ErrorCode::INVALID_ARGUMENT`] error: the request's values are
+    /// not acceptable.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::INVALID_ARGUMENT, message)
+    }
+
+    /// A [`ErrorCode::PERMISSION_DENIED`] error: the requester may not do
+    /// this.
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PERMISSION_DENIED, message)
+    }
+
+    /// A [`ErrorCode::UNAVAILABLE`] error: something the handler needs is
+    /// out of reach for now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UNAVAILABLE, message)
     }
 
     /// The code sent to the requester.
@@ -208,5 +235,25 @@ mod tests {
         assert_eq!(from_str.message(), "nope");
         let from_wire: HandlerError = netproto_wire::Error::ReservedTypeName.into();
         assert_eq!(from_wire.code(), ErrorCode::HANDLER_FAILED);
+    }
+
+    #[test]
+    fn common_codes_have_constructors() {
+        let cases = [
+            (HandlerError::not_found("a"), ErrorCode::NOT_FOUND),
+            (
+                HandlerError::invalid_argument("b"),
+                ErrorCode::INVALID_ARGUMENT,
+            ),
+            (
+                HandlerError::permission_denied("c"),
+                ErrorCode::PERMISSION_DENIED,
+            ),
+            (HandlerError::unavailable("d"), ErrorCode::UNAVAILABLE),
+        ];
+        for ((error, code), text) in cases.into_iter().zip(["a", "b", "c", "d"]) {
+            assert_eq!((error.code(), error.message()), (code, text));
+            assert!(error.code().is_application());
+        }
     }
 }

@@ -165,6 +165,10 @@ async fn handler_errors_become_error_frames() {
     dispatcher.register_async("AFAIL", |_msg: Message| async {
         Err(HandlerError::failed(String::from("async failure")))
     });
+    dispatcher.register("MISSING", |_| Err(HandlerError::not_found("no key alpha")));
+    dispatcher.register("QUOTA", |_| {
+        Err(HandlerError::new(ErrorCode(2001), "quota exceeded"))
+    });
 
     let fail = Message::custom("FAIL", Bytes::new()).unwrap();
     let frame = error(dispatcher.dispatch(fail.to_envelope(1)).await);
@@ -186,6 +190,18 @@ async fn handler_errors_become_error_frames() {
         frame,
         ErrorFrame::new(3, ErrorCode::HANDLER_FAILED, "async failure")
     );
+
+    // Application codes, common or an application's own, go out as they are.
+    let missing = Message::custom("MISSING", Bytes::new()).unwrap();
+    let frame = error(dispatcher.dispatch(missing.to_envelope(4)).await);
+    assert_eq!(
+        frame,
+        ErrorFrame::new(4, ErrorCode::NOT_FOUND, "no key alpha")
+    );
+    assert_eq!(frame.code.0, 1000);
+    let quota = Message::custom("QUOTA", Bytes::new()).unwrap();
+    let frame = error(dispatcher.dispatch(quota.to_envelope(5)).await);
+    assert_eq!(frame, ErrorFrame::new(5, ErrorCode(2001), "quota exceeded"));
 
     // A failed one-way message is not answered either.
     assert_eq!(

@@ -46,7 +46,9 @@ pub enum CallError {
     /// as the server's request type, `SCHEMA_MISMATCH` (12) for types whose
     /// fingerprints differ, `TIMEOUT` (7) or `DEADLINE_EXCEEDED` (10) when
     /// the handler ran out of time, `OVERLOADED` (5), `SHUTTING_DOWN` (6),
-    /// or the handler's own code (`HANDLER_FAILED`, 4, by default).
+    /// or the handler's own code: `HANDLER_FAILED` (4) by default, a common
+    /// application code such as `NOT_FOUND` (1000), or one of the
+    /// application's (2000 and up).
     ///
     /// The text is the server's; it is shown escaped.
     #[error("{method}: {} (code {}): {message:?}", describe(*code), code.0)]
@@ -105,6 +107,11 @@ fn describe(code: ErrorCode) -> &'static str {
         ErrorCode::SHUTTING_DOWN => "server shutting down",
         ErrorCode::TOO_LARGE => "too large",
         ErrorCode::HANDLER_FAILED => "handler failed",
+        ErrorCode::NOT_FOUND => "not found",
+        ErrorCode::INVALID_ARGUMENT => "invalid argument",
+        ErrorCode::PERMISSION_DENIED => "permission denied",
+        ErrorCode::UNAVAILABLE => "unavailable",
+        code if code.is_application() => "application error",
         _ => "failed remotely",
     }
 }

@@ -40,6 +40,18 @@ fn remote_errors_keep_the_code_and_say_what_it_means() {
             .to_string()
             .contains("failed remotely")
     );
+    let missing = remote(ErrorCode::NOT_FOUND);
+    assert_eq!(missing.code(), Some(ErrorCode::NOT_FOUND));
+    assert!(missing.is_remote() && !missing.is_retryable() && !missing.is_timeout());
+    assert_eq!(
+        missing.to_string(),
+        "kv.get.v1: not found (code 1000): \"why\""
+    );
+    assert!(
+        remote(ErrorCode(2001))
+            .to_string()
+            .contains("application error (code 2001)")
+    );
 }
 
 #[test]
