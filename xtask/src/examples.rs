@@ -84,6 +84,17 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         "quickstart",
         &["quickstart: all checks passed"],
     )?;
+    cmd!(
+        sh,
+        "cargo build -p netproto-service --features otel --example otel_stdout --locked"
+    )
+    .run()?;
+    run_checked(
+        &root,
+        &examples,
+        "otel_stdout",
+        &["otel_stdout: the server span is in the client's trace"],
+    )?;
     Ok(())
 }
 

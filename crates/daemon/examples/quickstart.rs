@@ -109,10 +109,10 @@ async fn run() -> Result<(), BoxError> {
     let handle = server.handle();
     // Client: pins the server's key, so that no one else can pose as it.
     config.client.address = server.local_addr();
-    config.security.server_key = Some(*server.public_key().ok_or("no Noise key")?);
+    config.client.server_key = Some(*server.public_key().ok_or("no Noise key")?);
     let serving = tokio::spawn(server.run());
     let client = Client::connect(config.clone()).await?;
-    assert_eq!(client.server_key(), config.security.server_key);
+    assert_eq!(client.server_key(), config.client.server_key);
     let users = client.typed().await?;
 
     // 32 tasks, each storing then reading its users: 32 calls in flight.

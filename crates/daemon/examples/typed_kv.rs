@@ -167,7 +167,7 @@ async fn run() -> anyhow::Result<()> {
     let server = Server::bind(config.clone(), dispatcher(&store)).await?;
     // The client pins the server's key: no known-hosts file is read or written.
     config.client.address = server.local_addr();
-    config.security.server_key = Some(*server.public_key().context("no Noise key")?);
+    config.client.server_key = Some(*server.public_key().context("no Noise key")?);
     let handle = server.handle();
     let serving = tokio::spawn(server.run());
 

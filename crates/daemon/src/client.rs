@@ -175,7 +175,9 @@ impl Client {
     }
 
     /// Sends `message` as a request and waits for the answer, for at most
-    /// `response_timeout` in all.
+    /// `response_timeout` in all. A request that times out is cancelled on
+    /// the server (a cancel frame), which drops its handler; see
+    /// [`request_within`](Self::request_within) for a deadline of its own.
     ///
     /// # Errors
     ///
@@ -185,6 +187,40 @@ impl Client {
     /// [`connect`](Self::connect).
     pub async fn request(&self, message: &Message) -> Result<Message> {
         self.inner.request(message).await
+    }
+
+    /// As [`request`](Self::request), with a deadline: `deadline` from now,
+    /// waiting for a connection included, and never longer than
+    /// `response_timeout` here. The deadline travels with the request (its
+    /// `deadline` header, PROTOCOL.md Part III §2), so the server drops the
+    /// handler when it passes and answers `DEADLINE_EXCEEDED`; a request
+    /// that times out here is cancelled on the server too.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request); when the deadline passes, here or on
+    /// the server, an error whose
+    /// [`is_deadline_exceeded`](Error::is_deadline_exceeded) is true.
+    pub async fn request_within(&self, message: &Message, deadline: Duration) -> Result<Message> {
+        let started = Instant::now();
+        let (correlator, _) = tokio::time::timeout(deadline, self.inner.ready())
+            .await
+            .map_err(|_| netproto_dispatch::Error::DeadlineExceeded(deadline))??;
+        let left = deadline.saturating_sub(started.elapsed());
+        let envelope = message.to_envelope(0);
+        let options = netproto_dispatch::RequestOptions::default().deadline(left);
+        let result = correlator
+            .request_raw_with(envelope.msg_type, envelope.payload, &options)
+            .await;
+        self.inner.forget_if_lost(&correlator, &result);
+        // The deadline the caller set, not what was left of it.
+        let answer = result.map_err(|error| match error {
+            netproto_dispatch::Error::DeadlineExceeded(_) => {
+                netproto_dispatch::Error::DeadlineExceeded(deadline)
+            }
+            other => other,
+        })?;
+        Ok(Message::try_from(answer)?)
     }
 
     /// Sends a request of type `msg_type` with a raw payload and waits for

@@ -161,7 +161,18 @@ impl TypedClient {
             source: netproto_dispatch::Error::DeadlineExceeded(budget),
         })?;
         let left = budget.saturating_sub(started.elapsed());
-        self.exchange::<M>(payload, &options.deadline(left)).await
+        let result = self.exchange::<M>(payload, &options.deadline(left)).await;
+        // Report the deadline the caller set, not what was left of it.
+        result.map_err(|error| match error {
+            CallError::Connection {
+                method,
+                source: netproto_dispatch::Error::DeadlineExceeded(_),
+            } => CallError::Connection {
+                method,
+                source: netproto_dispatch::Error::DeadlineExceeded(budget),
+            },
+            other => other,
+        })
     }
 
     /// A handle calling method `M` only, which is a [`tower::Service`].

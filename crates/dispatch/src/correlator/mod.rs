@@ -77,8 +77,9 @@ impl Unsolicited {
 ///
 /// Dropping a request's future before its answer forgets the request and
 /// sends the peer a cancel frame for it (from a spawned task: the drop
-/// never blocks), so that the server drops its handler;
-/// [`cancelled`](Self::cancelled) counts them.
+/// never blocks), so that the server drops its handler; so does a request
+/// that times out here ([`Error::Timeout`]; at a deadline the server stops
+/// by itself). [`cancelled`](Self::cancelled) counts them.
 ///
 /// Dropping the correlator stops its reader and closes the connection.
 ///
@@ -207,8 +208,9 @@ impl Correlator {
         self.shared.lock().pending.len()
     }
 
-    /// Requests whose caller stopped waiting before the answer and that were
-    /// cancelled with a cancel frame, since the start.
+    /// Requests whose caller stopped waiting before the answer, or that
+    /// timed out here, and that were cancelled with a cancel frame, since
+    /// the start.
     pub fn cancelled(&self) -> u64 {
         self.shared.cancelled.load(Ordering::Relaxed)
     }
@@ -497,6 +499,12 @@ impl Correlator {
             Ok(result) => {
                 // Whoever answered has removed the request already.
                 guard.armed = false;
+                // Timed out here: the server need not work on it any more.
+                // (At a deadline the server, given the same one, stops
+                // by itself and counts it.)
+                if let Err(Error::Timeout(_)) = result {
+                    options::send_cancel(&self.shared, &self.sender, id);
+                }
                 result
             }
             // The reader answers every waiter before it goes; a closed
