@@ -435,7 +435,7 @@ impl Serving {
         self.stats.metrics.handshake_completed();
         tracing::debug!("connection established");
         let traffic = conn.stats();
-        let serving = self.dispatcher.serve(conn, &self.serve_config, shutdown);
+        let serving = std::pin::pin!(self.dispatcher.serve(conn, &self.serve_config, shutdown));
         match self.stats.metrics.track(traffic, serving).await {
             Ok(_) => tracing::debug!("connection closed"),
             Err(error) => {

@@ -5,7 +5,7 @@
 //!
 //! It runs in `cargo xtask stress` (built only with the `stress` feature):
 //! `cargo test --release -p netproto-daemon --features stress --test scale -- --nocapture`
-//! prints the figures (15.4-15.6 KiB per connection measured). It skips itself,
+//! prints the figures (14.5 KiB per connection measured). It skips itself,
 //! saying why, when `NETPROTO_SCALE=0` is set, and when the open-file limit
 //! cannot be raised high enough for 10,000 sockets on each side.
 
@@ -39,11 +39,10 @@ const SOURCES: usize = 20;
 /// Connections opened at once: 10 from each source, below
 /// `max_pending_per_ip` (64 by default).
 const BATCH: usize = 200;
-/// Target memory per idle plain-TCP connection. It was 16 KiB (measured
-/// 15.6 KiB) until the typed services' request headers, cancellation and
-/// server streams (issue 17) grew the serving task's state by about 1.6 KiB
-/// (measured 17.2 KiB); bringing it back under 16 KiB is open work.
-const PER_CONNECTION: u64 = 18 << 10;
+/// Target memory per idle plain-TCP connection: 16 KiB (measured 14.5 KiB
+/// since the serving loop's rare paths are boxed and the metrics wrapper no
+/// longer holds the serving future twice; 17.2 KiB before).
+const PER_CONNECTION: u64 = 16 << 10;
 /// Sockets and descriptors each process needs besides the connections.
 const SPARE_FILES: u64 = 256;
 

@@ -90,6 +90,28 @@ pub(crate) async fn run_handler(
     request_id
 }
 
+/// Queues a reply at once if the send queue has room, and counts it; the
+/// outcome is handed back when it must go through [`send_outcome`] instead
+/// (a full queue, an error frame, a failure to report).
+pub(crate) fn try_answer(
+    sender: &Sender,
+    outcome: Outcome,
+    counters: &Counters,
+) -> Option<Outcome> {
+    match outcome {
+        Outcome::Reply(reply) => match sender.try_send(reply.clone()) {
+            Ok(()) => {
+                Counters::add(&counters.replies);
+                counters.metrics.replies.increment(1);
+                None
+            }
+            Err(_) => Some(Outcome::Reply(reply)),
+        },
+        Outcome::NoReply => None,
+        error @ Outcome::Error(_) => Some(error),
+    }
+}
+
 /// Sends a reply or an error frame, and counts it once it is queued.
 pub(crate) async fn send_outcome(sender: &Sender, outcome: Outcome, counters: &Counters) {
     let error = match outcome {

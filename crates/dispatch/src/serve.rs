@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
-use crate::answer::{Counters, Limits, run_handler, send_outcome};
+use crate::answer::{Counters, Limits, run_handler, send_outcome, try_answer};
 use crate::context::deadline_of;
 use crate::correlator::IdHasher;
 use crate::dispatcher::Started;
@@ -232,7 +232,7 @@ impl Dispatcher {
                     signalled = &mut shutdown_signal, if watch_shutdown => {
                         watch_shutdown = false;
                         if signalled {
-                            state.go_away().await;
+                            Box::pin(state.go_away()).await;
                         }
                         continue;
                     }
@@ -246,7 +246,7 @@ impl Dispatcher {
                 {
                     watch_shutdown = false;
                     if signalled {
-                        state.go_away().await;
+                        Box::pin(state.go_away()).await;
                     }
                     continue;
                 }
@@ -261,17 +261,19 @@ impl Dispatcher {
                     let id = envelope.request_id;
                     if envelope.flags.contains(DataFlags::STREAM) {
                         let error = netproto_wire::Error::ClientStream;
-                        break Err(state.end_with(ErrorCode::PROTOCOL, error).await);
+                        break Err(Box::pin(state.end_with(ErrorCode::PROTOCOL, error)).await);
                     }
                     if state.going_away {
-                        state.refuse(id).await;
+                        Box::pin(state.refuse(id)).await;
                         continue;
                     }
                     // One test of a flag bit when there is no header block.
                     let headers = match envelope.take_headers() {
                         Ok(headers) => headers,
                         Err(error) => {
-                            break Err(state.end_with(ErrorCode::BAD_MESSAGE, error).await);
+                            break Err(
+                                Box::pin(state.end_with(ErrorCode::BAD_MESSAGE, error)).await
+                            );
                         }
                     };
                     if id == 0 {
@@ -349,9 +351,14 @@ impl Dispatcher {
                     if id != 0 {
                         config.metrics.request_duration.record(started.elapsed());
                     }
-                    send_outcome(&state.sender, outcome, &state.counters)
-                        .instrument(span)
-                        .await;
+                    // Queued at once when there is room; only a full queue or
+                    // an error takes the (boxed) path that waits, which keeps
+                    // this loop's future, held by every connection, small.
+                    if let Some(outcome) = try_answer(&state.sender, outcome, &state.counters) {
+                        Box::pin(send_outcome(&state.sender, outcome, &state.counters))
+                            .instrument(span)
+                            .await;
+                    }
                 }
                 Ok(Some(Incoming::GoAway(goaway))) => {
                     tracing::debug!(
@@ -386,11 +393,8 @@ impl Dispatcher {
                     tracing::debug!(%error, "cannot close the sending side");
                 }
                 if state.going_away && !config.linger.is_zero() {
-                    let _ = tokio::time::timeout(
-                        config.linger,
-                        linger(&mut receiver, &mut state.report),
-                    )
-                    .await;
+                    let lingering = linger(&mut receiver, &mut state.report);
+                    let _ = Box::pin(tokio::time::timeout(config.linger, lingering)).await;
                 }
                 let report = state.report();
                 tracing::debug!(?report, "connection served");
