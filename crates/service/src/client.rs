@@ -207,7 +207,7 @@ impl TypedClient {
             .request_raw_with(msg_type::<M>(), payload, &options.request::<M>())
             .await
             .map_err(|error| CallError::from_dispatch(M::NAME, error))?;
-        if reply.msg_type.as_str() != M::NAME {
+        if reply.msg_type.as_bytes() != M::NAME.as_bytes() {
             return Err(CallError::UnexpectedType {
                 method: M::NAME,
                 got: reply.msg_type.as_str().to_owned(),

@@ -1,6 +1,7 @@
 //! The schema fingerprint of a method (PROTOCOL.md Part III §5).
 
 use std::any::{TypeId, type_name};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
@@ -72,22 +73,32 @@ use crate::Method;
 /// assert_ne!(fingerprint::<Add>(), fingerprint::<Add2>());
 /// ```
 pub fn fingerprint<M: Method>() -> u64 {
+    // Every call reads it: a per-thread copy first, so that threads calling
+    // at once do not contend on the shared cache's lock.
+    thread_local! {
+        static LOCAL: RefCell<HashMap<TypeId, u64>> = RefCell::default();
+    }
     static CACHE: OnceLock<RwLock<HashMap<TypeId, u64>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(RwLock::default);
     let key = TypeId::of::<M>();
-    if let Some(known) = cache
+    if let Some(known) = LOCAL.with_borrow(|local| local.get(&key).copied()) {
+        return known;
+    }
+    let cache = CACHE.get_or_init(RwLock::default);
+    let known = cache
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&key)
-    {
-        return *known;
-    }
-    let computed = hash(&schema::<M>());
-    cache
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(key, computed);
-    computed
+        .copied();
+    let value = known.unwrap_or_else(|| {
+        let computed = hash(&schema::<M>());
+        cache
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, computed);
+        computed
+    });
+    LOCAL.with_borrow_mut(|local| local.insert(key, value));
+    value
 }
 
 /// The text the fingerprint of `M` hashes.

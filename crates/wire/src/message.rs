@@ -31,7 +31,7 @@ enum Repr {
 
 impl PartialEq for MessageType {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -51,7 +51,8 @@ impl PartialOrd for MessageType {
 
 impl Ord for MessageType {
     fn cmp(&self, other: &Self) -> core::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        // UTF-8 bytes sort as their text does.
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
@@ -106,13 +107,21 @@ impl MessageType {
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
-        let bytes: &[u8] = match &self.0 {
-            Repr::Static(name) => return name,
+        if let Repr::Static(name) = &self.0 {
+            return name;
+        }
+        // Every constructor checks UTF-8, so the fallback is never taken.
+        core::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The name's bytes (its UTF-8 text), without checking them again:
+    /// cheaper than [`as_str`](Self::as_str) to compare names.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Static(name) => name.as_bytes(),
             Repr::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
             Repr::Shared(bytes) => bytes,
-        };
-        // Every constructor checks UTF-8, so the fallback is never taken.
-        core::str::from_utf8(bytes).unwrap_or_default()
+        }
     }
 
     /// Whether this is one of the [`RESERVED`](Self::RESERVED) names.
