@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use netproto_crypto::Keypair;
 use netproto_dispatch::{
-    Correlator, CorrelatorConfig, Dispatcher, Error, HandlerError, ServeConfig, ServeReport,
-    Unsolicited,
+    Correlator, CorrelatorConfig, Dispatcher, Error, HandlerError, RequestOptions, ServeConfig,
+    ServeReport, Unsolicited,
 };
 use netproto_transport::{
     AcceptLimits, Acceptor, ClientSecurity, Connection, ConnectionConfig, Connector, Incoming,
@@ -852,5 +852,26 @@ async fn requests_behind_a_full_send_queue_time_out_on_time() {
     }
     assert_eq!(start.elapsed(), Duration::from_secs(1));
     assert_eq!(client.pending(), 0);
+    // A stream request waits for room no longer than a request does, or
+    // than its deadline.
+    let envelope = custom("ANY", vec![0; 64 * 1024]).to_envelope(0);
+    let stream = client
+        .request_stream(
+            envelope.msg_type.clone(),
+            envelope.payload.clone(),
+            &RequestOptions::default(),
+            8,
+        )
+        .await;
+    assert!(matches!(stream, Err(Error::Timeout(_))), "{stream:?}");
+    let options = RequestOptions::default().deadline(Duration::from_millis(300));
+    let stream = client
+        .request_stream(envelope.msg_type, envelope.payload, &options, 8)
+        .await;
+    assert!(
+        matches!(stream, Err(Error::DeadlineExceeded(_))),
+        "{stream:?}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(2300));
     drop(server);
 }

@@ -316,7 +316,9 @@ impl Correlator {
     /// [`Error::Config`] for a credit of 0 or above [`MAX_STREAM_CREDIT`];
     /// [`Error::Closed`], [`Error::GoingAway`] or [`Error::Disconnected`]
     /// when no request may be sent; [`Error::Transport`] when the request
-    /// is larger than the peer accepts. The stream's own failures are its
+    /// is larger than the peer accepts; [`Error::Timeout`] (or
+    /// [`Error::DeadlineExceeded`] with a deadline) when the send queue
+    /// stays full for the request timeout (or the deadline). The stream's own failures are its
     /// items.
     pub async fn request_stream(
         &self,
@@ -352,10 +354,15 @@ impl Correlator {
             options.deadline,
             Some(initial_credit),
         );
-        self.sender
-            .send(envelope)
-            .await
-            .map_err(|error| self.send_error(error))?;
+        // Room in a full send queue is awaited for the request timeout (or
+        // the deadline) at most, as for any request.
+        let wait = options.deadline.unwrap_or(self.request_timeout);
+        match self.send_by(envelope, Instant::now() + wait, wait).await {
+            Err(Error::Timeout(_)) if options.deadline.is_some() => {
+                return Err(Error::DeadlineExceeded(wait));
+            }
+            sent => sent?,
+        }
         stream.sent = true;
         Ok(stream)
     }
