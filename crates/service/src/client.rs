@@ -188,12 +188,11 @@ impl TypedClient {
     /// Room for one call. The semaphore is never closed, so `None` cannot
     /// happen; the call then goes ahead without a permit.
     pub(crate) async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        self.correlator
-            .capacity()
-            .clone()
-            .acquire_owned()
-            .await
-            .ok()
+        let capacity = self.correlator.capacity().clone();
+        match capacity.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => capacity.acquire_owned().await.ok(),
+        }
     }
 
     /// Sends one encoded request and decodes its answer.

@@ -1,6 +1,6 @@
 //! The encoding of typed values: postcard, with nothing left over.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -24,9 +24,34 @@ use crate::Error;
 /// # Ok::<(), netproto_service::Error>(())
 /// ```
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
-    postcard::to_allocvec(value)
-        .map(Bytes::from)
+    postcard::serialize_with_flavor(value, Buffer(BytesMut::with_capacity(INITIAL)))
         .map_err(Error::Encode)
+}
+
+/// What [`to_bytes`] reserves first: most payloads fit, so most encodings
+/// allocate once (postcard's own `Vec` grows from nothing, and its `Vec` then
+/// becomes `Bytes` with a second allocation).
+const INITIAL: usize = 128;
+
+/// A postcard output writing into a [`BytesMut`] and frozen into [`Bytes`].
+struct Buffer(BytesMut);
+
+impl postcard::ser_flavors::Flavor for Buffer {
+    type Output = Bytes;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Bytes> {
+        Ok(self.0.freeze())
+    }
 }
 
 /// Decodes a postcard payload as a `T`, refusing bytes left over after it.
