@@ -228,6 +228,9 @@ impl Cluster {
     ///
     /// When called outside a tokio runtime (the member is a task).
     pub fn start(config: NetworkConfig) -> Result<Self> {
+        if config.cluster.peers.is_empty() {
+            return Err(Error::Invalid("cluster.peers is empty".into()));
+        }
         let (cluster, inbox) = Self::prepare(&config, config.cluster.advertise.as_deref())?;
         let shared = cluster.shared.clone();
         let mut server_config = config;
@@ -256,11 +259,12 @@ impl Cluster {
 
     /// Joins as the member that `server` is: membership packets arrive
     /// through the server's dispatcher, and the others reach this member at
-    /// `cluster.advertise`, or else the server's address.
+    /// `cluster.advertise`, or else the server's address. With no
+    /// `cluster.peers`, it is the first member, that others join through.
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] when there is no peer or a value is invalid.
+    /// [`Error::Invalid`] when a value is invalid.
     ///
     /// # Panics
     ///
@@ -284,9 +288,6 @@ impl Cluster {
         own: Option<&str>,
     ) -> Result<(Self, mpsc::Receiver<node::Input>)> {
         config.validate()?;
-        if config.cluster.peers.is_empty() {
-            return Err(Error::Invalid("cluster.peers is empty".into()));
-        }
         let (inbox, packets) = mpsc::channel(node::INBOX);
         let shared = Arc::new(Shared::new(config, inbox.clone())?);
         let mut seeds = Vec::new();

@@ -202,6 +202,10 @@ impl Link {
             (before, status.state(), changed)
         };
         if changed {
+            // Gone: it must be reached again to be shown alive.
+            if matches!(peer.state, PeerState::Dead | PeerState::Left) {
+                lock(&self.status).reached = false;
+            }
             match peer.state {
                 PeerState::Dead => self.disconnect(),
                 PeerState::Left => {

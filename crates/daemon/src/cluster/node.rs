@@ -161,20 +161,20 @@ impl Node {
 }
 
 impl Shared {
-    /// The table of a cluster configured so, empty; connections to members
-    /// get a heartbeat of one protocol period and time out no later than
-    /// a suspect would be declared dead.
+    /// The table of a cluster configured so, empty. A connection attempt
+    /// takes at most a protocol period (or 1 s). The connections keep the
+    /// `[client]` heartbeat: membership packets flow one way on each (the
+    /// answers come on the member's own connection), which keeps the
+    /// sending side from ever being idle, so a heartbeat as short as a
+    /// period would close connections that are fine; SWIM, not the
+    /// heartbeat, declares members dead.
     pub(super) fn new(config: &NetworkConfig, inbox: mpsc::Sender<Input>) -> Result<Self> {
-        let settings = &config.cluster;
         let mut config = config.clone();
-        let period = settings.probe_period;
-        config.client.heartbeat_interval = period;
+        let period = config.cluster.probe_period;
         config.client.connection_timeout = config
             .client
             .connection_timeout
             .min(period.max(MIN_CONNECT_TIMEOUT));
-        let periods = settings.suspect_timeout.as_millis() / period.as_millis().max(1);
-        config.transport.heartbeat_misses = u32::try_from(periods).unwrap_or(u32::MAX).saturating_add(2);
         Ok(Self {
             leave_timeout: config.client.connection_timeout,
             config,

@@ -157,6 +157,9 @@ pub(crate) struct Swim {
     seeds: Vec<NodeId>,
     rejoin: Option<Instant>,
     period: Duration,
+    suspect_timeout: Duration,
+    /// When a packet last arrived.
+    heard: Instant,
 }
 
 impl Swim {
@@ -182,6 +185,8 @@ impl Swim {
             seeds: Vec::new(),
             rejoin: None,
             period: settings.probe_period,
+            suspect_timeout: settings.suspect_timeout,
+            heard: now,
         }
     }
 
@@ -210,6 +215,28 @@ impl Swim {
         result
     }
 
+    /// Local health, after Lifeguard: a member that has heard nothing for
+    /// a whole period (not even the ack of its own probe) is more likely
+    /// cut off itself than the members it would judge, so it puts off its
+    /// probes and its declarations of death, a period at a time, for at
+    /// most four suspect timeouts of silence. A member whose incoming
+    /// traffic stopped then raises no suspicion and declares no one dead,
+    /// which the others would believe (a dead state overrides any
+    /// incarnation). Returns the timer when it is to run now.
+    fn defer(&mut self, timer: Timer<NodeId>, now: Instant) -> Option<Timer<NodeId>> {
+        let judging = matches!(
+            timer,
+            Timer::ProbeRandomMember(_) | Timer::ChangeSuspectToDown { .. }
+        );
+        let silence = now.saturating_duration_since(self.heard);
+        let cut_off = self.period + self.suspect_timeout * 4;
+        if judging && silence >= self.period && silence < cut_off {
+            self.io.schedule(timer, now + self.period);
+            return None;
+        }
+        Some(timer)
+    }
+
     /// Announces to every seed.
     fn announce(&mut self) -> Result<(), foca::Error> {
         for seed in &self.seeds {
@@ -226,6 +253,7 @@ impl Swim {
     /// itself, or not for it; nothing changed then.
     pub(crate) fn handle_data(&mut self, data: &[u8], now: Instant) -> Result<(), foca::Error> {
         self.io.now = now;
+        self.heard = now;
         let header = Codec::<NodeId>::decode_header(&mut PostcardCodec, data).ok();
         let result = self.foca.handle_data(data, &mut self.io);
         self.settle(now);
@@ -258,6 +286,9 @@ impl Swim {
         for _ in 0..TIMERS_PER_CALL {
             let Some(timer) = self.io.pop_due(now) else {
                 break;
+            };
+            let Some(timer) = self.defer(timer, now) else {
+                continue;
             };
             if let Err(error) = self.foca.handle_timer(timer, &mut self.io) {
                 errors.push(error);
@@ -426,6 +457,15 @@ impl Io {
         }
     }
 
+    fn schedule(&mut self, timer: Timer<NodeId>, at: Instant) {
+        self.seq += 1;
+        self.timers.push(Pending {
+            at,
+            seq: self.seq,
+            timer,
+        });
+    }
+
     fn take_ping(&mut self, address: &str, number: u8, now: Instant) -> Option<Duration> {
         let index = self
             .pings
@@ -470,12 +510,7 @@ impl Runtime<NodeId> for Io {
     }
 
     fn submit_after(&mut self, timer: Timer<NodeId>, after: Duration) {
-        self.seq += 1;
-        self.timers.push(Pending {
-            at: self.now + after,
-            seq: self.seq,
-            timer,
-        });
+        self.schedule(timer, self.now + after);
     }
 }
 

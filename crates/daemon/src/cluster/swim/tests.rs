@@ -367,3 +367,4 @@ fn the_simulation_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
