@@ -234,7 +234,10 @@ impl Cluster {
         let (cluster, inbox) = Self::prepare(&config, config.cluster.advertise.as_deref())?;
         let shared = cluster.shared.clone();
         let mut server_config = config;
-        server_config.server.address.clone_from(&server_config.cluster.bind);
+        server_config
+            .server
+            .address
+            .clone_from(&server_config.cluster.bind);
         let task = tokio::spawn(async move {
             let dispatcher = Arc::new(netproto_dispatch::Dispatcher::default());
             dispatcher.register("PING", |_| Ok(Message::Pong));

@@ -42,10 +42,10 @@ pub(super) enum Input {
 /// member's task.
 pub(super) fn listen(dispatcher: &Dispatcher, inbox: mpsc::Sender<Input>) {
     dispatcher.register(SWIM_TYPE, move |message| {
-        if let Message::Custom { data, .. } = message {
-            if inbox.try_send(Input::Packet(data.clone())).is_err() {
-                tracing::trace!("membership packet dropped");
-            }
+        if let Message::Custom { data, .. } = message
+            && inbox.try_send(Input::Packet(data.clone())).is_err()
+        {
+            tracing::trace!("membership packet dropped");
         }
         // Membership packets are one-way: a request is answered, and ignored.
         Ok(Message::Pong)
@@ -64,7 +64,9 @@ impl Node {
     pub(super) fn new(shared: &Arc<Shared>, address: String, key: Option<&PublicKey>) -> Self {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(1, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            .map_or(1, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
         let me = NodeId {
             address: address.into(),
             key: key.map(|key| *key.as_bytes()),
@@ -129,7 +131,10 @@ impl Node {
     /// Hands the packets to the links, and the peers' states to the table.
     fn flush(&mut self) {
         while let Some((to, packet)) = self.swim.poll_transmit() {
-            match self.shared.link(&to.address, to.key.map(PublicKey::from_bytes)) {
+            match self
+                .shared
+                .link(&to.address, to.key.map(PublicKey::from_bytes))
+            {
                 Ok(link) => link.send(packet),
                 Err(error) => tracing::debug!(peer = %to.address, %error, "no link to member"),
             }

@@ -31,18 +31,16 @@ use crate::ClusterConfig;
 /// The largest SWIM packet sent or accepted.
 pub(crate) const MAX_PACKET: usize = 16 * 1024;
 
-/// How long a member declared down is remembered by foca (our own table
-/// keeps it for good).
+/// How long foca remembers a member declared down (our table: for good).
 const DOWN_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Departures remembered, to tell a member that left from one that died.
+/// Departures remembered (a member that left, not died).
 const DEPARTURES: usize = 1024;
 
-/// Pings remembered, to measure round trips from their acks.
+/// Pings remembered, for round trips.
 const PINGS: usize = 64;
 
-/// Timers handled in one call at most (foca never schedules a zero delay;
-/// this only bounds a bug).
+/// Timers handled in one call at most (only bounds a bug).
 const TIMERS_PER_CALL: usize = 10_000;
 
 /// A member as SWIM packets name it.
@@ -208,7 +206,11 @@ impl Swim {
         self.seeds = seeds.into_iter().filter(|s| s.address != own).collect();
         let result = self
             .foca
-            .apply_many(self.seeds.iter().cloned().map(Member::down), false, &mut self.io)
+            .apply_many(
+                self.seeds.iter().cloned().map(Member::down),
+                false,
+                &mut self.io,
+            )
             .and_then(|()| self.announce());
         self.rejoin = Some(now + self.period);
         self.settle(now);
@@ -410,7 +412,11 @@ impl Swim {
                 State::Down if self.departures.left(id) => PeerState::Left,
                 State::Down => PeerState::Dead,
             };
-            let Some(peer) = self.slots.get(position).and_then(|&i| self.peers.get_mut(i)) else {
+            let Some(peer) = self
+                .slots
+                .get(position)
+                .and_then(|&i| self.peers.get_mut(i))
+            else {
                 continue;
             };
             // A configured address keeps the identity a member gave it.
@@ -514,8 +520,7 @@ impl Runtime<NodeId> for Io {
     }
 }
 
-/// A timer and when it is due; the heap's top is the earliest (then the
-/// first submitted).
+/// A timer and when it is due; the heap's top is the earliest.
 struct Pending {
     at: Instant,
     seq: u64,

@@ -102,6 +102,7 @@ fn the_cluster_section_reads_from_the_environment() {
         env(&[
             ("NETPROTO__CLUSTER__PEERS", &peers),
             ("NETPROTO__CLUSTER__PROBE_PERIOD", "250ms"),
+            ("NETPROTO__CLUSTER__PROBE_TIMEOUT", "100ms"),
             ("NETPROTO__CLUSTER__SUSPECT_TIMEOUT", "2s"),
         ]),
     )
@@ -117,7 +118,8 @@ fn the_cluster_section_reads_from_the_environment() {
     assert_eq!(config.cluster.peers[1].key.unwrap().to_string(), key);
     assert_eq!(config.cluster.probe_period, Duration::from_millis(250));
     assert_eq!(config.cluster.suspect_timeout, Duration::from_secs(2));
-    assert_eq!(config.cluster.probe_timeout, Duration::from_millis(400));
+    assert_eq!(config.cluster.probe_timeout, Duration::from_millis(100));
+    assert_eq!(config.cluster.indirect_probes, 3);
     let error =
         NetworkConfig::load(None, env(&[("NETPROTO__CLUSTER__PEERS", "nowhere")])).unwrap_err();
     assert!(full_text(&error).contains("is not host:port"), "{error}");
