@@ -1,5 +1,5 @@
-//! Failover, measured: three daemons behind a client-side [`Balancer`],
-//! one killed under load and restarted.
+//! Failover, measured: three daemons, members of one SWIM cluster, behind a
+//! client-side [`Balancer`], one killed under load and restarted.
 //!
 //! ```text
 //! cargo run --release -p netproto-daemon --example failover
@@ -18,16 +18,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use netproto_crypto::Keypair;
-use netproto_daemon::{Balancer, Error, MembershipEvent, NetworkConfig, Server};
+use netproto_daemon::{
+    Balancer, Cluster, ClusterConfig, Error, MembershipEvent, NetworkConfig, Server,
+};
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
 use tokio::task::JoinHandle;
 
 /// Requests in flight at once (one task each).
 const CONCURRENCY: usize = 32;
-const HEARTBEAT: Duration = Duration::from_millis(250);
-const SUSPECT_AFTER: u32 = 2;
-const DEAD_AFTER: u32 = 4;
+/// The SWIM protocol period, probe timeout and suspect timeout.
+const PERIOD: Duration = Duration::from_millis(250);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+const SUSPECT_TIMEOUT: Duration = Duration::from_millis(750);
 /// How long the steady phases last.
 const STEADY: Duration = Duration::from_secs(3);
 
@@ -66,14 +69,17 @@ struct Daemon {
     address: String,
     config: NetworkConfig,
     task: Option<JoinHandle<()>>,
+    cluster: Option<Cluster>,
 }
 
 impl Daemon {
+    /// A daemon that joins the cluster through `config.cluster.peers`.
     async fn start(mut config: NetworkConfig) -> anyhow::Result<Self> {
         let server = bind(&config).await?;
         config.server.address = server.local_addr();
         let mut daemon = Self {
             address: config.server.address.clone(),
+            cluster: Some(Cluster::join(config.clone(), &server)?),
             config,
             task: None,
         };
@@ -81,8 +87,10 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Aborts the server's task: its sockets close without a goaway.
+    /// Aborts the server's task and drops its membership: its sockets
+    /// close without a goaway, and it answers no probe.
     async fn kill(&mut self) {
+        self.cluster = None;
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -92,6 +100,7 @@ impl Daemon {
     /// A new server on the same port with the same key.
     async fn restart(&mut self) -> anyhow::Result<()> {
         let server = bind(&self.config).await?;
+        self.cluster = Some(Cluster::join(self.config.clone(), &server)?);
         self.task = Some(spawn(server));
         Ok(())
     }
@@ -121,6 +130,16 @@ fn spawn(server: Server) -> JoinHandle<()> {
             eprintln!("daemon stopped: {error}");
         }
     })
+}
+
+/// The cluster's settings, joining through `peers`.
+fn settings(peers: Vec<netproto_daemon::PeerAddress>) -> ClusterConfig {
+    let mut settings = ClusterConfig::default();
+    settings.peers = peers;
+    settings.probe_period = PERIOD;
+    settings.probe_timeout = PROBE_TIMEOUT;
+    settings.suspect_timeout = SUSPECT_TIMEOUT;
+    settings
 }
 
 /// Waits for `wanted` about the daemon at `address`.
@@ -156,17 +175,14 @@ async fn main() -> anyhow::Result<()> {
         let mut config = NetworkConfig::default();
         config.server.address = "127.0.0.1:0".into();
         config.security.key_file = Some(key_file);
+        config.cluster = settings(peers.clone());
         let daemon = Daemon::start(config).await?;
         peers.push(format!("{}@{}", keypair.public(), daemon.address).parse()?);
         daemons.push(daemon);
     }
 
     let mut config = NetworkConfig::default();
-    config.cluster.peers = peers;
-    config.cluster.heartbeat_interval = HEARTBEAT;
-    config.cluster.suspect_after = SUSPECT_AFTER;
-    config.cluster.dead_after = DEAD_AFTER;
-    config.cluster.max_probe_delay = Duration::from_secs(1);
+    config.cluster = settings(peers);
     let balancer = Arc::new(Balancer::connect(config).await?);
     balancer
         .cluster()
@@ -228,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "3 daemons (Noise, loopback, one process), {CONCURRENCY} requests in flight, heartbeat {HEARTBEAT:?}, suspect after {SUSPECT_AFTER}, dead after {DEAD_AFTER}"
+        "3 daemons (Noise, loopback, one process), {CONCURRENCY} requests in flight, SWIM probe period {PERIOD:?}, probe timeout {PROBE_TIMEOUT:?}, suspect timeout {SUSPECT_TIMEOUT:?}"
     );
     println!(
         "{:<24} {:>9} {:>10} {:>12} {:>15} {:>19}",

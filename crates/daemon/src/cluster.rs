@@ -1,36 +1,31 @@
-//! A peer set with health tracking: see [`Cluster`].
+//! SWIM membership of daemons that know each other: see [`Cluster`].
 
-mod health;
 mod link;
+mod node;
+mod swim;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use netproto_crypto::PublicKey;
+use netproto_transport::sync::{lock, read};
 use netproto_wire::Message;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 
-pub use health::PeerState;
 pub(crate) use link::Link;
 
-use crate::client::Dialer;
-use crate::{ClusterConfig, Error, NetworkConfig, Result};
+use crate::{Error, NetworkConfig, Result, Server};
 
-/// Membership events kept for a slow subscriber before it lags.
-const EVENT_CAPACITY: usize = 256;
-
-/// Time a connection attempt gets at least (if `client.connection_timeout`
-/// allows), however short the heartbeat interval.
-const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A peer of a [`Cluster`]: its position in `cluster.peers`.
+/// A member of a [`Cluster`]: its place in the member table (the
+/// configured peers first, in order and without this member itself, then
+/// the others in the order they were heard of).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(usize);
 
 impl PeerId {
-    /// The peer's position in `cluster.peers`, from 0.
+    /// The member's place in the table, from 0.
     pub fn index(self) -> usize {
         self.0
     }
@@ -42,113 +37,155 @@ impl fmt::Display for PeerId {
     }
 }
 
-/// A change of a peer's state, from [`Cluster::subscribe`].
+/// What this member knows of another.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerState {
+    /// Not reached yet: a configured peer not heard from, or a member this
+    /// one has not connected to yet.
+    Joining,
+    /// A member in good standing, connected to at least once.
+    Alive,
+    /// A probe of it went unanswered, directly and through other members:
+    /// no new requests are balanced to it until it refutes the suspicion.
+    Suspect,
+    /// Declared dead: suspect for `suspect_timeout` without refuting it.
+    /// Its connection is dropped; it comes back by itself when it rejoins.
+    Dead,
+    /// Left the cluster on purpose ([`Cluster::leave`]).
+    Left,
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Joining => "joining",
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        })
+    }
+}
+
+/// A change of a member's state, from [`Cluster::subscribe`].
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipEvent {
-    /// The peer became [`Alive`](PeerState::Alive): reached for the first
-    /// time, or back from suspect or dead.
+    /// The member became [`Alive`](PeerState::Alive): joined, refuted a
+    /// suspicion, or came back (restarted, or rejoined after being declared
+    /// dead).
     PeerUp {
-        /// The peer.
+        /// The member.
         peer: PeerId,
-        /// Its configured address.
+        /// Its address.
         address: String,
     },
-    /// The peer became [`Suspect`](PeerState::Suspect).
+    /// The member became [`Suspect`](PeerState::Suspect).
     Suspect {
-        /// The peer.
+        /// The member.
         peer: PeerId,
-        /// Its configured address.
+        /// Its address.
         address: String,
     },
-    /// The peer became [`Dead`](PeerState::Dead).
+    /// The member became [`Dead`](PeerState::Dead).
     PeerDown {
-        /// The peer.
+        /// The member.
         peer: PeerId,
-        /// Its configured address.
+        /// Its address.
+        address: String,
+    },
+    /// The member [`Left`](PeerState::Left).
+    PeerLeft {
+        /// The member.
+        peer: PeerId,
+        /// Its address.
         address: String,
     },
 }
 
 impl MembershipEvent {
-    /// The peer the event is about.
+    /// The member the event is about.
     pub fn peer(&self) -> PeerId {
         match self {
             Self::PeerUp { peer, .. }
             | Self::Suspect { peer, .. }
-            | Self::PeerDown { peer, .. } => *peer,
+            | Self::PeerDown { peer, .. }
+            | Self::PeerLeft { peer, .. } => *peer,
         }
     }
 
-    /// The configured address of the peer the event is about.
+    /// The address of the member the event is about.
     pub fn address(&self) -> &str {
         match self {
             Self::PeerUp { address, .. }
             | Self::Suspect { address, .. }
-            | Self::PeerDown { address, .. } => address,
+            | Self::PeerDown { address, .. }
+            | Self::PeerLeft { address, .. } => address,
         }
     }
 }
 
-/// One peer as [`Cluster::view`] shows it to operators.
+/// One member as [`Cluster::view`] shows it to operators.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerView {
-    /// The peer.
+    /// The member.
     pub id: PeerId,
-    /// Its configured address (without the pinned key).
+    /// Its address (without the pinned key).
     pub address: String,
     /// Its state.
     pub state: PeerState,
     /// When it entered this state.
     pub since: Instant,
-    /// The last sign of life: an answer to a heartbeat or a request.
+    /// When a membership packet from it last arrived.
     pub last_seen: Option<Instant>,
-    /// The round trip of the last answered heartbeat.
+    /// The round trip of its last acknowledged direct probe.
     pub rtt: Option<Duration>,
-    /// Heartbeats missed in a row (connection attempts included).
-    pub missed: u32,
+    /// Its SWIM incarnation: raised each time it refuted a suspicion.
+    pub incarnation: u16,
     /// Requests in flight to it now.
     pub in_flight: usize,
     /// Its Noise public key, once connected in Noise mode.
     pub key: Option<PublicKey>,
 }
 
-/// The peers from `[cluster]`, with real health tracking: one persistent
-/// secure connection per peer, heartbeats that measure the round trip, a
-/// state per peer, and a stream of membership events.
+/// This process as a member of a cluster of daemons, with SWIM failure
+/// detection ([`foca`]), a connection to each member, and membership
+/// events.
 ///
-/// Every peer from `[cluster] peers` gets a monitor task. It connects with
-/// the `[client]` and `[security]` settings (Noise by default), then sends
-/// a `PING` request every `heartbeat_interval` on that connection. Any
-/// answer, an error frame included, is a sign of life and gives the round
-/// trip; no answer within one interval is a missed heartbeat. A peer is
+/// A member joins through the configured `[cluster] peers`, learns the
+/// others from them, and probes one member every `probe_period`: a direct
+/// ping, then pings through `indirect_probes` other members; a member that
+/// answers none of them is [`Suspect`](PeerState::Suspect), told to all,
+/// and [`Dead`](PeerState::Dead) unless it refutes within
+/// `suspect_timeout`. Membership packets are one-way `netproto.swim.v1`
+/// messages on the members' secured connections (Noise by default), the
+/// same connections that [`send_to`](Self::send_to),
+/// [`broadcast`](Self::broadcast) and the [`Balancer`](crate::Balancer)
+/// use. A member declared dead, or restarted, rejoins by itself under a
+/// new generation. [`leave`](Self::leave) departs on purpose
+/// ([`Left`](PeerState::Left)); dropping the cluster stops at once, as a
+/// crash would.
 ///
-/// - [`Joining`](PeerState::Joining) until it is first reached,
-/// - [`Alive`](PeerState::Alive) while it answers,
-/// - [`Suspect`](PeerState::Suspect) after `suspect_after` missed
-///   heartbeats in a row, or at once when its connection drops (the monitor
-///   then reconnects at once; each failed attempt is a missed heartbeat),
-/// - [`Dead`](PeerState::Dead) after `dead_after` missed heartbeats: its
-///   connection is dropped, requests in flight on it fail with
-///   [`Error::EndpointDown`], and it is probed again with exponential
-///   backoff (from `heartbeat_interval` to `max_probe_delay`) until it
-///   answers and becomes alive again by itself.
-///
-/// Host names are resolved again on every connection attempt, so a peer
-/// that moves to another address is found after its next reconnection.
-/// Dropping the cluster stops its monitors and closes its connections.
+/// Membership trusts every peer that can connect: set
+/// `security.allowed_peers` on the members.
 ///
 /// # Examples
 ///
 /// ```no_run
-/// use netproto_daemon::{Cluster, MembershipEvent, NetworkConfig};
+/// use std::sync::Arc;
+/// use netproto_daemon::{Cluster, MembershipEvent, NetworkConfig, Server};
+/// use netproto_dispatch::Dispatcher;
 /// use netproto_wire::Message;
 ///
 /// # async fn run() -> netproto_daemon::Result<()> {
 /// let mut config = NetworkConfig::default();
+/// config.server.address = "10.0.0.1:9000".into();
 /// config.cluster.peers = vec!["10.0.0.2:9000".parse()?, "10.0.0.3:9000".parse()?];
-/// let cluster = Cluster::start(config)?;
+/// let server = Server::bind(config.clone(), Arc::new(Dispatcher::default())).await?;
+/// let cluster = Cluster::join(config, &server)?;
+/// tokio::spawn(server.run());
 /// let mut events = cluster.subscribe();
 /// tokio::spawn(async move {
 ///     while let Ok(event) = events.recv().await {
@@ -163,94 +200,129 @@ pub struct PeerView {
 /// for peer in cluster.view() {
 ///     println!("{} {} rtt {:?}", peer.address, peer.state, peer.rtt);
 /// }
+/// cluster.leave().await;
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug)]
 pub struct Cluster {
-    links: Vec<Arc<Link>>,
     shared: Arc<Shared>,
-    monitors: Vec<AbortHandle>,
+    /// The configured peers' links (the first entries of the table).
+    seeds: Vec<Arc<Link>>,
+    inbox: mpsc::Sender<node::Input>,
 }
 
 impl Cluster {
-    /// Starts one monitor per peer of `config.cluster.peers`; they connect
-    /// in the background (watch [`subscribe`](Self::subscribe) or
-    /// [`wait_until`](Self::wait_until)).
+    /// Joins as a member with a membership listener of its own, on
+    /// `cluster.bind` with the `[server]` and `[security]` settings: for a
+    /// process that serves nothing else, such as a client with a
+    /// [`Balancer`](crate::Balancer). It binds and joins in the background
+    /// (watch [`subscribe`](Self::subscribe) or
+    /// [`wait_until`](Self::wait_until)); a failure to bind is logged.
     ///
     /// # Errors
     ///
-    /// [`Error::Invalid`] when there is no peer or a value is invalid;
-    /// security configuration errors (a missing key file).
+    /// [`Error::Invalid`] when there is no peer or a value is invalid.
     ///
     /// # Panics
     ///
-    /// When called outside a tokio runtime (the monitors are spawned tasks).
+    /// When called outside a tokio runtime (the member is a task).
     pub fn start(config: NetworkConfig) -> Result<Self> {
-        config.validate()?;
         if config.cluster.peers.is_empty() {
             return Err(Error::Invalid("cluster.peers is empty".into()));
         }
-        let settings = config.cluster;
-        // The transport's own heartbeat agrees with ours, and one connection
-        // attempt takes at most a heartbeat interval (or 1 s, room for a
-        // handshake on a busy machine).
-        let interval = settings.heartbeat_interval;
-        let mut client = config.client;
-        client.heartbeat_interval = interval;
-        client.connection_timeout = client
-            .connection_timeout
-            .min(interval.max(MIN_CONNECT_TIMEOUT));
-        let mut transport = config.transport;
-        transport.heartbeat_misses = settings.dead_after;
-        let shared = Arc::new(Shared {
-            events: broadcast::channel(EVENT_CAPACITY).0,
-            changed: watch::channel(0).0,
-            settings,
+        let (cluster, inbox) = Self::prepare(&config, config.cluster.advertise.as_deref())?;
+        let shared = cluster.shared.clone();
+        let mut server_config = config;
+        server_config
+            .server
+            .address
+            .clone_from(&server_config.cluster.bind);
+        let task = tokio::spawn(async move {
+            let dispatcher = Arc::new(netproto_dispatch::Dispatcher::default());
+            dispatcher.register("PING", |_| Ok(Message::Pong));
+            let server = match Server::bind(server_config.clone(), dispatcher).await {
+                Ok(server) => server,
+                Err(error) => {
+                    tracing::error!(%error, address = %server_config.cluster.bind, "membership listener failed to bind");
+                    return;
+                }
+            };
+            let advertise = server_config.cluster.advertise.clone();
+            let address = advertise.unwrap_or_else(|| server.local_addr());
+            node::listen(server.dispatcher(), shared.inbox());
+            let node = node::Node::new(&shared, address, server.public_key());
+            let served = tokio::spawn(server.run());
+            shared.own(served.abort_handle());
+            node.run(inbox).await;
         });
-        let mut links = Vec::with_capacity(shared.settings.peers.len());
-        for (index, peer) in shared.settings.peers.iter().enumerate() {
-            let mut security = config.security.clone();
-            if let Some(key) = peer.key {
-                security.server_key = Some(key);
+        cluster.shared.own(task.abort_handle());
+        Ok(cluster)
+    }
+
+    /// Joins as the member that `server` is: membership packets arrive
+    /// through the server's dispatcher, and the others reach this member at
+    /// `cluster.advertise`, or else the server's address. With no
+    /// `cluster.peers`, it is the first member, that others join through.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] when a value is invalid.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime (the member is a task).
+    pub fn join(config: NetworkConfig, server: &Server) -> Result<Self> {
+        let address = config
+            .cluster
+            .advertise
+            .clone()
+            .unwrap_or_else(|| server.local_addr());
+        let (cluster, inbox) = Self::prepare(&config, Some(&address))?;
+        node::listen(server.dispatcher(), cluster.shared.inbox());
+        let node = node::Node::new(&cluster.shared, address, server.public_key());
+        let task = tokio::spawn(node.run(inbox));
+        cluster.shared.own(task.abort_handle());
+        Ok(cluster)
+    }
+
+    fn prepare(
+        config: &NetworkConfig,
+        own: Option<&str>,
+    ) -> Result<(Self, mpsc::Receiver<node::Input>)> {
+        config.validate()?;
+        let (inbox, packets) = mpsc::channel(node::INBOX);
+        let shared = Arc::new(Shared::new(config, inbox.clone())?);
+        let mut seeds = Vec::new();
+        for peer in &config.cluster.peers {
+            if own != Some(peer.address.as_str()) {
+                seeds.push(shared.link(&peer.address, peer.key)?);
             }
-            let dialer = Dialer::new(&client, &transport, &security, &peer.address)?;
-            links.push(Arc::new(Link::new(
-                PeerId(index),
-                peer.address.clone(),
-                dialer,
-                shared.clone(),
-            )));
         }
-        let monitors = links
-            .iter()
-            .map(|link| tokio::spawn(link.clone().monitor()).abort_handle())
-            .collect();
-        Ok(Self {
-            links,
+        let cluster = Self {
             shared,
-            monitors,
-        })
+            seeds,
+            inbox,
+        };
+        Ok((cluster, packets))
     }
 
-    /// Every peer, its state, last sign of life and round trip.
+    /// Every member heard of (this one excepted), its state, last sign of
+    /// life and round trip.
     pub fn view(&self) -> Vec<PeerView> {
-        self.links.iter().map(|link| link.view()).collect()
+        read(&self.shared.table).iter().map(|l| l.view()).collect()
     }
 
-    /// The peer configured with this address (without its pinned key).
+    /// The member with this address (without its pinned key).
     pub fn peer(&self, address: &str) -> Option<PeerId> {
-        self.links
-            .iter()
-            .find(|link| link.address() == address)
-            .map(|link| link.id())
+        self.shared.find(address).map(|link| link.id())
     }
 
     /// Membership events from now on. A subscriber that falls more than 256
     /// events behind gets [`broadcast::error::RecvError::Lagged`]; read
     /// [`view`](Self::view) then to catch up.
     pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
-        self.shared.events.subscribe()
+        self.shared.events.sender.subscribe()
     }
 
     /// Waits until `condition` holds for the [`view`](Self::view), checking
@@ -264,7 +336,7 @@ impl Cluster {
         timeout: Duration,
         mut condition: impl FnMut(&[PeerView]) -> bool,
     ) -> Result<()> {
-        let mut changed = self.shared.changed.subscribe();
+        let mut changed = self.shared.events.changed.subscribe();
         let wait = async {
             loop {
                 changed.borrow_and_update();
@@ -287,21 +359,24 @@ impl Cluster {
     ///
     /// # Errors
     ///
-    /// [`Error::Unavailable`] when the peer has no connection now (nothing
-    /// was sent); [`Error::EndpointDown`] when the connection was lost or
-    /// the peer declared dead with the request in flight; [`Error::Dispatch`]
-    /// with the peer's error or a timeout; [`Error::Invalid`] for a
-    /// [`PeerId`] of another cluster.
+    /// [`Error::Unavailable`] when the member has no connection now
+    /// (nothing was sent); [`Error::EndpointDown`] when the connection was
+    /// lost or the member declared dead with the request in flight;
+    /// [`Error::Dispatch`] with the member's error or a timeout;
+    /// [`Error::Invalid`] for a [`PeerId`] of another cluster.
     pub async fn send_to(&self, peer: PeerId, message: &Message) -> Result<Message> {
-        let link = self.link(peer)?;
+        let link = read(&self.shared.table)
+            .get(peer.0)
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("{peer} is not in this cluster")))?;
         link.request(message, link.response_timeout()).await
     }
 
     /// Sends `message` as a request to every [`Alive`](PeerState::Alive)
-    /// peer at once and returns each answer, in peer order.
+    /// member at once and returns each answer, in member order.
     pub async fn broadcast(&self, message: &Message) -> Vec<(PeerId, Result<Message>)> {
         let mut requests = JoinSet::new();
-        for link in &self.links {
+        for link in read(&self.shared.table).iter() {
             if link.state() == PeerState::Alive {
                 let (link, message) = (link.clone(), message.clone());
                 requests.spawn(async move {
@@ -322,30 +397,50 @@ impl Cluster {
         answers
     }
 
-    pub(crate) fn links(&self) -> &[Arc<Link>] {
-        &self.links
+    /// Leaves the cluster on purpose: a few members are told at once and
+    /// pass it on, so that the others see this member
+    /// [`Left`](PeerState::Left) rather than dead. Membership stops; the
+    /// connections stay for requests in flight until the cluster is
+    /// dropped. Waits at most `client.connection_timeout` for the notices
+    /// to be sent.
+    pub async fn leave(&self) {
+        let (done, sent) = oneshot::channel();
+        if self.inbox.send(node::Input::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(self.shared.leave_timeout, sent).await;
+        }
     }
 
-    fn link(&self, peer: PeerId) -> Result<&Arc<Link>> {
-        self.links
-            .get(peer.0)
-            .ok_or_else(|| Error::Invalid(format!("{peer} is not in this cluster")))
+    /// The configured peers (the balancer's endpoints).
+    pub(crate) fn links(&self) -> &[Arc<Link>] {
+        &self.seeds
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for monitor in &self.monitors {
-            monitor.abort();
+        for task in lock(&self.shared.tasks).drain(..) {
+            task.abort();
         }
     }
 }
 
-/// What every link of a cluster shares.
+/// What a cluster's member table, tasks and links share.
 #[derive(Debug)]
 struct Shared {
-    settings: ClusterConfig,
-    events: broadcast::Sender<MembershipEvent>,
+    config: NetworkConfig,
+    /// Every member heard of, by [`PeerId`].
+    table: RwLock<Vec<Arc<Link>>>,
+    events: Arc<Events>,
+    /// The member's task, its listener's, and each link's.
+    tasks: Mutex<Vec<AbortHandle>>,
+    inbox: mpsc::Sender<node::Input>,
+    leave_timeout: Duration,
+}
+
+/// Where links publish changes of state.
+#[derive(Debug)]
+struct Events {
+    sender: broadcast::Sender<MembershipEvent>,
     /// Bumped on every change of state, for [`Cluster::wait_until`].
     changed: watch::Sender<u64>,
 }

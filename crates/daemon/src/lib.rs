@@ -10,7 +10,7 @@
 //!   [`PeerAddress`]).
 //! - [`init_logging`]: human or JSON logs, `RUST_LOG` filters.
 //! - [`metrics`]: what the server records, and its Prometheus exporter.
-//! - [`Cluster`]: a peer set with heartbeats, states and membership events.
+//! - [`Cluster`]: SWIM membership of daemons (foca), with membership events.
 //! - [`Balancer`]: requests spread over several servers, with failover.
 //! - [`service`]: typed methods (the `netproto-service` crate, re-exported);
 //!   [`Client::typed`] makes typed calls over a client's connection.

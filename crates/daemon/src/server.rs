@@ -242,6 +242,12 @@ impl Server {
         listener.local_addr().ok()
     }
 
+    /// The dispatcher that serves this server's messages (handlers may be
+    /// added to it until the server runs, and after).
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
     /// The server's Noise public key, for clients to pin (Noise mode only).
     pub fn public_key(&self) -> Option<&PublicKey> {
         self.public_key.as_ref()

@@ -1,33 +1,56 @@
-//! The I/O side of a cluster peer: its connection, its requests, and the
-//! monitor task that sends heartbeats and feeds their outcomes to the
-//! peer's [`Health`].
+//! One member as this one reaches it: its connection (dialed when a
+//! packet is to be sent, or when the member comes up), the membership
+//! packets carried on it, the requests sent on it, and its state as SWIM
+//! last said.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use netproto_crypto::PublicKey;
 use netproto_dispatch::Correlator;
 use netproto_transport::sync::lock;
 use netproto_wire::Message;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
-use super::health::{Health, PeerState, Step, Transition};
-use super::{MembershipEvent, PeerId, PeerView, Shared};
-use crate::backoff::Backoff;
+use super::swim::Peer;
+use super::{Events, MembershipEvent, PeerId, PeerState, PeerView};
 use crate::client::Dialer;
 use crate::{Error, Result};
 
-/// A peer's health, and its key once known.
+/// The message type membership packets travel under (one-way).
+pub(super) const SWIM_TYPE: &str = "netproto.swim.v1";
+
+/// Membership packets waiting for a member's connection; more are dropped
+/// (SWIM takes losses).
+pub(super) const PACKETS: usize = 64;
+
+/// What SWIM last said of the member, and whether it was ever reached.
 #[derive(Debug)]
 struct Status {
-    health: Health,
+    swim: PeerState,
+    reached: bool,
+    since: Instant,
+    last_seen: Option<Instant>,
+    rtt: Option<Duration>,
+    incarnation: u16,
     key: Option<PublicKey>,
 }
 
-/// The current connection to a peer. Dropping it (when the connection is
-/// lost or the peer is declared dead) fails the requests in flight on it.
+impl Status {
+    /// The state shown: alive only once reached.
+    fn state(&self) -> PeerState {
+        match self.swim {
+            PeerState::Alive if !self.reached => PeerState::Joining,
+            state => state,
+        }
+    }
+}
+
+/// The current connection to a member. Dropping it (when the connection is
+/// lost or the member declared dead) fails the requests in flight on it.
 #[derive(Debug)]
 struct Live {
     correlator: Arc<Correlator>,
@@ -38,32 +61,23 @@ struct Live {
 /// How a connection ended.
 #[derive(Debug, Clone, Copy)]
 enum Ending {
-    /// The peer sent a goaway: requests below its last id still complete.
+    /// The member sent a goaway or left: requests in flight still complete.
     Graceful,
     /// The connection failed.
     Abrupt,
 }
 
-/// The outcome of one heartbeat.
-enum Beat {
-    /// Answered, after this round trip.
-    Answered(Duration),
-    /// No answer within the interval, or the connection attempt failed.
-    Missed,
-    /// The connection ended.
-    Lost,
-}
-
-/// One peer: its connection, its health, its monitor's wake-up.
+/// One member: its connection, its state, its packets.
 pub(crate) struct Link {
     id: PeerId,
     address: String,
     dialer: Dialer,
-    shared: Arc<Shared>,
+    events: Arc<Events>,
     status: Mutex<Status>,
     live: Mutex<Option<Live>>,
     in_flight: AtomicUsize,
-    /// Wakes the monitor when a request saw the connection end.
+    packets: mpsc::Sender<Bytes>,
+    /// Asks the carrier to connect now.
     wake: Notify,
 }
 
@@ -77,23 +91,36 @@ impl fmt::Debug for Link {
 }
 
 impl Link {
-    /// Peer `id` at `address`, joining, not connected yet.
-    pub(super) fn new(id: PeerId, address: String, dialer: Dialer, shared: Arc<Shared>) -> Self {
-        let health = Health::new(
-            Instant::now(),
-            shared.settings.suspect_after,
-            shared.settings.dead_after,
-        );
-        Self {
+    /// Member `id` at `address`, joining, not connected; the receiver goes
+    /// to [`carry`](Self::carry).
+    pub(super) fn new(
+        id: PeerId,
+        address: String,
+        dialer: Dialer,
+        events: Arc<Events>,
+    ) -> (Self, mpsc::Receiver<Bytes>) {
+        let (packets, queue) = mpsc::channel(PACKETS);
+        let status = Status {
+            swim: PeerState::Joining,
+            reached: false,
+            since: Instant::now(),
+            last_seen: None,
+            rtt: None,
+            incarnation: 0,
+            key: None,
+        };
+        let link = Self {
             id,
             address,
             dialer,
-            shared,
-            status: Mutex::new(Status { health, key: None }),
+            events,
+            status: Mutex::new(status),
             live: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            packets,
             wake: Notify::new(),
-        }
+        };
+        (link, queue)
     }
 
     pub(crate) fn id(&self) -> PeerId {
@@ -101,10 +128,10 @@ impl Link {
     }
 
     pub(crate) fn state(&self) -> PeerState {
-        lock(&self.status).health.state()
+        lock(&self.status).state()
     }
 
-    /// The configured address (without the pinned key).
+    /// The member's address (without the pinned key).
     pub(super) fn address(&self) -> &str {
         &self.address
     }
@@ -125,18 +152,72 @@ impl Link {
 
     pub(super) fn view(&self) -> PeerView {
         let status = lock(&self.status);
-        let health = &status.health;
         PeerView {
             id: self.id,
             address: self.address.clone(),
-            state: health.state(),
-            since: health.since(),
-            last_seen: health.last_seen(),
-            rtt: health.rtt(),
-            missed: health.missed(),
+            state: status.state(),
+            since: status.since,
+            last_seen: status.last_seen,
+            rtt: status.rtt,
+            incarnation: status.incarnation,
             in_flight: self.in_flight(),
             key: status.key,
         }
+    }
+
+    /// Queues a membership packet for the member; dropped when the queue is
+    /// full.
+    pub(super) fn send(&self, packet: Bytes) {
+        if self.packets.try_send(packet).is_err() {
+            tracing::trace!(peer = %self.address, "membership packet dropped");
+        }
+    }
+
+    /// Sends a membership packet now, connecting first if needed (for a
+    /// departure, sent just before membership stops).
+    pub(super) async fn send_now(&self, packet: Bytes) {
+        let correlator = match self.current() {
+            Some(correlator) => Some(correlator),
+            None => self.connect().await,
+        };
+        if let (Some(correlator), Ok(message)) = (correlator, Message::custom(SWIM_TYPE, packet)) {
+            let _ = correlator.send_oneway(&message).await;
+        }
+    }
+
+    /// Takes what SWIM says of the member: its state (published on a
+    /// change), last sign of life and round trip.
+    pub(super) fn update(&self, peer: &Peer) {
+        let (before, after, changed) = {
+            let mut status = lock(&self.status);
+            let before = status.state();
+            let changed = status.swim != peer.state;
+            if changed {
+                status.swim = peer.state;
+                status.since = peer.since;
+            }
+            status.last_seen = peer.last_seen;
+            status.rtt = peer.rtt.or(status.rtt);
+            status.incarnation = peer.incarnation;
+            (before, status.state(), changed)
+        };
+        if changed {
+            // Gone: it must be reached again to be shown alive.
+            if matches!(peer.state, PeerState::Dead | PeerState::Left) {
+                lock(&self.status).reached = false;
+            }
+            match peer.state {
+                PeerState::Dead => self.disconnect(),
+                PeerState::Left => {
+                    if let Some(correlator) = self.current() {
+                        self.lost(&correlator, Ending::Graceful);
+                    }
+                }
+                PeerState::Alive if lock(&self.live).is_none() => self.wake.notify_one(),
+                _ => {}
+            }
+        }
+        self.publish(before, after);
     }
 
     /// Sends one request on the current connection.
@@ -162,14 +243,8 @@ impl Link {
             }
         };
         match result {
-            Ok(answer) => {
-                self.seen();
-                Ok(answer)
-            }
-            Err(remote @ netproto_dispatch::Error::Remote { .. }) => {
-                self.seen();
-                Err(remote.into())
-            }
+            Ok(answer) => Ok(answer),
+            Err(remote @ netproto_dispatch::Error::Remote { .. }) => Err(remote.into()),
             // Closed only by us, after a goaway, and refused before sending.
             Err(netproto_dispatch::Error::Closed) => Err(Error::Unavailable {
                 endpoint: self.address.clone(),
@@ -183,7 +258,7 @@ impl Link {
                 })
             }
             Err(going @ netproto_dispatch::Error::GoingAway { .. }) => {
-                // Not processed: the peer said so. Reconnect.
+                // Not processed: the member said so. Reconnect.
                 self.lost(&correlator, Ending::Graceful);
                 Err(going.into())
             }
@@ -191,16 +266,10 @@ impl Link {
         }
     }
 
-    fn seen(&self) {
-        lock(&self.status).health.seen(Instant::now());
-    }
-
-    /// The connection `dead` ended: forget it (if it is still the current
-    /// one), suspect the peer and wake the monitor to reconnect.
-    ///
-    /// After a goaway, the requests the peer still answers keep the old
-    /// connection until they complete; after an abrupt end, every request
-    /// in flight on it fails at once.
+    /// The connection `dead` ended: forget it, if it is still the current
+    /// one. After a goaway, the requests the member still answers keep the
+    /// old connection until they complete; after an abrupt end, every
+    /// request in flight on it fails at once. The next packet reconnects.
     fn lost(&self, dead: &Arc<Correlator>, ending: Ending) {
         let forgotten = {
             let mut live = lock(&self.live);
@@ -213,101 +282,74 @@ impl Link {
                 None
             }
         };
-        if let Some(live) = forgotten {
-            if let Ending::Graceful = ending {
-                tokio::spawn(async move {
-                    // Waits for the requests the peer still answers.
-                    let _ = live.correlator.close().await;
-                    drop(live);
-                });
-            }
-            let transition = lock(&self.status).health.connection_lost(Instant::now());
-            self.publish(transition);
-            self.wake.notify_one();
+        if let (Some(live), Ending::Graceful) = (forgotten, ending) {
+            tokio::spawn(async move {
+                // Waits for the requests the member still answers.
+                let _ = live.correlator.close().await;
+                drop(live);
+            });
         }
     }
 
-    /// Tells subscribers about a change of state, and logs it.
-    fn publish(&self, transition: Option<Transition>) {
-        let Some(Transition { to, .. }) = transition else {
+    /// Tells subscribers about a change of the state shown, and logs it.
+    fn publish(&self, before: PeerState, after: PeerState) {
+        if before == after {
             return;
-        };
+        }
         let (address, peer) = (self.address.clone(), self.id);
-        let (missed, rtt) = {
-            let status = lock(&self.status);
-            (status.health.missed(), status.health.rtt())
-        };
-        let event = match to {
+        let event = match after {
             PeerState::Alive => {
-                tracing::info!(peer = %address, ?rtt, "peer up");
+                tracing::info!(peer = %address, "member up");
                 MembershipEvent::PeerUp { peer, address }
             }
             PeerState::Suspect => {
-                tracing::info!(peer = %address, missed, "peer suspect");
+                tracing::info!(peer = %address, "member suspect");
                 MembershipEvent::Suspect { peer, address }
             }
-            PeerState::Dead | PeerState::Joining => {
-                tracing::warn!(peer = %address, missed, "peer down");
+            PeerState::Dead => {
+                tracing::warn!(peer = %address, "member down");
                 MembershipEvent::PeerDown { peer, address }
+            }
+            PeerState::Left => {
+                tracing::info!(peer = %address, "member left");
+                MembershipEvent::PeerLeft { peer, address }
+            }
+            PeerState::Joining => {
+                self.events.changed.send_modify(|version| *version += 1);
+                return;
             }
         };
         // No subscriber is fine.
-        let _ = self.shared.events.send(event);
-        self.shared.changed.send_modify(|version| *version += 1);
+        let _ = self.events.sender.send(event);
+        self.events.changed.send_modify(|version| *version += 1);
     }
 
     fn current(&self) -> Option<Arc<Correlator>> {
         lock(&self.live).as_ref().map(|l| l.correlator.clone())
     }
 
-    /// One heartbeat: a ping request on `correlator`, answered within one
-    /// interval.
-    async fn ping(&self, correlator: &Arc<Correlator>) -> Beat {
-        let interval = self.shared.settings.heartbeat_interval;
-        let start = Instant::now();
-        match correlator
-            .request_with_timeout(&Message::Ping, interval)
-            .await
-        {
-            // An error frame (say, no PING handler) is a sign of life too.
-            Ok(_)
-            | Err(netproto_dispatch::Error::Remote { .. } | netproto_dispatch::Error::Wire(_)) => {
-                Beat::Answered(start.elapsed())
-            }
-            Err(netproto_dispatch::Error::Disconnected(_) | netproto_dispatch::Error::Closed) => {
-                self.lost(correlator, Ending::Abrupt);
-                Beat::Lost
-            }
-            Err(netproto_dispatch::Error::GoingAway { .. }) => {
-                self.lost(correlator, Ending::Graceful);
-                Beat::Lost
-            }
-            Err(error) => {
-                tracing::debug!(peer = %self.address, %error, "heartbeat missed");
-                Beat::Missed
-            }
-        }
-    }
-
-    /// One connection attempt, then a first heartbeat on it.
-    async fn connect(&self) -> Beat {
+    /// One connection attempt; a success marks the member reached.
+    async fn connect(&self) -> Option<Arc<Correlator>> {
         match self.dialer.dial(&self.address).await {
             Ok((correlator, key)) => {
                 let correlator = Arc::new(correlator);
-                lock(&self.status).key = key;
                 *lock(&self.live) = Some(Live {
                     correlator: correlator.clone(),
                     gone: watch::channel(()).0,
                 });
-                self.ping(&correlator).await
-            }
-            Err(error @ Error::KeyChanged { .. }) => {
-                tracing::warn!(peer = %self.address, %error, "peer refused");
-                Beat::Missed
+                let (before, after) = {
+                    let mut status = lock(&self.status);
+                    let before = status.state();
+                    status.key = key;
+                    status.reached = true;
+                    (before, status.state())
+                };
+                self.publish(before, after);
+                Some(correlator)
             }
             Err(error) => {
                 tracing::debug!(peer = %self.address, %error, "connection attempt failed");
-                Beat::Missed
+                None
             }
         }
     }
@@ -318,43 +360,34 @@ impl Link {
         drop(live);
     }
 
-    /// Heartbeats, state changes and reconnections, until the cluster is
-    /// dropped. Dead peers are probed with backoff, from
-    /// `cluster.heartbeat_interval` up to `cluster.max_probe_delay`.
-    pub(super) async fn monitor(self: Arc<Self>) {
-        let settings = &self.shared.settings;
-        let interval = settings.heartbeat_interval;
-        let mut probes = Backoff::new(interval, settings.max_probe_delay, 4);
+    /// Carries membership packets to the member until the cluster stops,
+    /// connecting when one is to be sent (or when asked to). The packets
+    /// queued while a connection attempt failed are dropped with it.
+    pub(super) async fn carry(self: Arc<Self>, mut queue: mpsc::Receiver<Bytes>) {
         loop {
-            let started = Instant::now();
-            let beat = match self.current() {
-                Some(correlator) => self.ping(&correlator).await,
-                None => self.connect().await,
+            let packet = tokio::select! {
+                packet = queue.recv() => match packet {
+                    Some(packet) => Some(packet),
+                    None => return,
+                },
+                () = self.wake.notified() => None,
             };
-            let mut wait = interval.saturating_sub(started.elapsed());
-            let connected = self.current().is_some();
-            let now = Instant::now();
-            let step: Step = {
-                let health = &mut lock(&self.status).health;
-                match beat {
-                    Beat::Answered(rtt) => health.heartbeat_ok(now, rtt),
-                    Beat::Missed | Beat::Lost => health.heartbeat_missed(now, connected),
-                }
+            let correlator = match self.current() {
+                Some(correlator) => correlator,
+                None => match self.connect().await {
+                    Some(correlator) => correlator,
+                    None => {
+                        while queue.try_recv().is_ok() {}
+                        continue;
+                    }
+                },
             };
-            match beat {
-                Beat::Answered(_) => probes.reset(),
-                // Reconnect at once; a failed attempt is the next miss.
-                Beat::Lost => wait = Duration::ZERO,
-                Beat::Missed => {}
-            }
-            if step.dead {
-                self.disconnect();
-                wait = probes.next_wait();
-            }
-            self.publish(step.transition);
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified() => {}
+            let Some(message) = packet.and_then(|p| Message::custom(SWIM_TYPE, p).ok()) else {
+                continue;
+            };
+            if let Err(error) = correlator.send_oneway(&message).await {
+                tracing::debug!(peer = %self.address, %error, "membership packet not sent");
+                self.lost(&correlator, Ending::Abrupt);
             }
         }
     }

@@ -307,47 +307,64 @@ impl Default for SecurityConfig {
     }
 }
 
-/// The `[cluster]` section: the peers of a [`Cluster`](crate::Cluster)
-/// (or the endpoints of a [`Balancer`](crate::Balancer)) and how their
-/// failures are detected.
+/// The `[cluster]` section: the members a [`Cluster`](crate::Cluster)
+/// joins through (or the endpoints of a [`Balancer`](crate::Balancer)) and
+/// the settings of its SWIM failure detector.
 ///
-/// A peer is *suspect* after `suspect_after` heartbeats in a row went
-/// unanswered (or at once when its connection drops), and *dead* after
-/// `dead_after`: a dead peer is detected within about
-/// `dead_after × heartbeat_interval`. Dead peers are probed again with
-/// exponential backoff from `heartbeat_interval` up to `max_probe_delay`.
-/// Connections to peers use the `[client]` and `[security]` settings.
+/// Every `probe_period`, each member probes one other, in a shuffled round
+/// robin: a direct ping, then, without an ack within `probe_timeout`,
+/// `indirect_probes` pings through other members. A probe unanswered by the
+/// end of its period makes the member *suspect* (told to the others, and to
+/// the member itself, which refutes it if it is alive); a suspect that has
+/// not refuted within `suspect_timeout` is *dead*. Connections to members use
+/// the `[client]` and `[security]` settings.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The peers: `host:port` (host names are resolved again on every
-    /// reconnection) or `unix:/path`, optionally prefixed by the peer's
+    /// The members to join through (seeds), and the endpoints of a
+    /// balancer: `host:port` (host names are resolved again on every
+    /// connection) or `unix:/path`, optionally prefixed by the member's
     /// Noise public key and `@` (`<64 hex digits>@host:port`) to pin it.
+    /// Write each as that member advertises itself. This member's own
+    /// address may be listed (it is skipped), so every member can share the
+    /// list.
     pub peers: Vec<PeerAddress>,
-    /// A ping request goes to every peer this often; an answer later than
-    /// one interval counts as a missed heartbeat.
+    /// Where [`Cluster::start`](crate::Cluster::start) listens for the
+    /// other members, with the `[server]` and `[security]` settings: a
+    /// member that serves nothing else (a client with a balancer). A daemon
+    /// joins through its own server instead
+    /// ([`Cluster::join`](crate::Cluster::join)) and ignores this.
+    pub bind: String,
+    /// The address the other members reach this member at, when it is not
+    /// the listening address (a wildcard, a NAT, a proxy).
+    pub advertise: Option<String>,
+    /// The protocol period: each member probes one other this often.
     #[serde(with = "humantime_serde")]
-    pub heartbeat_interval: Duration,
-    /// Missed heartbeats in a row before a peer is suspect (no new
-    /// requests are balanced to it).
-    pub suspect_after: u32,
-    /// Missed heartbeats in a row before a peer is dead (its connection is
-    /// dropped and requests in flight on it fail).
-    pub dead_after: u32,
-    /// Longest wait between two probes of a dead peer.
+    pub probe_period: Duration,
+    /// How long a direct ping waits for its ack before the indirect pings
+    /// start; less than `probe_period`.
     #[serde(with = "humantime_serde")]
-    pub max_probe_delay: Duration,
+    pub probe_timeout: Duration,
+    /// How many members are asked to ping a member that did not answer a
+    /// direct ping (1 to 16).
+    pub indirect_probes: usize,
+    /// How long a suspect member has to refute the suspicion before it is
+    /// declared dead; at least `probe_period`.
+    #[serde(with = "humantime_serde")]
+    pub suspect_timeout: Duration,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             peers: Vec::new(),
-            heartbeat_interval: Duration::from_secs(1),
-            suspect_after: 2,
-            dead_after: 4,
-            max_probe_delay: Duration::from_secs(5),
+            bind: "127.0.0.1:0".into(),
+            advertise: None,
+            probe_period: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(400),
+            indirect_probes: 3,
+            suspect_timeout: Duration::from_secs(4),
         }
     }
 }

@@ -53,16 +53,26 @@ fn cluster_section_is_validated() {
     };
     c.validate().unwrap();
     type Spoil = fn(&mut ClusterConfig);
-    let cases: [(Spoil, &str); 5] = [
+    let cases: [(Spoil, &str); 9] = [
+        (|c| c.probe_period = Duration::ZERO, "probe_period"),
         (
-            |c| c.heartbeat_interval = Duration::ZERO,
-            "heartbeat_interval",
+            |c| c.probe_period = Duration::from_millis(5),
+            "probe_period must be at least",
         ),
-        (|c| c.suspect_after = 0, "suspect_after"),
-        (|c| c.dead_after = 1, "dead_after"),
         (
-            |c| c.max_probe_delay = Duration::from_millis(1),
-            "max_probe_delay",
+            |c| c.probe_timeout = c.probe_period,
+            "probe_timeout must be less",
+        ),
+        (
+            |c| c.suspect_timeout = Duration::from_millis(10),
+            "suspect_timeout must be at least",
+        ),
+        (|c| c.indirect_probes = 0, "indirect_probes"),
+        (|c| c.indirect_probes = 17, "indirect_probes"),
+        (|c| c.bind = "nowhere".into(), "cluster.bind"),
+        (
+            |c| c.advertise = Some("10.0.0.1:0".into()),
+            "cluster.advertise",
         ),
         (
             |c| {
@@ -91,8 +101,9 @@ fn the_cluster_section_reads_from_the_environment() {
         None,
         env(&[
             ("NETPROTO__CLUSTER__PEERS", &peers),
-            ("NETPROTO__CLUSTER__HEARTBEAT_INTERVAL", "250ms"),
-            ("NETPROTO__CLUSTER__DEAD_AFTER", "6"),
+            ("NETPROTO__CLUSTER__PROBE_PERIOD", "250ms"),
+            ("NETPROTO__CLUSTER__PROBE_TIMEOUT", "100ms"),
+            ("NETPROTO__CLUSTER__SUSPECT_TIMEOUT", "2s"),
         ]),
     )
     .unwrap();
@@ -105,12 +116,10 @@ fn the_cluster_section_reads_from_the_environment() {
     assert_eq!(addresses, ["127.0.0.1:1", "127.0.0.1:2"]);
     assert_eq!(config.cluster.peers[0].key, None);
     assert_eq!(config.cluster.peers[1].key.unwrap().to_string(), key);
-    assert_eq!(
-        config.cluster.heartbeat_interval,
-        Duration::from_millis(250)
-    );
-    assert_eq!(config.cluster.dead_after, 6);
-    assert_eq!(config.cluster.suspect_after, 2);
+    assert_eq!(config.cluster.probe_period, Duration::from_millis(250));
+    assert_eq!(config.cluster.suspect_timeout, Duration::from_secs(2));
+    assert_eq!(config.cluster.probe_timeout, Duration::from_millis(100));
+    assert_eq!(config.cluster.indirect_probes, 3);
     let error =
         NetworkConfig::load(None, env(&[("NETPROTO__CLUSTER__PEERS", "nowhere")])).unwrap_err();
     assert!(full_text(&error).contains("is not host:port"), "{error}");

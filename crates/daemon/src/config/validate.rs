@@ -13,8 +13,11 @@ use super::{
 };
 use crate::{Error, Result};
 
-/// Largest accepted `cluster.suspect_after` and `cluster.dead_after`.
-const MAX_MISSES: u32 = 1000;
+/// Largest accepted `cluster.indirect_probes`.
+const MAX_INDIRECT_PROBES: usize = 16;
+
+/// Shortest accepted `cluster.probe_period`.
+const MIN_PROBE_PERIOD: Duration = Duration::from_millis(10);
 
 impl NetworkConfig {
     /// Checks every value; a zero timeout or limit is an error, and so are
@@ -177,23 +180,32 @@ impl ClusterConfig {
     ///
     /// [`Error::Invalid`] naming the first bad value.
     pub fn validate(&self) -> Result<()> {
-        duration(self.heartbeat_interval, "cluster.heartbeat_interval")?;
-        duration(self.max_probe_delay, "cluster.max_probe_delay")?;
-        if self.max_probe_delay < self.heartbeat_interval {
+        duration(self.probe_period, "cluster.probe_period")?;
+        duration(self.probe_timeout, "cluster.probe_timeout")?;
+        duration(self.suspect_timeout, "cluster.suspect_timeout")?;
+        if self.probe_period < MIN_PROBE_PERIOD {
+            return Err(Error::Invalid(format!(
+                "cluster.probe_period must be at least {MIN_PROBE_PERIOD:?}"
+            )));
+        }
+        if self.probe_timeout >= self.probe_period {
             return Err(Error::Invalid(
-                "cluster.max_probe_delay must be at least cluster.heartbeat_interval".into(),
+                "cluster.probe_timeout must be less than cluster.probe_period".into(),
             ));
         }
-        if !(1..=MAX_MISSES).contains(&self.suspect_after) {
+        if self.suspect_timeout < self.probe_period {
+            return Err(Error::Invalid(
+                "cluster.suspect_timeout must be at least cluster.probe_period".into(),
+            ));
+        }
+        if !(1..=MAX_INDIRECT_PROBES).contains(&self.indirect_probes) {
             return Err(Error::Invalid(format!(
-                "cluster.suspect_after must be 1 to {MAX_MISSES}"
+                "cluster.indirect_probes must be 1 to {MAX_INDIRECT_PROBES}"
             )));
         }
-        if !(self.suspect_after..=MAX_MISSES).contains(&self.dead_after) {
-            return Err(Error::Invalid(format!(
-                "cluster.dead_after must be at least cluster.suspect_after ({}) and at most {MAX_MISSES}",
-                self.suspect_after
-            )));
+        address(&self.bind, "cluster.bind", true)?;
+        if let Some(advertise) = &self.advertise {
+            address(advertise, "cluster.advertise", false)?;
         }
         let mut seen = HashSet::new();
         for peer in &self.peers {
@@ -206,6 +218,23 @@ impl ClusterConfig {
         }
         Ok(())
     }
+}
+
+/// `host:port` (port 0 only if `any_port`) or `unix:/path`.
+fn address(value: &str, name: &str, any_port: bool) -> Result<()> {
+    let valid = if let Some(path) = value.strip_prefix("unix:") {
+        !path.is_empty()
+    } else {
+        value.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| any_port || p != 0)
+        })
+    };
+    if !valid {
+        return Err(Error::Invalid(format!(
+            "{name}: {value:?} is not host:port or unix:/path"
+        )));
+    }
+    Ok(())
 }
 
 fn nonzero(value: usize, name: &str) -> Result<()> {
