@@ -191,8 +191,10 @@ async fn noise_server_requires_allowed_client_key() {
         }
         results
     });
+    let stranger = keypair();
+    let stranger_key = *stranger.public();
     let refused = new_connector(
-        ClientSecurity::noise(NoiseConfig::new(keypair())),
+        ClientSecurity::noise(NoiseConfig::new(stranger)),
         &ConnectionConfig::default(),
         HANDSHAKE,
     )
@@ -211,8 +213,9 @@ async fn noise_server_requires_allowed_client_key() {
         .await
         .unwrap()
         .unwrap();
+    // Refused as an unknown peer, naming the key it presented.
     assert!(
-        matches!(results[0], Err(Error::Crypto(_))),
+        matches!(&results[0], Err(Error::UnknownPeer { presented }) if *presented == stranger_key),
         "{:?}",
         results[0]
     );
