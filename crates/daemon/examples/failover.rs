@@ -6,9 +6,9 @@
 //! ```
 //!
 //! Prints requests per second in each phase (all up; from the kill until
-//! the balancer declares the daemon dead; two of three; from the restart
-//! until it rejoins; all up again) and the failed requests, idempotent or
-//! not. Everything runs in one process on loopback, so the daemons and the
+//! the balancer takes the daemon out of rotation; two of three; from the
+//! restart until it is back in rotation; all up again) and the failed
+//! requests, idempotent or not. Everything runs in one process on loopback, so the daemons and the
 //! load share the machine's cores.
 #![allow(clippy::print_stdout)] // printing the figures is this example's job
 
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use netproto_crypto::Keypair;
-use netproto_daemon::{Balancer, Error, MembershipEvent, NetworkConfig, Server};
+use netproto_daemon::{Balancer, EndpointView, Error, NetworkConfig, PeerState, Server};
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
 use tokio::task::JoinHandle;
@@ -33,9 +33,9 @@ const STEADY: Duration = Duration::from_secs(3);
 
 const PHASES: [&str; 5] = [
     "all three up",
-    "kill -> declared dead",
+    "kill -> out of rotation",
     "two of three",
-    "restart -> rejoined",
+    "restart -> in rotation",
     "all three up again",
 ];
 
@@ -123,23 +123,18 @@ fn spawn(server: Server) -> JoinHandle<()> {
     })
 }
 
-/// Waits for `wanted` about the daemon at `address`.
+/// Waits until the endpoint at `address` satisfies `wanted`.
 async fn wait_for(
-    events: &mut tokio::sync::broadcast::Receiver<MembershipEvent>,
+    balancer: &Balancer,
     address: &str,
-    wanted: fn(&MembershipEvent) -> bool,
+    wanted: fn(&EndpointView) -> bool,
 ) -> anyhow::Result<()> {
-    let limit = Duration::from_secs(30);
-    tokio::time::timeout(limit, async {
-        loop {
-            let event = events.recv().await?;
-            if event.address() == address && wanted(&event) {
-                return anyhow::Ok(());
-            }
-        }
-    })
-    .await
-    .context("no membership event in 30 s")?
+    balancer
+        .wait_until(Duration::from_secs(30), |endpoints| {
+            endpoints.iter().any(|e| e.address == address && wanted(e))
+        })
+        .await
+        .context("the endpoint did not change state in 30 s")
 }
 
 #[tokio::main]
@@ -162,21 +157,17 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut config = NetworkConfig::default();
-    config.cluster.peers = peers;
-    config.cluster.heartbeat_interval = HEARTBEAT;
-    config.cluster.suspect_after = SUSPECT_AFTER;
-    config.cluster.dead_after = DEAD_AFTER;
-    config.cluster.max_probe_delay = Duration::from_secs(1);
+    config.balancer.endpoints = peers;
+    config.balancer.heartbeat_interval = HEARTBEAT;
+    config.balancer.suspect_after = SUSPECT_AFTER;
+    config.balancer.dead_after = DEAD_AFTER;
+    config.balancer.max_reconnect_delay = Duration::from_secs(1);
     let balancer = Arc::new(Balancer::connect(config).await?);
     balancer
-        .cluster()
-        .wait_until(Duration::from_secs(10), |peers| {
-            peers
-                .iter()
-                .all(|p| p.state == netproto_daemon::PeerState::Alive)
+        .wait_until(Duration::from_secs(10), |endpoints| {
+            endpoints.iter().all(|e| e.state == PeerState::Alive)
         })
         .await?;
-    let mut events = balancer.subscribe();
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -204,20 +195,14 @@ async fn main() -> anyhow::Result<()> {
     ends[1] = Instant::now();
     counters.phase.store(1, Ordering::Relaxed);
     victim.kill().await;
-    wait_for(&mut events, &victim.address, |e| {
-        matches!(e, MembershipEvent::PeerDown { .. })
-    })
-    .await?;
+    wait_for(&balancer, &victim.address, |e| e.state != PeerState::Alive).await?;
     ends[2] = Instant::now();
     counters.phase.store(2, Ordering::Relaxed);
     tokio::time::sleep(STEADY).await;
     ends[3] = Instant::now();
     counters.phase.store(3, Ordering::Relaxed);
     victim.restart().await?;
-    wait_for(&mut events, &victim.address, |e| {
-        matches!(e, MembershipEvent::PeerUp { .. })
-    })
-    .await?;
+    wait_for(&balancer, &victim.address, |e| e.state == PeerState::Alive).await?;
     ends[4] = Instant::now();
     counters.phase.store(4, Ordering::Relaxed);
     tokio::time::sleep(STEADY).await;

@@ -34,7 +34,8 @@ impl NetworkConfig {
         self.server.connection_config(&self.transport)?;
         self.client.connection_config(&self.transport)?;
         check_security(&self.security)?;
-        self.cluster.validate()
+        self.cluster.validate()?;
+        self.balancer.validate()
     }
 }
 
