@@ -148,6 +148,13 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint left the balancer (its task is stopped): no new
+    /// requests; the connection closes once those in flight are done.
+    pub(crate) fn stop(&self) {
+        lock(&self.connection).take();
+        self.enter(PeerState::Dead, None);
+    }
+
     /// Whether `correlator` is still the connection the task keeps.
     fn keeps(&self, correlator: &Arc<Correlator>) -> bool {
         lock(&self.connection)

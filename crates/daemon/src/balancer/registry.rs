@@ -64,7 +64,9 @@ impl Registry {
             task.abort();
         }
         self.endpoints.send_modify(|endpoints| {
-            endpoints.remove(&id);
+            if let Some(endpoint) = endpoints.remove(&id) {
+                endpoint.stop();
+            }
         });
         self.changed.send_modify(|version| *version += 1);
     }
@@ -134,6 +136,9 @@ impl Drop for Registry {
     fn drop(&mut self) {
         for task in lock(&self.tasks).values() {
             task.abort();
+        }
+        for endpoint in self.endpoints.borrow().values() {
+            endpoint.stop();
         }
     }
 }
