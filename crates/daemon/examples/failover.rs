@@ -59,6 +59,16 @@ impl Counters {
         if let Some(counter) = counters.get(phase) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+        if let Err(error) = result {
+            // Every failure is shown, with its cause: none may go unexplained.
+            let mut text = error.to_string();
+            let mut cause: &dyn std::error::Error = error;
+            while let Some(source) = cause.source() {
+                text = format!("{text}: {source}");
+                cause = source;
+            }
+            eprintln!("phase {phase}, idempotent {idempotent}: {text}");
+        }
     }
 }
 

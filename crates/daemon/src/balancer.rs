@@ -298,7 +298,7 @@ impl Balancer {
             registry: self.registry.clone(),
         };
         let attempt = Attempt {
-            message: message.clone(),
+            message: Arc::new(message.clone()),
             timeout,
         };
         let attempts = u32::try_from(endpoints.max(1)).unwrap_or(u32::MAX);
@@ -386,6 +386,21 @@ where
     Box::pin(future)
 }
 
+/// Whether a request that failed with `error` may be sent to another
+/// endpoint: when it was certainly not processed, or may be processed
+/// twice.
+fn may_send_again(error: &Error, idempotent: bool) -> bool {
+    match error {
+        // Not sent: no connection, or the connection ending first.
+        Error::Unavailable { .. } => true,
+        // Refused by a server going away.
+        Error::Dispatch(error) => error.is_unprocessed(),
+        // In flight when the endpoint went down: maybe processed.
+        Error::EndpointDown { .. } => idempotent,
+        _ => false,
+    }
+}
+
 /// The failover rules, as a [`tower::retry`] policy for one request.
 #[derive(Debug, Clone)]
 struct Failover {
@@ -404,14 +419,10 @@ impl Policy<Attempt, Message, BoxError> for Failover {
         result: &mut Result<Message, BoxError>,
     ) -> Option<Self::Future> {
         let error = result.as_ref().err()?.downcast_ref::<Error>()?;
-        let retry = match error {
-            // Certainly not processed.
-            Error::Unavailable { .. } => true,
-            Error::Dispatch(error) => error.is_unprocessed(),
-            Error::EndpointDown { .. } => self.idempotent,
-            _ => false,
-        };
-        if !retry || self.retries == 0 || self.registry.ready() == 0 {
+        if !may_send_again(error, self.idempotent)
+            || self.retries == 0
+            || self.registry.ready() == 0
+        {
             return None;
         }
         self.retries -= 1;
@@ -421,5 +432,50 @@ impl Policy<Attempt, Message, BoxError> for Failover {
 
     fn clone_request(&mut self, attempt: &Attempt) -> Option<Attempt> {
         Some(attempt.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use netproto_wire::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn only_requests_certainly_not_processed_or_idempotent_are_sent_again() {
+        let lost = || {
+            netproto_dispatch::Error::Disconnected(Arc::new(netproto_transport::Error::PeerClosed))
+        };
+        let down = Error::EndpointDown {
+            endpoint: "127.0.0.1:9000".into(),
+            cause: Some(lost()),
+        };
+        let unavailable = Error::Unavailable {
+            endpoint: "127.0.0.1:9000".into(),
+            state: PeerState::Dead,
+        };
+        let going = Error::Dispatch(netproto_dispatch::Error::GoingAway {
+            last_request_id: 1,
+            code: ErrorCode::SHUTTING_DOWN,
+        });
+        let timeout = Error::Dispatch(netproto_dispatch::Error::Timeout(Duration::from_secs(1)));
+        let remote = Error::Dispatch(netproto_dispatch::Error::Remote {
+            request_id: 1,
+            code: ErrorCode::HANDLER_FAILED,
+            message: "no".into(),
+        });
+        for (error, not_idempotent, idempotent) in [
+            (&down, false, true),
+            (&unavailable, true, true),
+            (&going, true, true),
+            (&timeout, false, false),
+            (&remote, false, false),
+        ] {
+            assert_eq!(may_send_again(error, false), not_idempotent, "{error}");
+            assert_eq!(may_send_again(error, true), idempotent, "{error}");
+        }
     }
 }

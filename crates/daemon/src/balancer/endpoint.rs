@@ -236,7 +236,8 @@ impl Endpoint {
 /// One request of a balancer, as the balance hands it to an endpoint.
 #[derive(Debug, Clone)]
 pub(crate) struct Attempt {
-    pub(crate) message: Message,
+    /// Shared: the retry policy keeps a copy of every attempt.
+    pub(crate) message: Arc<Message>,
     pub(crate) timeout: Duration,
 }
 
@@ -252,8 +253,8 @@ pub(crate) trait EndpointError: Sized {
 impl EndpointError for Error {
     fn connection_lost(&self) -> bool {
         match self {
-            Self::EndpointDown { .. } => true,
-            Self::Dispatch(error) => error.is_connection_lost(),
+            Self::EndpointDown { .. } | Self::Unavailable { .. } => true,
+            Self::Dispatch(error) => lost(error),
             _ => false,
         }
     }
@@ -268,7 +269,7 @@ impl EndpointError for Error {
 
 impl EndpointError for CallError {
     fn connection_lost(&self) -> bool {
-        matches!(self, Self::Connection { source, .. } if source.is_connection_lost())
+        matches!(self, Self::Connection { source, .. } if lost(source))
     }
 
     fn not_connected(_: &Endpoint) -> Self {
@@ -277,6 +278,21 @@ impl EndpointError for CallError {
             source: netproto_dispatch::Error::Closed,
         }
     }
+}
+
+/// The connection takes no more requests: lost, closed, going away, or its
+/// send queue closed (the connection is ending).
+fn lost(error: &netproto_dispatch::Error) -> bool {
+    error.is_connection_lost() || unsent(error)
+}
+
+/// The request could not be queued because the connection is ending: it
+/// was not sent.
+fn unsent(error: &netproto_dispatch::Error) -> bool {
+    matches!(
+        error,
+        netproto_dispatch::Error::Transport(netproto_transport::Error::Closed)
+    )
 }
 
 /// Makes the service that calls one connection.
@@ -314,7 +330,8 @@ impl Service<Attempt> for Exchange {
                 .request_with_timeout(&attempt.message, attempt.timeout)
                 .await;
             result.map_err(|error| match error {
-                // Closed here before it was sent.
+                // Closed here, or the connection ending, before it was sent.
+                error if unsent(&error) => Error::not_connected(&endpoint),
                 netproto_dispatch::Error::Closed => Error::not_connected(&endpoint),
                 cause @ netproto_dispatch::Error::Disconnected(_) => Error::EndpointDown {
                     endpoint: endpoint.address.clone(),
@@ -401,7 +418,15 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let Some((correlator, service)) = self.current.as_mut() else {
+        // The connection may have ended since `poll_ready`: then the request
+        // is not sent, and may go elsewhere whatever it is.
+        let connected = self.current.as_mut().filter(|(correlator, _)| {
+            self.ready
+                .borrow()
+                .as_ref()
+                .is_some_and(|ready| Arc::ptr_eq(ready, correlator))
+        });
+        let Some((correlator, service)) = connected else {
             let error = S::Error::not_connected(&self.endpoint);
             return Box::pin(std::future::ready(Err(error)));
         };
@@ -428,5 +453,34 @@ struct InFlight(Arc<Endpoint>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netproto_wire::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn a_connection_ending_before_the_send_means_not_sent_and_lost() {
+        let closed = netproto_dispatch::Error::Transport(netproto_transport::Error::Closed);
+        assert!(unsent(&closed) && lost(&closed));
+        let going = netproto_dispatch::Error::GoingAway {
+            last_request_id: 1,
+            code: ErrorCode::SHUTTING_DOWN,
+        };
+        assert!(!unsent(&going) && lost(&going));
+        let timeout = netproto_dispatch::Error::Timeout(Duration::from_secs(1));
+        assert!(!unsent(&timeout) && !lost(&timeout));
+        let endpoint = Endpoint::new("127.0.0.1:9000".into(), Arc::new(watch::channel(0).0));
+        let error = Error::not_connected(&endpoint);
+        assert!(
+            matches!(&error, Error::Unavailable { endpoint, state: PeerState::Joining } if endpoint == "127.0.0.1:9000")
+        );
+        assert!(error.connection_lost());
+        let typed = CallError::not_connected(&endpoint);
+        assert!(typed.connection_lost());
+        assert!(!Error::Dispatch(timeout).connection_lost());
     }
 }
