@@ -97,8 +97,9 @@ pub type Balanced<Req, Res> = Buffer<Req, BoxFuture<'static, Result<Res, BoxErro
 /// [`Error::EndpointDown`] naming the endpoint, unless the caller marked it
 /// idempotent ([`Balancer::request_idempotent`]): then it is sent again on
 /// another ready endpoint. A request that was certainly not processed (no
-/// connection when it was to be sent, or refused by a server going away)
-/// is sent elsewhere in any case. A request makes at most as many attempts
+/// connection when it was to be sent, its connection ending before it was
+/// queued, or refused by a server going away) is sent elsewhere in any
+/// case. A request makes at most as many attempts
 /// as there are endpoints, and a retry never goes back to the endpoint
 /// that failed before it has reconnected and answered a ping. A request
 /// that is not idempotent is never sent twice unless the first attempt was

@@ -50,8 +50,6 @@ pub(crate) struct Endpoint {
     /// answering, `None` otherwise. Its receivers are the endpoint's
     /// readiness.
     ready: watch::Sender<Option<Arc<Correlator>>>,
-    /// The connection the task keeps, healthy or not.
-    connection: Mutex<Option<Arc<Correlator>>>,
     status: Mutex<Status>,
     in_flight: AtomicUsize,
     /// Wakes the task when a request saw the connection end.
@@ -66,7 +64,6 @@ impl Endpoint {
         Self {
             address,
             ready: watch::channel(None).0,
-            connection: Mutex::new(None),
             status: Mutex::new(Status {
                 state: PeerState::Joining,
                 since: Instant::now(),
@@ -130,36 +127,25 @@ impl Endpoint {
         }
     }
 
-    /// A request saw `dead` end: unless the task has already moved on,
-    /// takes the endpoint out of rotation at once and wakes the task to
-    /// reconnect.
+    /// A request saw `dead` end: if it is the connection new requests use,
+    /// takes the endpoint out of rotation at once; wakes the task, whose
+    /// next ping on a dead connection fails at once.
     pub(crate) fn lost(&self, dead: &Arc<Correlator>) {
-        let current = {
-            let mut connection = lock(&self.connection);
-            if connection.as_ref().is_some_and(|c| Arc::ptr_eq(c, dead)) {
-                connection.take()
-            } else {
-                None
-            }
-        };
-        if current.is_some() {
+        let current = self
+            .ready
+            .borrow()
+            .as_ref()
+            .is_some_and(|ready| Arc::ptr_eq(ready, dead));
+        if current {
             self.enter(PeerState::Dead, None);
-            self.lost.notify_one();
         }
+        self.lost.notify_one();
     }
 
     /// The endpoint left the balancer (its task is stopped): no new
     /// requests; the connection closes once those in flight are done.
     pub(crate) fn stop(&self) {
-        lock(&self.connection).take();
         self.enter(PeerState::Dead, None);
-    }
-
-    /// Whether `correlator` is still the connection the task keeps.
-    fn keeps(&self, correlator: &Arc<Correlator>) -> bool {
-        lock(&self.connection)
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, correlator))
     }
 
     /// Connects, watches and reconnects, until aborted. After a failed
@@ -170,10 +156,8 @@ impl Endpoint {
         loop {
             match dialer.dial(&self.address).await {
                 Ok((correlator, key)) => {
-                    let correlator = Arc::new(correlator);
                     lock(&self.status).key = key;
-                    *lock(&self.connection) = Some(correlator.clone());
-                    if self.keep(&correlator, &settings).await {
+                    if self.keep(&Arc::new(correlator), &settings).await {
                         backoff.reset();
                         continue;
                     }
@@ -207,9 +191,9 @@ impl Endpoint {
                     missed = 0;
                     self.enter(PeerState::Alive, Some(correlator));
                 }
-                Err(error) if error.is_connection_lost() => {
+                Err(error) if lost(&error) => {
                     tracing::debug!(peer = %self.address, %error, "connection lost");
-                    self.lost(correlator);
+                    self.enter(PeerState::Dead, None);
                     return answered;
                 }
                 Err(error) => {
@@ -225,9 +209,6 @@ impl Endpoint {
             tokio::select! {
                 () = tokio::time::sleep_until(started + interval) => {}
                 () = self.lost.notified() => {}
-            }
-            if !self.keeps(correlator) {
-                return answered;
             }
         }
     }
