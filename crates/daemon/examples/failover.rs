@@ -1,14 +1,14 @@
-//! Failover, measured: three daemons, members of one SWIM cluster, behind a
-//! client-side [`Balancer`], one killed under load and restarted.
+//! Failover, measured: three daemons behind a client-side [`Balancer`],
+//! one killed under load and restarted.
 //!
 //! ```text
 //! cargo run --release -p netproto-daemon --example failover
 //! ```
 //!
 //! Prints requests per second in each phase (all up; from the kill until
-//! the balancer declares the daemon dead; two of three; from the restart
-//! until it rejoins; all up again) and the failed requests, idempotent or
-//! not. Everything runs in one process on loopback, so the daemons and the
+//! the balancer takes the daemon out of rotation; two of three; from the
+//! restart until it is back in rotation; all up again) and the failed
+//! requests, idempotent or not. Everything runs in one process on loopback, so the daemons and the
 //! load share the machine's cores.
 #![allow(clippy::print_stdout)] // printing the figures is this example's job
 
@@ -18,27 +18,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use netproto_crypto::Keypair;
-use netproto_daemon::{
-    Balancer, Cluster, ClusterConfig, Error, MembershipEvent, NetworkConfig, Server,
-};
+use netproto_daemon::{Balancer, EndpointView, Error, NetworkConfig, PeerState, Server};
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
 use tokio::task::JoinHandle;
 
 /// Requests in flight at once (one task each).
 const CONCURRENCY: usize = 32;
-/// The SWIM protocol period, probe timeout and suspect timeout.
-const PERIOD: Duration = Duration::from_millis(250);
-const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
-const SUSPECT_TIMEOUT: Duration = Duration::from_millis(750);
+const HEARTBEAT: Duration = Duration::from_millis(250);
+const SUSPECT_AFTER: u32 = 2;
+const DEAD_AFTER: u32 = 4;
 /// How long the steady phases last.
 const STEADY: Duration = Duration::from_secs(3);
 
 const PHASES: [&str; 5] = [
     "all three up",
-    "kill -> declared dead",
+    "kill -> out of rotation",
     "two of three",
-    "restart -> rejoined",
+    "restart -> in rotation",
     "all three up again",
 ];
 
@@ -62,6 +59,16 @@ impl Counters {
         if let Some(counter) = counters.get(phase) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+        if let Err(error) = result {
+            // Every failure is shown, with its cause: none may go unexplained.
+            let mut text = error.to_string();
+            let mut cause: &dyn std::error::Error = error;
+            while let Some(source) = cause.source() {
+                text = format!("{text}: {source}");
+                cause = source;
+            }
+            eprintln!("phase {phase}, idempotent {idempotent}: {text}");
+        }
     }
 }
 
@@ -69,17 +76,14 @@ struct Daemon {
     address: String,
     config: NetworkConfig,
     task: Option<JoinHandle<()>>,
-    cluster: Option<Cluster>,
 }
 
 impl Daemon {
-    /// A daemon that joins the cluster through `config.cluster.peers`.
     async fn start(mut config: NetworkConfig) -> anyhow::Result<Self> {
         let server = bind(&config).await?;
         config.server.address = server.local_addr();
         let mut daemon = Self {
             address: config.server.address.clone(),
-            cluster: Some(Cluster::join(config.clone(), &server)?),
             config,
             task: None,
         };
@@ -87,10 +91,8 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Aborts the server's task and drops its membership: its sockets
-    /// close without a goaway, and it answers no probe.
+    /// Aborts the server's task: its sockets close without a goaway.
     async fn kill(&mut self) {
-        self.cluster = None;
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
@@ -100,7 +102,6 @@ impl Daemon {
     /// A new server on the same port with the same key.
     async fn restart(&mut self) -> anyhow::Result<()> {
         let server = bind(&self.config).await?;
-        self.cluster = Some(Cluster::join(self.config.clone(), &server)?);
         self.task = Some(spawn(server));
         Ok(())
     }
@@ -132,33 +133,18 @@ fn spawn(server: Server) -> JoinHandle<()> {
     })
 }
 
-/// The cluster's settings, joining through `peers`.
-fn settings(peers: Vec<netproto_daemon::PeerAddress>) -> ClusterConfig {
-    let mut settings = ClusterConfig::default();
-    settings.peers = peers;
-    settings.probe_period = PERIOD;
-    settings.probe_timeout = PROBE_TIMEOUT;
-    settings.suspect_timeout = SUSPECT_TIMEOUT;
-    settings
-}
-
-/// Waits for `wanted` about the daemon at `address`.
+/// Waits until the endpoint at `address` satisfies `wanted`.
 async fn wait_for(
-    events: &mut tokio::sync::broadcast::Receiver<MembershipEvent>,
+    balancer: &Balancer,
     address: &str,
-    wanted: fn(&MembershipEvent) -> bool,
+    wanted: fn(&EndpointView) -> bool,
 ) -> anyhow::Result<()> {
-    let limit = Duration::from_secs(30);
-    tokio::time::timeout(limit, async {
-        loop {
-            let event = events.recv().await?;
-            if event.address() == address && wanted(&event) {
-                return anyhow::Ok(());
-            }
-        }
-    })
-    .await
-    .context("no membership event in 30 s")?
+    balancer
+        .wait_until(Duration::from_secs(30), |endpoints| {
+            endpoints.iter().any(|e| e.address == address && wanted(e))
+        })
+        .await
+        .context("the endpoint did not change state in 30 s")
 }
 
 #[tokio::main]
@@ -175,24 +161,23 @@ async fn main() -> anyhow::Result<()> {
         let mut config = NetworkConfig::default();
         config.server.address = "127.0.0.1:0".into();
         config.security.key_file = Some(key_file);
-        config.cluster = settings(peers.clone());
         let daemon = Daemon::start(config).await?;
         peers.push(format!("{}@{}", keypair.public(), daemon.address).parse()?);
         daemons.push(daemon);
     }
 
     let mut config = NetworkConfig::default();
-    config.cluster = settings(peers);
+    config.balancer.endpoints = peers;
+    config.balancer.heartbeat_interval = HEARTBEAT;
+    config.balancer.suspect_after = SUSPECT_AFTER;
+    config.balancer.dead_after = DEAD_AFTER;
+    config.balancer.max_reconnect_delay = Duration::from_secs(1);
     let balancer = Arc::new(Balancer::connect(config).await?);
     balancer
-        .cluster()
-        .wait_until(Duration::from_secs(10), |peers| {
-            peers
-                .iter()
-                .all(|p| p.state == netproto_daemon::PeerState::Alive)
+        .wait_until(Duration::from_secs(10), |endpoints| {
+            endpoints.iter().all(|e| e.state == PeerState::Alive)
         })
         .await?;
-    let mut events = balancer.subscribe();
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -220,20 +205,14 @@ async fn main() -> anyhow::Result<()> {
     ends[1] = Instant::now();
     counters.phase.store(1, Ordering::Relaxed);
     victim.kill().await;
-    wait_for(&mut events, &victim.address, |e| {
-        matches!(e, MembershipEvent::PeerDown { .. })
-    })
-    .await?;
+    wait_for(&balancer, &victim.address, |e| e.state != PeerState::Alive).await?;
     ends[2] = Instant::now();
     counters.phase.store(2, Ordering::Relaxed);
     tokio::time::sleep(STEADY).await;
     ends[3] = Instant::now();
     counters.phase.store(3, Ordering::Relaxed);
     victim.restart().await?;
-    wait_for(&mut events, &victim.address, |e| {
-        matches!(e, MembershipEvent::PeerUp { .. })
-    })
-    .await?;
+    wait_for(&balancer, &victim.address, |e| e.state == PeerState::Alive).await?;
     ends[4] = Instant::now();
     counters.phase.store(4, Ordering::Relaxed);
     tokio::time::sleep(STEADY).await;
@@ -244,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "3 daemons (Noise, loopback, one process), {CONCURRENCY} requests in flight, SWIM probe period {PERIOD:?}, probe timeout {PROBE_TIMEOUT:?}, suspect timeout {SUSPECT_TIMEOUT:?}"
+        "3 daemons (Noise, loopback, one process), {CONCURRENCY} requests in flight, heartbeat {HEARTBEAT:?}, suspect after {SUSPECT_AFTER}, dead after {DEAD_AFTER}"
     );
     println!(
         "{:<24} {:>9} {:>10} {:>12} {:>15} {:>19}",

@@ -1,4 +1,5 @@
-//! Exponential backoff with jitter, for the client's reconnections.
+//! Exponential backoff with jitter, for the reconnections of the client and
+//! of the balancer's endpoints.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use rand::Rng;
 /// that failed together do not retry together.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
+    initial: Duration,
     max: Duration,
     jitter_divisor: u32,
     next: Duration,
@@ -19,6 +21,7 @@ impl Backoff {
     /// wait adds up to `1 / jitter_divisor` of the delay (`0` adds nothing).
     pub(crate) fn new(initial: Duration, max: Duration, jitter_divisor: u32) -> Self {
         Self {
+            initial,
             max,
             jitter_divisor,
             next: initial,
@@ -40,6 +43,11 @@ impl Backoff {
             divisor => u64::try_from(delay.as_millis() / u128::from(divisor)).unwrap_or(u64::MAX),
         };
         delay + Duration::from_millis(rng.gen_range(0..=most))
+    }
+
+    /// Back to the initial delay (after a success).
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
     }
 }
 
@@ -76,9 +84,11 @@ mod tests {
     }
 
     #[test]
-    fn no_jitter_divisor_means_exact_delays() {
+    fn no_jitter_divisor_means_exact_delays_and_reset_starts_over() {
         let mut backoff = Backoff::new(10 * MS, 35 * MS, 0);
         let waits: Vec<Duration> = (0..4).map(|_| backoff.next_wait()).collect();
         assert_eq!(waits, [10 * MS, 20 * MS, 35 * MS, 35 * MS]);
+        backoff.reset();
+        assert_eq!(backoff.next_wait(), 10 * MS);
     }
 }

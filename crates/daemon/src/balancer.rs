@@ -1,14 +1,32 @@
 //! A client-side balancer with failover: see [`Balancer`].
 
+mod endpoint;
+mod registry;
+
+use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::Stream;
+use futures::future::BoxFuture;
+use netproto_crypto::PublicKey;
+use netproto_service::Method;
 use netproto_wire::Message;
-use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
+use tower::balance::p2c::Balance;
+use tower::buffer::Buffer;
+use tower::discover::Change;
+use tower::retry::{Policy, Retry};
+use tower::{BoxError, ServiceExt};
 
-use crate::cluster::Link;
-use crate::{Cluster, Error, MembershipEvent, NetworkConfig, PeerId, PeerState, PeerView, Result};
+use self::endpoint::{Attempt, Exchange, Settings};
+use self::registry::{Factory, Registry};
+use crate::discovery::{self, DnsQuery};
+use crate::{Discovery, Error, NetworkConfig, PeerAddress, PeerState, Result};
+
+/// Requests waiting for the balance at most, from all callers; more wait
+/// for room.
+const QUEUE: usize = 1024;
 
 /// How one balanced request is sent.
 #[non_exhaustive]
@@ -32,23 +50,60 @@ impl RequestOptions {
     }
 }
 
-/// A client-side balancer over several servers, with failover.
+/// One endpoint of a [`Balancer`], as [`Balancer::endpoints`] shows it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointView {
+    /// The address it was discovered with (without a pinned key).
+    pub address: String,
+    /// [`Joining`](PeerState::Joining) until its first connection attempt
+    /// ends, [`Alive`](PeerState::Alive) while connected and answering
+    /// (it takes new requests), [`Suspect`](PeerState::Suspect) after
+    /// `balancer.suspect_after` unanswered pings (its connection is kept,
+    /// no new requests), [`Dead`](PeerState::Dead) while not connected.
+    pub state: PeerState,
+    /// When it entered this state.
+    pub since: Instant,
+    /// Requests in flight on it from this balancer.
+    pub in_flight: usize,
+    /// Its Noise public key, once connected in Noise mode.
+    pub key: Option<PublicKey>,
+}
+
+/// A balanced tower service: `Req` in, `Res` out, over every endpoint of a
+/// [`Balancer`] (see [`Balancer::method`]).
+pub type Balanced<Req, Res> = Buffer<Req, BoxFuture<'static, Result<Res, BoxError>>>;
+
+/// A client-side balancer over several servers, with failover, on tower's
+/// engines.
 ///
-/// The endpoints are the peers of `[cluster]`, watched by a [`Cluster`]:
-/// one connection each, heartbeats, states, reconnection with backoff.
-/// Each request goes to the [`Alive`](crate::PeerState::Alive) endpoint
-/// with the fewest requests in flight (ties taken in turn). An endpoint
-/// leaves the rotation as soon as its connection drops, or once it is
-/// suspect after missed heartbeats, and comes back by itself when it
-/// answers again.
+/// - **Discovery** says which endpoints exist: the `[balancer]` section
+///   (a static list, or a DNS name resolved again on an interval), or any
+///   stream of tower [`Change`]s ([`with_discovery`](Self::with_discovery),
+///   see [`discovery`]).
+/// - **Health**: each endpoint has one connection, pinged every
+///   `balancer.heartbeat_interval`, reconnected with backoff when lost.
+///   An endpoint is ready for new requests only while connected and
+///   answering: it leaves the rotation as soon as its connection drops or
+///   after `balancer.suspect_after` unanswered pings, and comes back by
+///   itself when it answers again.
+/// - **Balancing**: [`tower::balance::p2c::Balance`], the power of two
+///   choices over the ready endpoints, by requests in flight
+///   ([`tower::load::PendingRequests`]).
+/// - **Failover**: a [`tower::retry`] policy above the balance.
 ///
 /// No request is silently dropped: each one returns an answer or an error.
 /// When its endpoint goes down with it in flight, the request fails with
 /// [`Error::EndpointDown`] naming the endpoint, unless the caller marked it
 /// idempotent ([`Balancer::request_idempotent`]): then it is sent again on
-/// another alive endpoint, each endpoint at most once. A request that was
-/// certainly not processed (no connection when it was to be sent, or
-/// refused by a server going away) is sent elsewhere in any case.
+/// another ready endpoint. A request that was certainly not processed (no
+/// connection when it was to be sent, its connection ending before it was
+/// queued, or refused by a server going away) is sent elsewhere in any
+/// case. A request makes at most as many attempts
+/// as there are endpoints, and a retry never goes back to the endpoint
+/// that failed before it has reconnected and answered a ping. A request
+/// that is not idempotent is never sent twice unless the first attempt was
+/// certainly not processed.
 ///
 /// # Examples
 ///
@@ -58,7 +113,7 @@ impl RequestOptions {
 ///
 /// # async fn run() -> netproto_daemon::Result<()> {
 /// let mut config = NetworkConfig::default();
-/// config.cluster.peers = vec![
+/// config.balancer.endpoints = vec![
 ///     "10.0.0.1:9000".parse()?,
 ///     "10.0.0.2:9000".parse()?,
 ///     "10.0.0.3:9000".parse()?,
@@ -74,43 +129,128 @@ impl RequestOptions {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct Balancer {
-    cluster: Cluster,
-    /// Where the search for the least loaded endpoint starts: turns ties
-    /// into a rotation.
-    next: AtomicUsize,
+    service: Balanced<Attempt, Message>,
+    registry: Arc<Registry>,
+    discovery: AbortHandle,
     response_timeout: Duration,
 }
 
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("endpoints", &self.registry.views())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.discovery.abort();
+    }
+}
+
 impl Balancer {
-    /// Starts watching the endpoints (`config.cluster.peers`) and waits
-    /// until one is alive, or each has had a connection attempt.
+    /// Finds the endpoints as `[balancer]` says (`discovery`), and waits
+    /// until one is ready, or each has had a connection attempt.
     ///
     /// # Errors
     ///
-    /// As [`Cluster::start`]; [`Error::NoHealthyEndpoint`] when no endpoint
+    /// [`Error::Invalid`] for an invalid configuration, an empty
+    /// `balancer.endpoints` with static discovery, or a DNS configuration
+    /// that cannot be read; [`Error::NoHealthyEndpoint`] when no endpoint
     /// answered within `client.connection_timeout`.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
     pub async fn connect(config: NetworkConfig) -> Result<Self> {
-        let response_timeout = config.client.response_timeout;
-        let wait = config.client.connection_timeout;
-        let cluster = Cluster::start(config)?;
-        let endpoints = cluster.links().len();
-        let settled = cluster
-            .wait_until(wait, |peers| {
-                peers.iter().any(|p| p.state == PeerState::Alive)
-                    || peers.iter().all(|p| p.state != PeerState::Joining)
-            })
-            .await;
-        let balancer = Self {
-            cluster,
-            next: AtomicUsize::new(0),
-            response_timeout,
-        };
-        match settled {
-            Ok(()) if balancer.alive() > 0 => Ok(balancer),
-            _ => Err(Error::NoHealthyEndpoint { endpoints }),
+        config.validate()?;
+        let b = config.balancer.clone();
+        let name = b.dns_name.clone().unwrap_or_default();
+        match b.discovery {
+            Discovery::Dns | Discovery::Srv => {
+                let resolver = discovery::resolver(&b.dns_servers)?;
+                let query = match b.dns_port {
+                    Some(port) if b.discovery == Discovery::Dns => DnsQuery::Host { name, port },
+                    _ => DnsQuery::Srv { name },
+                };
+                let changes = discovery::dns(resolver, query, b.dns_interval);
+                Self::with_discovery(config, changes).await
+            }
+            _ if b.endpoints.is_empty() => Err(Error::Invalid(
+                "balancer.endpoints is empty: list the endpoints, or set balancer.discovery to \"dns\" or \"srv\"".into(),
+            )),
+            _ => Self::with_discovery(config, discovery::list(b.endpoints)).await,
         }
+    }
+
+    /// Balances over the endpoints that `discovery` inserts and removes
+    /// (the `[balancer]` discovery keys are not used; its health keys
+    /// are), and waits until one is ready, or each has had a connection
+    /// attempt.
+    ///
+    /// An endpoint inserted under a key already present replaces the
+    /// endpoint under it. A removed endpoint takes no new requests; its
+    /// requests in flight finish. Errors of the stream are logged and
+    /// skipped; when it ends, the endpoints known then stay.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for an invalid configuration;
+    /// [`Error::NoHealthyEndpoint`] when no endpoint was ready within
+    /// `client.connection_timeout`.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub async fn with_discovery<K, E, D>(config: NetworkConfig, discovery: D) -> Result<Self>
+    where
+        D: Stream<Item = Result<Change<K, PeerAddress>, E>> + Send + 'static,
+        K: Hash + Eq + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        config.validate()?;
+        let b = &config.balancer;
+        let mut client = config.client.clone();
+        client.heartbeat_interval = b.heartbeat_interval;
+        let mut transport = config.transport.clone();
+        transport.heartbeat_misses = b.dead_after;
+        let factory = Factory {
+            settings: Settings {
+                heartbeat_interval: b.heartbeat_interval,
+                suspect_after: b.suspect_after,
+                reconnect_delay: client.reconnect_delay,
+                max_reconnect_delay: b.max_reconnect_delay.max(client.reconnect_delay),
+            },
+            client,
+            transport,
+            security: config.security.clone(),
+        };
+        let registry = Arc::new(Registry::new());
+        let task = tokio::spawn(registry::follow(discovery, registry.clone(), factory));
+        let balance = Balance::new(registry.changes(Exchange::make));
+        let balancer = Self {
+            service: Buffer::new(balance.map_future(boxed), QUEUE),
+            registry,
+            discovery: task.abort_handle(),
+            response_timeout: config.client.response_timeout,
+        };
+        let settled = |endpoints: &[EndpointView]| {
+            endpoints.iter().any(|e| e.state == PeerState::Alive)
+                || (!endpoints.is_empty()
+                    && endpoints.iter().all(|e| e.state != PeerState::Joining))
+        };
+        // Not settled in time: the check below says what is wrong.
+        let _ = balancer
+            .wait_until(config.client.connection_timeout, settled)
+            .await;
+        if balancer.registry.ready() == 0 {
+            return Err(Error::NoHealthyEndpoint {
+                endpoints: balancer.registry.len(),
+            });
+        }
+        Ok(balancer)
     }
 
     /// Sends a request that must not be repeated and waits for the answer.
@@ -130,14 +270,15 @@ impl Balancer {
     ///
     /// # Errors
     ///
-    /// As [`request`](Self::request); [`Error::EndpointDown`] only when
-    /// every alive endpoint went down while it was tried.
+    /// As [`request`](Self::request); [`Error::EndpointDown`] only when no
+    /// other endpoint was ready to take it again.
     pub async fn request_idempotent(&self, message: &Message) -> Result<Message> {
         self.request_with(message, RequestOptions::idempotent())
             .await
     }
 
-    /// Sends a request with these options.
+    /// Sends a request with these options. It takes at most its timeout
+    /// per attempt, waiting for a ready endpoint included.
     ///
     /// # Errors
     ///
@@ -147,71 +288,195 @@ impl Balancer {
         message: &Message,
         options: RequestOptions,
     ) -> Result<Message> {
+        let endpoints = self.registry.len();
+        if self.registry.ready() == 0 {
+            return Err(Error::NoHealthyEndpoint { endpoints });
+        }
         let timeout = options.timeout.unwrap_or(self.response_timeout);
-        let mut tried: Vec<PeerId> = Vec::new();
-        let mut last_error = None;
-        while let Some(link) = self.pick(&tried) {
-            tried.push(link.id());
-            let error = match link.request(message, timeout).await {
-                Ok(answer) => return Ok(answer),
-                Err(error) => error,
-            };
-            let retry = match &error {
-                // Certainly not processed.
-                Error::Unavailable { .. } => true,
-                Error::Dispatch(error) => error.is_unprocessed(),
-                Error::EndpointDown { .. } => options.idempotent,
-                _ => false,
-            };
-            if !retry {
-                return Err(error);
-            }
-            tracing::debug!(%error, idempotent = options.idempotent, "request failed over to another endpoint");
-            last_error = Some(error);
+        let policy = Failover {
+            idempotent: options.idempotent,
+            retries: endpoints.saturating_sub(1),
+            registry: self.registry.clone(),
+        };
+        let attempt = Attempt {
+            message: Arc::new(message.clone()),
+            timeout,
+        };
+        let attempts = u32::try_from(endpoints.max(1)).unwrap_or(u32::MAX);
+        let limit = timeout.saturating_mul(attempts);
+        match tokio::time::timeout(limit, self.send(attempt, policy)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(match error.downcast::<Error>() {
+                Ok(error) => *error,
+                // The balance's worker is gone (the runtime is shutting down).
+                Err(other) => Error::Io(std::io::Error::other(other)),
+            }),
+            Err(_) => Err(netproto_dispatch::Error::Timeout(limit).into()),
         }
-        Err(last_error.unwrap_or(Error::NoHealthyEndpoint {
-            endpoints: self.cluster.links().len(),
-        }))
     }
 
-    /// The endpoints, their states and loads.
-    pub fn view(&self) -> Vec<PeerView> {
-        self.cluster.view()
+    /// The attempts of one request through the retry policy and the
+    /// balance, as a boxed future that borrows nothing (so that the
+    /// futures of callers stay `Send`).
+    fn send(
+        &self,
+        attempt: Attempt,
+        policy: Failover,
+    ) -> BoxFuture<'static, Result<Message, BoxError>> {
+        Box::pin(Retry::new(policy, self.service.clone()).oneshot(attempt))
     }
 
-    /// Membership events of the endpoints.
-    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
-        self.cluster.subscribe()
+    /// A balanced tower service calling method `M` over the same endpoints
+    /// and connections: the power of two choices over the ready endpoints
+    /// by calls in flight, each endpoint a
+    /// [`MethodClient`](crate::service::MethodClient) on its connection.
+    /// Errors are the [`CallError`](crate::service::CallError)s of the
+    /// typed client, boxed. There is no failover here: add a
+    /// [`tower::retry`] layer if the method is idempotent. It stops
+    /// finding endpoints when the balancer is dropped.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn method<M: Method>(&self) -> Balanced<M::Request, M::Response> {
+        let balance = Balance::new(self.registry.changes(endpoint::typed::<M>));
+        Buffer::new(balance.map_future(boxed), QUEUE)
     }
 
-    /// The cluster of endpoints behind the balancer.
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
+    /// The endpoints, their states and loads, in the order they were
+    /// discovered.
+    pub fn endpoints(&self) -> Vec<EndpointView> {
+        self.registry.views()
     }
 
-    /// Endpoints taking requests now.
-    fn alive(&self) -> usize {
-        self.cluster.links().iter().filter(|l| l.usable()).count()
-    }
-
-    /// The usable endpoint not yet tried with the fewest requests in
-    /// flight; among equals, the first from a start that moves each time.
-    fn pick(&self, tried: &[PeerId]) -> Option<&Arc<Link>> {
-        let links = self.cluster.links();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut best: Option<(&Arc<Link>, usize)> = None;
-        for offset in 0..links.len() {
-            let Some(link) = links.get(start.wrapping_add(offset) % links.len()) else {
-                continue;
-            };
-            if tried.contains(&link.id()) || !link.usable() {
-                continue;
+    /// Waits until `condition` holds for the [`endpoints`](Self::endpoints),
+    /// checking after every change of an endpoint's state and of the set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when it does not hold within `timeout`.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&[EndpointView]) -> bool,
+    ) -> Result<()> {
+        let mut changed = self.registry.subscribe_changes();
+        let wait = async {
+            loop {
+                changed.borrow_and_update();
+                if condition(&self.endpoints()) {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    // The sender lives in the registry, which self holds.
+                    std::future::pending::<()>().await;
+                }
             }
-            let load = link.in_flight();
-            if best.is_none_or(|(_, least)| load < least) {
-                best = Some((link, load));
-            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout("waiting for the balancer's endpoints"))
+    }
+}
+
+/// Boxes a response future, so that the buffer's type can be named.
+fn boxed<F, T>(future: F) -> BoxFuture<'static, Result<T, BoxError>>
+where
+    F: Future<Output = Result<T, BoxError>> + Send + 'static,
+{
+    Box::pin(future)
+}
+
+/// Whether a request that failed with `error` may be sent to another
+/// endpoint: when it was certainly not processed, or may be processed
+/// twice.
+fn may_send_again(error: &Error, idempotent: bool) -> bool {
+    match error {
+        // Not sent: no connection, or the connection ending first.
+        Error::Unavailable { .. } => true,
+        // Refused by a server going away.
+        Error::Dispatch(error) => error.is_unprocessed(),
+        // In flight when the endpoint went down: maybe processed.
+        Error::EndpointDown { .. } => idempotent,
+        _ => false,
+    }
+}
+
+/// The failover rules, as a [`tower::retry`] policy for one request.
+#[derive(Debug, Clone)]
+struct Failover {
+    idempotent: bool,
+    /// Attempts left after this one.
+    retries: usize,
+    registry: Arc<Registry>,
+}
+
+impl Policy<Attempt, Message, BoxError> for Failover {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Attempt,
+        result: &mut Result<Message, BoxError>,
+    ) -> Option<Self::Future> {
+        let error = result.as_ref().err()?.downcast_ref::<Error>()?;
+        if !may_send_again(error, self.idempotent)
+            || self.retries == 0
+            || self.registry.ready() == 0
+        {
+            return None;
         }
-        best.map(|(link, _)| link)
+        self.retries -= 1;
+        tracing::debug!(%error, idempotent = self.idempotent, "request failed over to another endpoint");
+        Some(std::future::ready(()))
+    }
+
+    fn clone_request(&mut self, attempt: &Attempt) -> Option<Attempt> {
+        Some(attempt.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use netproto_wire::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn only_requests_certainly_not_processed_or_idempotent_are_sent_again() {
+        let lost = || {
+            netproto_dispatch::Error::Disconnected(Arc::new(netproto_transport::Error::PeerClosed))
+        };
+        let down = Error::EndpointDown {
+            endpoint: "127.0.0.1:9000".into(),
+            cause: Some(lost()),
+        };
+        let unavailable = Error::Unavailable {
+            endpoint: "127.0.0.1:9000".into(),
+            state: PeerState::Dead,
+        };
+        let going = Error::Dispatch(netproto_dispatch::Error::GoingAway {
+            last_request_id: 1,
+            code: ErrorCode::SHUTTING_DOWN,
+        });
+        let timeout = Error::Dispatch(netproto_dispatch::Error::Timeout(Duration::from_secs(1)));
+        let remote = Error::Dispatch(netproto_dispatch::Error::Remote {
+            request_id: 1,
+            code: ErrorCode::HANDLER_FAILED,
+            message: "no".into(),
+        });
+        for (error, not_idempotent, idempotent) in [
+            (&down, false, true),
+            (&unavailable, true, true),
+            (&going, true, true),
+            (&timeout, false, false),
+            (&remote, false, false),
+        ] {
+            assert_eq!(may_send_again(error, false), not_idempotent, "{error}");
+            assert_eq!(may_send_again(error, true), idempotent, "{error}");
+        }
     }
 }

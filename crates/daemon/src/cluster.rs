@@ -47,7 +47,7 @@ pub enum PeerState {
     /// A member in good standing, connected to at least once.
     Alive,
     /// A probe of it went unanswered, directly and through other members:
-    /// no new requests are balanced to it until it refutes the suspicion.
+    /// left out of [`Cluster::broadcast`] until it refutes the suspicion.
     Suspect,
     /// Declared dead: suspect for `suspect_timeout` without refuting it.
     /// Its connection is dropped; it comes back by itself when it rejoins.
@@ -161,9 +161,8 @@ pub struct PeerView {
 /// and [`Dead`](PeerState::Dead) unless it refutes within
 /// `suspect_timeout`. Membership packets are one-way `netproto.swim.v1`
 /// messages on the members' secured connections (Noise by default), the
-/// same connections that [`send_to`](Self::send_to),
-/// [`broadcast`](Self::broadcast) and the [`Balancer`](crate::Balancer)
-/// use. A member declared dead, or restarted, rejoins by itself under a
+/// same connections that [`send_to`](Self::send_to) and
+/// [`broadcast`](Self::broadcast) use. A member declared dead, or restarted, rejoins by itself under a
 /// new generation. [`leave`](Self::leave) departs on purpose
 /// ([`Left`](PeerState::Left)); dropping the cluster stops at once, as a
 /// crash would.
@@ -215,8 +214,8 @@ pub struct Cluster {
 impl Cluster {
     /// Joins as a member with a membership listener of its own, on
     /// `cluster.bind` with the `[server]` and `[security]` settings: for a
-    /// process that serves nothing else, such as a client with a
-    /// [`Balancer`](crate::Balancer). It binds and joins in the background
+    /// process that serves nothing else, such as an observer of the
+    /// daemons. It binds and joins in the background
     /// (watch [`subscribe`](Self::subscribe) or
     /// [`wait_until`](Self::wait_until)); a failure to bind is logged.
     ///
@@ -410,7 +409,10 @@ impl Cluster {
         }
     }
 
-    /// The configured peers (the balancer's endpoints).
+    /// The configured peers.
+    // Served the previous balancer; the balancer on tower does not use the
+    // cluster.
+    #[allow(dead_code)]
     pub(crate) fn links(&self) -> &[Arc<Link>] {
         &self.seeds
     }

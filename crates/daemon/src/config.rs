@@ -12,6 +12,7 @@
 //! [`NetworkConfig::validate`] checks the ranges, the connection settings
 //! through [`netproto_transport::ConnectionConfig::validate`].
 
+mod balancer;
 mod connection;
 mod proxy;
 mod sections;
@@ -26,6 +27,7 @@ use config::builder::DefaultState;
 use config::{Config, ConfigBuilder, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
+pub use balancer::{BalancerConfig, Discovery};
 pub use proxy::TrustedProxy;
 pub use sections::{
     ClientConfig, ClusterConfig, LoggingConfig, SecurityConfig, ServerConfig, TransportConfig,
@@ -60,6 +62,8 @@ pub struct NetworkConfig {
     pub logging: LoggingConfig,
     /// Peers of this node, their heartbeat and failure detection.
     pub cluster: ClusterConfig,
+    /// The endpoints of a client balancer: their discovery and health.
+    pub balancer: BalancerConfig,
 }
 
 impl NetworkConfig {
@@ -111,6 +115,8 @@ impl NetworkConfig {
             .with_list_parse_key("security.allowed_peers")
             .with_list_parse_key("security.tls_pins")
             .with_list_parse_key("cluster.peers")
+            .with_list_parse_key("balancer.endpoints")
+            .with_list_parse_key("balancer.dns_servers")
             .with_list_parse_key("server.trusted_proxies");
         if let Some(vars) = env {
             environment = environment.source(Some(vars.into_iter().collect()));

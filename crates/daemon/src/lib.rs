@@ -11,7 +11,8 @@
 //! - [`init_logging`]: human or JSON logs, `RUST_LOG` filters.
 //! - [`metrics`]: what the server records, and its Prometheus exporter.
 //! - [`Cluster`]: SWIM membership of daemons (foca), with membership events.
-//! - [`Balancer`]: requests spread over several servers, with failover.
+//! - [`Balancer`]: requests spread over several servers, with failover, on
+//!   tower's balance; [`discovery`] says where its endpoints come from.
 //! - [`service`]: typed methods (the `netproto-service` crate, re-exported);
 //!   [`Client::typed`] makes typed calls over a client's connection.
 //!
@@ -31,19 +32,20 @@ mod balancer;
 mod client;
 mod cluster;
 mod config;
+pub mod discovery;
 mod error;
 mod logging;
 pub mod metrics;
 mod security;
 mod server;
 
-pub use balancer::{Balancer, RequestOptions};
+pub use balancer::{Balanced, Balancer, EndpointView, RequestOptions};
 pub use client::Client;
 pub use cluster::{Cluster, MembershipEvent, PeerId, PeerState, PeerView};
 pub use config::{
-    ClientConfig, ClusterConfig, Compression, ENV_PREFIX, ENV_SEPARATOR, LoggingConfig,
-    MAX_HANDSHAKE_THREADS, NetworkConfig, NoiseBackend, NoiseCipher, PeerAddress, SecurityConfig,
-    SecurityMode, ServerConfig, TransportConfig, TrustedProxy,
+    BalancerConfig, ClientConfig, ClusterConfig, Compression, Discovery, ENV_PREFIX, ENV_SEPARATOR,
+    LoggingConfig, MAX_HANDSHAKE_THREADS, NetworkConfig, NoiseBackend, NoiseCipher, PeerAddress,
+    SecurityConfig, SecurityMode, ServerConfig, TransportConfig, TrustedProxy,
 };
 pub use error::{Error, Result};
 pub use logging::{LogFormat, init_logging};

@@ -1,8 +1,8 @@
-//! Clusters and failover on loopback: three daemons in one process, members
-//! of one SWIM cluster, one of them killed (its server's task aborted and
-//! its cluster dropped, so its sockets close without a goaway and it stops
-//! answering probes), frozen behind a proxy, or restarted on the same port
-//! with the same key.
+//! Clusters on loopback: daemons in one process, members of one SWIM
+//! cluster, one of them killed (its server's task aborted and its cluster
+//! dropped, so its sockets close without a goaway and it stops answering
+//! probes), frozen behind a proxy, or restarted on the same port with the
+//! same key. The balancer's failover tests are in `balancer.rs`.
 
 // Test code: unwrap and indexing fail the test, which is what they should do.
 #![allow(
@@ -13,14 +13,12 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netproto_crypto::Keypair;
 use netproto_daemon::{
-    Balancer, Cluster, Error, MembershipEvent, NetworkConfig, PeerId, PeerState, Server,
-    ServerHandle,
+    Cluster, Error, MembershipEvent, NetworkConfig, PeerId, PeerState, Server, ServerHandle,
 };
 use netproto_dispatch::Dispatcher;
 use netproto_wire::Message;
@@ -170,19 +168,6 @@ impl Daemon {
         self.address = server.local_addr();
         self.handle = Some(server.handle());
         self.server = Some(server);
-    }
-
-    /// Leaves the cluster, then shuts down gracefully: a goaway to every
-    /// client, requests in flight finish.
-    async fn shut_down(&mut self) {
-        self.cluster.as_ref().unwrap().leave().await;
-        self.handle
-            .take()
-            .unwrap()
-            .shutdown(Some(Duration::from_secs(5)))
-            .await;
-        self.task.take().unwrap().await.unwrap();
-        self.cluster = None;
     }
 
     /// Aborts the server's task and drops its cluster: its listener and
@@ -351,183 +336,6 @@ async fn cluster_detects_a_killed_peer_in_time_and_sees_it_rejoin() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_in_flight_on_a_killed_daemon_fail_clearly_or_are_retried() {
-    let dir = temp_dir();
-    tokio::time::timeout(LIMIT, async {
-        let mut daemons = daemons(&dir, 3).await;
-        let balancer = Arc::new(Balancer::connect(cluster_config(&daemons)).await.unwrap());
-        all_alive(balancer.cluster()).await;
-        // One idempotent and one non-idempotent slow request on each
-        // daemon: started one by one, each goes to the least loaded.
-        let mut requests = Vec::new();
-        for idempotent in [true, true, true, false, false, false] {
-            let sender = balancer.clone();
-            requests.push((
-                idempotent,
-                tokio::spawn(async move {
-                    if idempotent {
-                        sender.request_idempotent(&who(1_500)).await
-                    } else {
-                        sender.request(&who(1_500)).await
-                    }
-                }),
-            ));
-            let started = requests.len();
-            let in_flight = || balancer.view().iter().map(|p| p.in_flight).sum::<usize>();
-            tokio::time::timeout(Duration::from_secs(5), async {
-                while in_flight() < started {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-            .unwrap();
-        }
-        let loads: Vec<usize> = balancer.view().iter().map(|p| p.in_flight).collect();
-        assert_eq!(loads, [2, 2, 2]);
-
-        daemons[1].kill().await;
-        let (mut retried, mut failed) = (0, 0);
-        for (idempotent, request) in requests {
-            match request.await.unwrap() {
-                Ok(answer) if idempotent => {
-                    assert_ne!(name_of(&answer), "d1");
-                    retried += 1;
-                }
-                Ok(answer) => assert_ne!(name_of(&answer), "d1"),
-                Err(Error::EndpointDown { endpoint, .. }) if !idempotent => {
-                    assert_eq!(endpoint, daemons[1].address);
-                    failed += 1;
-                }
-                Err(error) => panic!("idempotent {idempotent}: {error}"),
-            }
-        }
-        assert_eq!((retried, failed), (3, 1));
-        // New requests go to the others at once.
-        for _ in 0..10 {
-            let answer = balancer.request(&who(0)).await.unwrap();
-            assert_ne!(name_of(&answer), "d1");
-        }
-    })
-    .await
-    .unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// What a load worker saw of one request.
-struct Outcome {
-    idempotent: bool,
-    /// The test phase when the request started and when it ended.
-    phases: (u8, u8),
-    result: Result<String, Error>,
-}
-
-/// All daemons up.
-const BEFORE: u8 = 0;
-/// From just before the kill until the balancer's cluster saw it dead.
-const KILLED: u8 = 1;
-/// Dead, until it is restarted.
-const DETECTED: u8 = 2;
-/// Restarted, until its rejoining is seen.
-const RESTARTED: u8 = 3;
-/// Rejoined.
-const REJOINED: u8 = 4;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn balancer_moves_load_off_a_killed_daemon_loses_nothing_and_takes_it_back() {
-    let dir = temp_dir();
-    tokio::time::timeout(LIMIT, async {
-        let mut daemons = daemons(&dir, 3).await;
-        let balancer = Arc::new(Balancer::connect(cluster_config(&daemons)).await.unwrap());
-        all_alive(balancer.cluster()).await;
-        let victim = balancer.cluster().peer(&daemons[1].address).unwrap();
-        let mut events = balancer.subscribe();
-        let phase = Arc::new(AtomicU8::new(BEFORE));
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let mut workers = Vec::new();
-        for worker in 0..6 {
-            let (balancer, phase, stop, outcomes) =
-                (balancer.clone(), phase.clone(), stop.clone(), outcomes.clone());
-            workers.push(tokio::spawn(async move {
-                let mut n = 0u64;
-                // Bounded by the stop flag and by count.
-                while !stop.load(Ordering::Relaxed) && n < 100_000 {
-                    n += 1;
-                    let idempotent = (worker + n).is_multiple_of(2);
-                    let started = phase.load(Ordering::SeqCst);
-                    let message = who(3);
-                    let result = if idempotent {
-                        balancer.request_idempotent(&message).await
-                    } else {
-                        balancer.request(&message).await
-                    };
-                    let result = result.map(|answer| name_of(&answer).to_owned());
-                    let ended = phase.load(Ordering::SeqCst);
-                    outcomes.lock().unwrap().push(Outcome {
-                        idempotent,
-                        phases: (started, ended),
-                        result,
-                    });
-                }
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        phase.store(KILLED, Ordering::SeqCst);
-        let killed_at = Instant::now();
-        daemons[1].kill().await;
-        wait_event(&mut events, victim, is_down, detection_bound()).await;
-        let detected = killed_at.elapsed();
-        phase.store(DETECTED, Ordering::SeqCst);
-        assert!(detected <= detection_bound(), "{detected:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        phase.store(RESTARTED, Ordering::SeqCst);
-        daemons[1].run().await;
-        wait_event(&mut events, victim, is_up, rejoin_bound()).await;
-        phase.store(REJOINED, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.store(true, Ordering::Relaxed);
-        for worker in workers {
-            worker.await.unwrap();
-        }
-
-        let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-        let served_by = |name: &str, phases: (u8, u8)| {
-            outcomes
-                .iter()
-                .filter(|o| o.phases == phases)
-                .filter(|o| o.result.as_ref().is_ok_and(|n| n == name))
-                .count()
-        };
-        let mut failed = 0;
-        for outcome in &outcomes {
-            match &outcome.result {
-                Ok(_) => {}
-                Err(Error::EndpointDown { endpoint, .. }) if !outcome.idempotent => {
-                    assert_eq!(*endpoint, daemons[1].address);
-                    assert!(outcome.phases.0 <= KILLED, "{:?}", outcome.phases);
-                    failed += 1;
-                }
-                Err(error) => panic!("idempotent {}: {error}", outcome.idempotent),
-            }
-        }
-        eprintln!(
-            "{} requests, {failed} failed (not idempotent, in flight on the killed daemon), detected dead after {detected:?}",
-            outcomes.len()
-        );
-        for name in ["d0", "d1", "d2"] {
-            assert!(served_by(name, (BEFORE, BEFORE)) > 0, "{name} before");
-            assert!(served_by(name, (REJOINED, REJOINED)) > 0, "{name} after");
-        }
-        assert_eq!(served_by("d1", (DETECTED, DETECTED)), 0);
-        assert!(served_by("d0", (DETECTED, DETECTED)) > 0);
-        assert!(served_by("d2", (DETECTED, DETECTED)) > 0);
-    })
-    .await
-    .unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
 /// A loopback TCP proxy that can go silent: frozen, it holds its
 /// connections open but forwards nothing, like a hung host or a broken
 /// network path.
@@ -593,7 +401,7 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch
 async fn a_silent_daemon_is_suspected_then_declared_dead_and_rejoins_when_it_heals() {
     let dir = temp_dir();
     tokio::time::timeout(LIMIT, async {
-        // d1 is reached, by the balancer and by d0, only through the proxy.
+        // d1 is reached, by the observer and by d0, only through the proxy.
         let mut d0 = Daemon::start(&dir, "d0").await;
         d0.join(Vec::new(), None);
         let mut d1 = Daemon::start(&dir, "d1").await;
@@ -604,121 +412,46 @@ async fn a_silent_daemon_is_suspected_then_declared_dead_and_rejoins_when_it_hea
         config.cluster.peers[1] = format!("{}@{}", daemons[1].public_key, proxy.address)
             .parse()
             .unwrap();
-        let balancer = Arc::new(Balancer::connect(config).await.unwrap());
-        all_alive(balancer.cluster()).await;
-        let victim = balancer.cluster().peer(&proxy.address).unwrap();
-        // One idempotent and one non-idempotent slow request per daemon.
-        let mut requests = Vec::new();
-        for idempotent in [true, true, false, false] {
-            let sender = balancer.clone();
-            requests.push((
-                idempotent,
-                tokio::spawn(async move {
-                    let message = who(2_000);
-                    if idempotent {
-                        sender.request_idempotent(&message).await
-                    } else {
-                        sender.request(&message).await
-                    }
-                }),
-            ));
-            let started = requests.len();
-            let in_flight = || balancer.view().iter().map(|p| p.in_flight).sum::<usize>();
-            tokio::time::timeout(Duration::from_secs(5), async {
-                while in_flight() < started {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-            .unwrap();
-        }
-        let loads: Vec<usize> = balancer.view().iter().map(|p| p.in_flight).collect();
-        assert_eq!(loads, [2, 2]);
+        let cluster = Cluster::start(config).unwrap();
+        all_alive(&cluster).await;
+        let victim = cluster.peer(&proxy.address).unwrap();
+        let other = cluster.peer(&daemons[0].address).unwrap();
+        let answer = cluster.send_to(victim, &who(0)).await.unwrap();
+        assert_eq!(name_of(&answer), "d1");
 
-        let mut events = balancer.subscribe();
+        let mut events = cluster.subscribe();
         let frozen_at = Instant::now();
         proxy.freeze(true);
         let is_suspect = |e: &MembershipEvent| matches!(e, MembershipEvent::Suspect { .. });
-        wait_event(&mut events, victim, is_suspect, suspect_bound()).await;
+        let seen = wait_event(&mut events, victim, is_suspect, suspect_bound()).await;
         let suspected = frozen_at.elapsed();
         // A probe fails no sooner than its timeout.
         assert!(suspected >= PROBE_TIMEOUT, "{suspected:?}");
         assert!(suspected <= suspect_bound(), "{suspected:?}");
-        // Suspect: no new requests go to it.
-        let answer = balancer.request(&who(0)).await.unwrap();
-        assert_eq!(name_of(&answer), "d0");
-        wait_event(&mut events, victim, is_down, detection_bound()).await;
+        assert!(seen.iter().all(|e| e.peer() == victim), "{seen:?}");
+        let seen = wait_event(&mut events, victim, is_down, detection_bound()).await;
         let detected = frozen_at.elapsed();
         eprintln!("silent daemon suspected after {suspected:?}, dead after {detected:?}");
         assert!(detected <= detection_bound(), "{detected:?}");
-
-        let (mut retried, mut failed) = (0, 0);
-        for (idempotent, request) in requests {
-            match request.await.unwrap() {
-                Ok(answer) => {
-                    assert_eq!(name_of(&answer), "d0");
-                    retried += usize::from(idempotent);
-                }
-                Err(Error::EndpointDown { endpoint, .. }) if !idempotent => {
-                    assert_eq!(endpoint, proxy.address);
-                    failed += 1;
-                }
-                Err(error) => panic!("idempotent {idempotent}: {error}"),
+        assert!(seen.iter().all(|e| e.peer() == victim), "{seen:?}");
+        let states: Vec<PeerState> = cluster.view().iter().map(|p| p.state).collect();
+        assert_eq!(states, [PeerState::Alive, PeerState::Dead]);
+        match cluster.send_to(victim, &who(0)).await {
+            Err(Error::Unavailable { endpoint, state }) => {
+                assert_eq!(endpoint, proxy.address);
+                assert_eq!(state, PeerState::Dead);
             }
+            other => panic!("send_to a dead peer: {other:?}"),
         }
-        assert_eq!((retried, failed), (2, 1));
+        let answer = cluster.send_to(other, &who(0)).await.unwrap();
+        assert_eq!(name_of(&answer), "d0");
 
         // The path heals: told it was declared dead, the daemon rejoins
         // under a new generation.
         proxy.freeze(false);
         wait_event(&mut events, victim, is_up, PERIOD * 5 + rejoin_bound()).await;
-        let answer = balancer.cluster().send_to(victim, &who(0)).await.unwrap();
+        let answer = cluster.send_to(victim, &who(0)).await.unwrap();
         assert_eq!(name_of(&answer), "d1");
-    })
-    .await
-    .unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daemon_shut_down_gracefully_loses_no_request_even_if_not_idempotent() {
-    let dir = temp_dir();
-    tokio::time::timeout(LIMIT, async {
-        let mut daemons = daemons(&dir, 3).await;
-        let balancer = Arc::new(Balancer::connect(cluster_config(&daemons)).await.unwrap());
-        all_alive(balancer.cluster()).await;
-        let victim = balancer.cluster().peer(&daemons[1].address).unwrap();
-        let mut events = balancer.subscribe();
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
-        for _ in 0..6 {
-            let (balancer, stop) = (balancer.clone(), stop.clone());
-            workers.push(tokio::spawn(async move {
-                let mut served = Vec::new();
-                while !stop.load(Ordering::Relaxed) && served.len() < 100_000 {
-                    // Not idempotent: only a request the daemon refused
-                    // with its goaway may be sent elsewhere.
-                    match balancer.request(&who(20)).await {
-                        Ok(answer) => served.push(name_of(&answer).to_owned()),
-                        Err(error) => panic!("lost a request: {error}"),
-                    }
-                }
-                served
-            }));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        daemons[1].shut_down().await;
-        let is_left = |e: &MembershipEvent| matches!(e, MembershipEvent::PeerLeft { .. });
-        wait_event(&mut events, victim, is_left, rejoin_bound()).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut served = Vec::new();
-        for worker in workers {
-            served.extend(worker.await.unwrap());
-        }
-        for name in ["d0", "d1", "d2"] {
-            assert!(served.iter().any(|n| n == name), "{name} served nothing");
-        }
     })
     .await
     .unwrap();

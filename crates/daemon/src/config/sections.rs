@@ -308,8 +308,7 @@ impl Default for SecurityConfig {
 }
 
 /// The `[cluster]` section: the members a [`Cluster`](crate::Cluster)
-/// joins through (or the endpoints of a [`Balancer`](crate::Balancer)) and
-/// the settings of its SWIM failure detector.
+/// joins through and the settings of its SWIM failure detector.
 ///
 /// Every `probe_period`, each member probes one other, in a shuffled round
 /// robin: a direct ping, then, without an ack within `probe_timeout`,
@@ -322,8 +321,7 @@ impl Default for SecurityConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The members to join through (seeds), and the endpoints of a
-    /// balancer: `host:port` (host names are resolved again on every
+    /// The members to join through (seeds): `host:port` (host names are resolved again on every
     /// connection) or `unix:/path`, optionally prefixed by the member's
     /// Noise public key and `@` (`<64 hex digits>@host:port`) to pin it.
     /// Write each as that member advertises itself. This member's own
@@ -332,7 +330,7 @@ pub struct ClusterConfig {
     pub peers: Vec<PeerAddress>,
     /// Where [`Cluster::start`](crate::Cluster::start) listens for the
     /// other members, with the `[server]` and `[security]` settings: a
-    /// member that serves nothing else (a client with a balancer). A daemon
+    /// member that serves nothing else (an observer). A daemon
     /// joins through its own server instead
     /// ([`Cluster::join`](crate::Cluster::join)) and ignores this.
     pub bind: String,

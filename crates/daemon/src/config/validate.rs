@@ -38,7 +38,8 @@ impl NetworkConfig {
         self.client.connection_config(&self.transport)?;
         check_security(&self.security)?;
         self.pinned_server_key()?;
-        self.cluster.validate()
+        self.cluster.validate()?;
+        self.balancer.validate()
     }
 
     /// The server key the client pins: `client.server_key` or
