@@ -206,8 +206,6 @@ pub struct PeerView {
 #[derive(Debug)]
 pub struct Cluster {
     shared: Arc<Shared>,
-    /// The configured peers' links (the first entries of the table).
-    seeds: Vec<Arc<Link>>,
     inbox: mpsc::Sender<node::Input>,
 }
 
@@ -292,17 +290,13 @@ impl Cluster {
         config.validate()?;
         let (inbox, packets) = mpsc::channel(node::INBOX);
         let shared = Arc::new(Shared::new(config, inbox.clone())?);
-        let mut seeds = Vec::new();
+        // The configured peers are the first entries of the table.
         for peer in &config.cluster.peers {
             if own != Some(peer.address.as_str()) {
-                seeds.push(shared.link(&peer.address, peer.key)?);
+                shared.link(&peer.address, peer.key)?;
             }
         }
-        let cluster = Self {
-            shared,
-            seeds,
-            inbox,
-        };
+        let cluster = Self { shared, inbox };
         Ok((cluster, packets))
     }
 
@@ -407,14 +401,6 @@ impl Cluster {
         if self.inbox.send(node::Input::Leave(done)).await.is_ok() {
             let _ = tokio::time::timeout(self.shared.leave_timeout, sent).await;
         }
-    }
-
-    /// The configured peers.
-    // Served the previous balancer; the balancer on tower does not use the
-    // cluster.
-    #[allow(dead_code)]
-    pub(crate) fn links(&self) -> &[Arc<Link>] {
-        &self.seeds
     }
 }
 

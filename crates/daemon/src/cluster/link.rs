@@ -145,14 +145,6 @@ impl Link {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Alive with a connection: may take new requests.
-    // Served the previous balancer; the balancer on tower does not use the
-    // cluster.
-    #[allow(dead_code)]
-    pub(crate) fn usable(&self) -> bool {
-        self.state() == PeerState::Alive && lock(&self.live).is_some()
-    }
-
     pub(super) fn view(&self) -> PeerView {
         let status = lock(&self.status);
         PeerView {
