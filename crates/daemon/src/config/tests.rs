@@ -123,6 +123,22 @@ fn the_cluster_section_reads_from_the_environment() {
     let error =
         NetworkConfig::load(None, env(&[("NETPROTO__CLUSTER__PEERS", "nowhere")])).unwrap_err();
     assert!(full_text(&error).contains("is not host:port"), "{error}");
+    // Each list's bad entry is reported under its own key.
+    for (variable, key) in [
+        ("NETPROTO__CLUSTER__PEERS", "cluster.peers"),
+        ("NETPROTO__BALANCER__ENDPOINTS", "balancer.endpoints"),
+    ] {
+        let error =
+            NetworkConfig::load(None, env(&[(variable, "127.0.0.1:1,nowhere")])).unwrap_err();
+        let text = full_text(&error);
+        assert!(text.contains(key) && text.contains("\"nowhere\""), "{text}");
+        let other = if key == "cluster.peers" {
+            "balancer.endpoints"
+        } else {
+            "cluster.peers"
+        };
+        assert!(!text.contains(other), "{text}");
+    }
 }
 
 #[test]

@@ -191,7 +191,7 @@ impl FromStr for NoiseBackend {
     }
 }
 
-/// One entry of `cluster.peers`: an address, `host:port` or `unix:/path`,
+/// One entry of `cluster.peers` or `balancer.endpoints`: an address, `host:port` or `unix:/path`,
 /// optionally prefixed by the peer's Noise public key and `@` to pin it
 /// (`<64 hex digits>@host:port`).
 ///
@@ -230,7 +230,7 @@ impl FromStr for PeerAddress {
         };
         if !valid {
             return Err(Error::Invalid(format!(
-                "cluster.peers: {address:?} is not host:port or unix:/path"
+                "{address:?} is not host:port or unix:/path (optionally after <key>@)"
             )));
         }
         Ok(Self {
