@@ -19,9 +19,10 @@ use tower::discover::Change;
 use tower::retry::{Policy, Retry};
 use tower::{BoxError, ServiceExt};
 
-use self::endpoint::{Attempt, Exchange, Settings};
+use self::endpoint::{Attempt, EndpointError, Exchange, Settings};
 use self::registry::{Factory, Registry};
 use crate::discovery::{self, DnsQuery};
+use crate::service::CallError;
 use crate::{Discovery, Error, NetworkConfig, PeerAddress, PeerState, Result};
 
 /// Requests waiting for the balance at most, from all callers; more wait
@@ -293,11 +294,7 @@ impl Balancer {
             return Err(Error::NoHealthyEndpoint { endpoints });
         }
         let timeout = options.timeout.unwrap_or(self.response_timeout);
-        let policy = Failover {
-            idempotent: options.idempotent,
-            retries: endpoints.saturating_sub(1),
-            registry: self.registry.clone(),
-        };
+        let policy = self.failover(options.idempotent);
         let attempt = Attempt {
             message: Arc::new(message.clone()),
             timeout,
@@ -331,8 +328,8 @@ impl Balancer {
     /// by calls in flight, each endpoint a
     /// [`MethodClient`](crate::service::MethodClient) on its connection.
     /// Errors are the [`CallError`](crate::service::CallError)s of the
-    /// typed client, boxed. There is no failover here: add a
-    /// [`tower::retry`] layer if the method is idempotent. It stops
+    /// typed client, boxed. There is no failover here: see
+    /// [`method_with_failover`](Self::method_with_failover). It stops
     /// finding endpoints when the balancer is dropped.
     ///
     /// # Panics
@@ -341,6 +338,56 @@ impl Balancer {
     pub fn method<M: Method>(&self) -> Balanced<M::Request, M::Response> {
         let balance = Balance::new(self.registry.changes(endpoint::typed::<M>));
         Buffer::new(balance.map_future(boxed), QUEUE)
+    }
+
+    /// [`method`](Self::method) with the balancer's [`Failover`]: a call
+    /// that certainly was not processed is sent again to another endpoint,
+    /// and so is one in flight on a lost connection when `idempotent` (say
+    /// so only of a method that may run twice). A non-idempotent call is
+    /// never sent twice.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use netproto_daemon::{Balancer, NetworkConfig};
+    /// use netproto_daemon::service::Method;
+    /// use tower::ServiceExt;
+    ///
+    /// struct Get;
+    /// impl Method for Get {
+    ///     const NAME: &'static str = "kv.get.v1";
+    ///     type Request = String;
+    ///     type Response = Option<String>;
+    /// }
+    ///
+    /// # async fn run(config: NetworkConfig) -> netproto_daemon::Result<()> {
+    /// let balancer = Balancer::connect(config).await?;
+    /// let get = balancer.method_with_failover::<Get>(true);
+    /// let value = get.oneshot("colour".to_owned()).await;
+    /// # let _ = value;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn method_with_failover<M: Method>(
+        &self,
+        idempotent: bool,
+    ) -> Retry<Failover, Balanced<M::Request, M::Response>>
+    where
+        M::Request: Clone,
+    {
+        Retry::new(self.failover(idempotent), self.method::<M>())
+    }
+
+    fn failover(&self, idempotent: bool) -> Failover {
+        Failover {
+            idempotent,
+            retried: 0,
+            registry: self.registry.clone(),
+        }
     }
 
     /// The endpoints, their states and loads, in the order they were
@@ -387,52 +434,44 @@ where
     Box::pin(future)
 }
 
-/// Whether a request that failed with `error` may be sent to another
-/// endpoint: when it was certainly not processed, or may be processed
-/// twice.
-fn may_send_again(error: &Error, idempotent: bool) -> bool {
-    match error {
-        // Not sent: no connection, or the connection ending first.
-        Error::Unavailable { .. } => true,
-        // Refused by a server going away.
-        Error::Dispatch(error) => error.is_unprocessed(),
-        // In flight when the endpoint went down: maybe processed.
-        Error::EndpointDown { .. } => idempotent,
-        _ => false,
-    }
-}
-
-/// The failover rules, as a [`tower::retry`] policy for one request.
+/// The balancer's failover as a [`tower::retry`] policy: a call that
+/// failed is sent again to another endpoint (the balance picks it among
+/// those ready) when it certainly was not processed (no connection, the
+/// connection ending before the send, refused by a server going away), or
+/// when it is idempotent and was in flight on a connection that was lost;
+/// never after a timeout or an answer of the server. A call is sent at most
+/// once per endpoint known, and not again when none is ready.
+///
+/// [`Balancer::request_with`] applies it to untyped requests, and
+/// [`Balancer::method_with_failover`] to typed calls.
 #[derive(Debug, Clone)]
-struct Failover {
+pub struct Failover {
     idempotent: bool,
-    /// Attempts left after this one.
-    retries: usize,
+    retried: usize,
     registry: Arc<Registry>,
 }
 
-impl Policy<Attempt, Message, BoxError> for Failover {
+impl<Req: Clone, Res> Policy<Req, Res, BoxError> for Failover {
     type Future = std::future::Ready<()>;
 
-    fn retry(
-        &mut self,
-        _: &mut Attempt,
-        result: &mut Result<Message, BoxError>,
-    ) -> Option<Self::Future> {
-        let error = result.as_ref().err()?.downcast_ref::<Error>()?;
-        if !may_send_again(error, self.idempotent)
-            || self.retries == 0
-            || self.registry.ready() == 0
-        {
+    fn retry(&mut self, _: &mut Req, result: &mut Result<Res, BoxError>) -> Option<Self::Future> {
+        let error = result.as_ref().err()?;
+        let again = match error.downcast_ref::<Error>() {
+            Some(error) => error.may_send_again(self.idempotent),
+            None => error
+                .downcast_ref::<CallError>()
+                .is_some_and(|error| error.may_send_again(self.idempotent)),
+        };
+        if !again || self.retried + 1 >= self.registry.len() || self.registry.ready() == 0 {
             return None;
         }
-        self.retries -= 1;
+        self.retried += 1;
         tracing::debug!(%error, idempotent = self.idempotent, "request failed over to another endpoint");
         Some(std::future::ready(()))
     }
 
-    fn clone_request(&mut self, attempt: &Attempt) -> Option<Attempt> {
-        Some(attempt.clone())
+    fn clone_request(&mut self, request: &Req) -> Option<Req> {
+        Some(request.clone())
     }
 }
 
@@ -475,8 +514,42 @@ mod tests {
             (&timeout, false, false),
             (&remote, false, false),
         ] {
-            assert_eq!(may_send_again(error, false), not_idempotent, "{error}");
-            assert_eq!(may_send_again(error, true), idempotent, "{error}");
+            assert_eq!(error.may_send_again(false), not_idempotent, "{error}");
+            assert_eq!(error.may_send_again(true), idempotent, "{error}");
+        }
+        // A typed call's errors follow the same rules.
+        let call = |source| CallError::Connection {
+            method: "kv.get.v1",
+            source,
+        };
+        let closed = netproto_dispatch::Error::Transport(netproto_transport::Error::Closed);
+        let going = netproto_dispatch::Error::GoingAway {
+            last_request_id: 1,
+            code: ErrorCode::SHUTTING_DOWN,
+        };
+        for (error, not_idempotent, idempotent) in [
+            (call(closed), true, true),
+            (call(netproto_dispatch::Error::Closed), true, true),
+            (call(going), true, true),
+            (call(lost()), false, true),
+            (
+                call(netproto_dispatch::Error::Timeout(Duration::from_secs(1))),
+                false,
+                false,
+            ),
+            (
+                CallError::Remote {
+                    method: "kv.get.v1",
+                    request_id: 1,
+                    code: ErrorCode::HANDLER_FAILED,
+                    message: "no".into(),
+                },
+                false,
+                false,
+            ),
+        ] {
+            assert_eq!(error.may_send_again(false), not_idempotent, "{error}");
+            assert_eq!(error.may_send_again(true), idempotent, "{error}");
         }
     }
 }

@@ -39,7 +39,7 @@ pub mod metrics;
 mod security;
 mod server;
 
-pub use balancer::{Balanced, Balancer, EndpointView, RequestOptions};
+pub use balancer::{Balanced, Balancer, EndpointView, Failover, RequestOptions};
 pub use client::Client;
 pub use cluster::{Cluster, MembershipEvent, PeerId, PeerState, PeerView};
 pub use config::{

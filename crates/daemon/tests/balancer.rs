@@ -2,7 +2,7 @@
 //! them killed (its task aborted, so its sockets close without a goaway),
 //! silenced behind a proxy, or shut down gracefully; endpoints from a
 //! static list or from the application's own stream of changes; typed
-//! calls balanced over the same endpoints.
+//! calls balanced over the same endpoints, with the same failover.
 
 // Test code: unwrap and indexing fail the test, which is what they should do.
 #![allow(
@@ -23,6 +23,7 @@ use daemons::{
 };
 use futures::StreamExt;
 use netproto_daemon::discovery::Change;
+use netproto_daemon::service::CallError;
 use netproto_daemon::{Balancer, EndpointView, Error, PeerAddress, PeerState};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -427,6 +428,59 @@ async fn typed_calls_are_balanced_over_the_same_endpoints() {
             let name = whoami.clone().oneshot(0).await.unwrap();
             assert_ne!(name, "d1");
         }
+    })
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_calls_in_flight_on_a_killed_daemon_fail_over_only_when_idempotent() {
+    let dir = temp_dir("balancer");
+    tokio::time::timeout(LIMIT, async {
+        let mut daemons = daemons(&dir, 3).await;
+        let balancer = Balancer::connect(static_config(&daemons)).await.unwrap();
+        all_ready(&balancer).await;
+        let idempotent = balancer.method_with_failover::<Whoami>(true);
+        let once = balancer.method_with_failover::<Whoami>(false);
+        // Slow calls started one by one, so that each sees the loads: 12
+        // idempotent ones, then 12 not.
+        let mut calls = Vec::new();
+        let mut on_victim = [0; 2];
+        for (service, on_victim) in [&idempotent, &once].into_iter().zip(&mut on_victim) {
+            let before = loads(&balancer)[1];
+            for _ in 0..12 {
+                calls.push(tokio::spawn(service.clone().oneshot(1_500)));
+                in_flight(&balancer, calls.len()).await;
+            }
+            *on_victim = loads(&balancer)[1] - before;
+        }
+        assert!(on_victim.iter().all(|&n| n > 0), "{on_victim:?}");
+
+        daemons[1].kill().await;
+        let mut failed = 0;
+        for (index, call) in calls.into_iter().enumerate() {
+            match call.await.unwrap() {
+                Ok(name) => assert_ne!(name, "d1", "call {index}"),
+                Err(error) => {
+                    assert!(index >= 12, "idempotent call {index} failed: {error}");
+                    let error = error.downcast::<CallError>().unwrap();
+                    assert!(
+                        matches!(&*error, CallError::Connection { source, .. } if source.is_connection_lost()),
+                        "call {index}: {error}"
+                    );
+                    failed += 1;
+                }
+            }
+        }
+        // Every non-idempotent call the killed daemon had failed, and was
+        // not sent again; every idempotent one was answered elsewhere.
+        assert_eq!(failed, on_victim[1]);
+        eprintln!(
+            "killed daemon had {} typed calls: {} idempotent answered elsewhere, {failed} not idempotent failed",
+            on_victim[0] + on_victim[1],
+            on_victim[0]
+        );
     })
     .await
     .unwrap();

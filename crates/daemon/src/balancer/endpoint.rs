@@ -229,6 +229,10 @@ pub(crate) trait EndpointError: Sized {
     /// The error of a call made while the endpoint had no connection (not
     /// sent).
     fn not_connected(endpoint: &Endpoint) -> Self;
+    /// Whether the call may go to another endpoint: it certainly was not
+    /// processed, or it is `idempotent` and was in flight on a connection
+    /// that was lost. Never after a timeout or the server's own answer.
+    fn may_send_again(&self, idempotent: bool) -> bool;
 }
 
 impl EndpointError for Error {
@@ -246,6 +250,18 @@ impl EndpointError for Error {
             state: endpoint.state(),
         }
     }
+
+    fn may_send_again(&self, idempotent: bool) -> bool {
+        match self {
+            // Not sent: no connection, or the connection ending first.
+            Self::Unavailable { .. } => true,
+            // Refused by a server going away.
+            Self::Dispatch(error) => error.is_unprocessed(),
+            // In flight when the endpoint went down: maybe processed.
+            Self::EndpointDown { .. } => idempotent,
+            _ => false,
+        }
+    }
 }
 
 impl EndpointError for CallError {
@@ -257,6 +273,17 @@ impl EndpointError for CallError {
         Self::Connection {
             method: "balanced call",
             source: netproto_dispatch::Error::Closed,
+        }
+    }
+
+    fn may_send_again(&self, idempotent: bool) -> bool {
+        match self {
+            Self::Connection { source, .. } => {
+                unsent(source)
+                    || source.is_unprocessed()
+                    || (idempotent && source.is_connection_lost())
+            }
+            _ => false,
         }
     }
 }
