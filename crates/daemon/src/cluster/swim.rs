@@ -348,27 +348,9 @@ impl Swim {
         self.peers.iter()
     }
 
-    /// Where the peer at `id`'s address is in `peers`, added if new.
-    fn place(&mut self, id: &NodeId, now: Instant) -> usize {
-        if let Some(&index) = self.index.get(&id.address) {
-            return index;
-        }
-        self.peers.push(Peer {
-            id: id.clone(),
-            state: PeerState::Joining,
-            incarnation: 0,
-            since: now,
-            last_seen: None,
-            rtt: None,
-        });
-        let index = self.peers.len() - 1;
-        self.index.insert(id.address.clone(), index);
-        index
-    }
-
     /// After each input: drops foca's spurious `TurnUndead`s, logs what
     /// foca said about this member itself, and turns foca's membership into
-    /// peer states and changes.
+    /// peer states and changes, in one pass over it.
     fn settle(&mut self, now: Instant) {
         // foca 2.0 sends `TurnUndead` when a suspicion times out even if the
         // member refuted it meanwhile (its `ChangeSuspectToDown` ignores the
@@ -384,40 +366,34 @@ impl Swim {
         for note in self.io.notes.drain(..) {
             tracing::debug!(note, "membership");
         }
-        let members: Vec<(usize, NodeId)> = self
-            .foca
-            .iter_membership_state()
-            .enumerate()
-            .filter(|(position, member)| {
-                let slot = self.slots.get(*position).and_then(|&i| self.peers.get(i));
-                slot.is_none_or(|peer| peer.id.address != member.id().address)
-            })
-            .map(|(position, member)| (position, member.id().clone()))
-            .collect();
-        for (position, id) in members {
-            let index = self.place(&id, now);
-            if self.slots.len() <= position {
-                self.slots.resize(position + 1, index);
-            }
-            if let Some(slot) = self.slots.get_mut(position) {
-                *slot = index;
-            }
-        }
-        for (position, member) in self.foca.iter_membership_state().enumerate() {
+        for (position, member) in foca.iter_membership_state().enumerate() {
             let id = member.id();
+            // foca's list moves only when a member is added or removed: the
+            // peer last seen at this position is most often the one.
+            let slot = self.slots.get(position).copied().filter(|&i| {
+                self.peers
+                    .get(i)
+                    .is_some_and(|peer| peer.id.address == id.address)
+            });
+            let slot = slot.unwrap_or_else(|| {
+                let at = place(&mut self.peers, &mut self.index, id, now);
+                if self.slots.len() <= position {
+                    self.slots.resize(position + 1, at);
+                }
+                if let Some(slot) = self.slots.get_mut(position) {
+                    *slot = at;
+                }
+                at
+            });
+            let Some(peer) = self.peers.get_mut(slot) else {
+                continue;
+            };
             let state = match member.state() {
                 _ if id.generation == 0 => PeerState::Joining,
                 State::Alive => PeerState::Alive,
                 State::Suspect => PeerState::Suspect,
                 State::Down if self.departures.left(id) => PeerState::Left,
                 State::Down => PeerState::Dead,
-            };
-            let Some(peer) = self
-                .slots
-                .get(position)
-                .and_then(|&i| self.peers.get_mut(i))
-            else {
-                continue;
             };
             // A configured address keeps the identity a member gave it.
             if (id.generation > 0 || peer.id.generation == 0) && peer.id != *id {
@@ -437,6 +413,29 @@ impl Swim {
             }
         }
     }
+}
+
+/// Where the peer at `id`'s address is in `peers`, added if new.
+fn place(
+    peers: &mut Vec<Peer>,
+    index: &mut BTreeMap<Arc<str>, usize>,
+    id: &NodeId,
+    now: Instant,
+) -> usize {
+    if let Some(&at) = index.get(&id.address) {
+        return at;
+    }
+    peers.push(Peer {
+        id: id.clone(),
+        state: PeerState::Joining,
+        incarnation: 0,
+        since: now,
+        last_seen: None,
+        rtt: None,
+    });
+    let at = peers.len() - 1;
+    index.insert(id.address.clone(), at);
+    at
 }
 
 /// What foca asks of its runtime, kept until the caller drains it.
