@@ -1,8 +1,9 @@
 //! The `network-protocol` examples (the original README's programs), run
 //! against each other: `tcp_server` with `client` on 127.0.0.1:9000,
 //! `tls_server` with `tls_client` on 127.0.0.1:9443, then `custom_handlers`;
-//! then `netproto-daemon`'s `typed_kv` and `quickstart` (the README's quick
-//! start) and `netproto-service`'s `otel_stdout` (feature `otel`).
+//! then `netproto-daemon`'s `typed_kv`, `quickstart` (the README's quick
+//! start) and `failover`, and `netproto-service`'s `otel_stdout` (feature
+//! `otel`).
 //!
 //! Servers run in the background with `NETPROTO_EXAMPLE_RUN_FOR` as a safety
 //! net; once their client is done they are stopped with SIGINT (their ctrl-c
@@ -69,7 +70,7 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
     // loopback port); they check their own results.
     cmd!(
         sh,
-        "cargo build -p netproto-daemon --example typed_kv --example quickstart --locked"
+        "cargo build -p netproto-daemon --example typed_kv --example quickstart --example failover --locked"
     )
     .run()?;
     run_checked(
@@ -83,6 +84,14 @@ pub(crate) fn run(sh: &Shell) -> anyhow::Result<()> {
         &examples,
         "quickstart",
         &["quickstart: all checks passed"],
+    )?;
+    // Three daemons behind the balancer, one killed under load and
+    // restarted: no idempotent request fails, every failure is explained.
+    run_checked(
+        &root,
+        &examples,
+        "failover",
+        &["failover: all checks passed"],
     )?;
     cmd!(
         sh,

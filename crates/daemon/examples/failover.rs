@@ -10,6 +10,11 @@
 //! restart until it is back in rotation; all up again) and the failed
 //! requests, idempotent or not. Everything runs in one process on loopback, so the daemons and the
 //! load share the machine's cores.
+//!
+//! It checks the balancer's guarantees and exits with an error when one
+//! fails: no idempotent request fails, and every failed request is an
+//! `EndpointDown` naming the killed daemon (a request in flight on it).
+//! `cargo xtask examples` runs it (unoptimized, so its rates are lower).
 #![allow(clippy::print_stdout)] // printing the figures is this example's job
 
 use std::sync::Arc;
@@ -46,10 +51,12 @@ struct Counters {
     ok: [AtomicU64; 5],
     failed_idempotent: [AtomicU64; 5],
     failed_not_idempotent: [AtomicU64; 5],
+    /// Failures that are not an `EndpointDown` naming the killed daemon.
+    unexplained: AtomicU64,
 }
 
 impl Counters {
-    fn count(&self, idempotent: bool, result: &Result<Message, Error>) {
+    fn count(&self, idempotent: bool, result: &Result<Message, Error>, victim: &str) {
         let phase = self.phase.load(Ordering::Relaxed);
         let counters = match (result, idempotent) {
             (Ok(_), _) => &self.ok,
@@ -68,6 +75,9 @@ impl Counters {
                 cause = source;
             }
             eprintln!("phase {phase}, idempotent {idempotent}: {text}");
+            if !matches!(error, Error::EndpointDown { endpoint, .. } if endpoint == victim) {
+                self.unexplained.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -179,11 +189,17 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
 
+    let victim_address = daemons
+        .get(1)
+        .context("three daemons were started")?
+        .address
+        .clone();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
     for task in 0..CONCURRENCY {
         let (balancer, counters, stop) = (balancer.clone(), counters.clone(), stop.clone());
+        let victim = victim_address.clone();
         load.push(tokio::spawn(async move {
             // Half the tasks send idempotent requests, half not.
             let idempotent = task % 2 == 0;
@@ -194,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     balancer.request(&message).await
                 };
-                counters.count(idempotent, &result);
+                counters.count(idempotent, &result, &victim);
             }
         }));
     }
@@ -257,5 +273,13 @@ async fn main() -> anyhow::Result<()> {
         daemon.kill().await;
     }
     std::fs::remove_dir_all(dir)?;
+    let unexplained = counters.unexplained.load(Ordering::Relaxed);
+    if failed_idempotent > 0 || unexplained > 0 {
+        bail!(
+            "{failed_idempotent} idempotent requests failed, {unexplained} failures were not \
+             an EndpointDown naming the killed daemon"
+        );
+    }
+    println!("failover: all checks passed");
     Ok(())
 }
