@@ -56,6 +56,9 @@ pub(super) fn listen(dispatcher: &Dispatcher, inbox: mpsc::Sender<Input>) {
 pub(super) struct Node {
     swim: Swim,
     shared: Arc<Shared>,
+    /// The link of each of the state machine's peers, at the same index
+    /// (its peers are only ever added): `None` where none could be made.
+    links: Vec<Option<Arc<Link>>>,
 }
 
 impl Node {
@@ -76,6 +79,7 @@ impl Node {
         Self {
             swim,
             shared: shared.clone(),
+            links: Vec::new(),
         }
     }
 
@@ -140,11 +144,19 @@ impl Node {
             }
         }
         while self.swim.poll_change().is_some() {}
-        for peer in self.swim.peers() {
-            let key = peer.id.key.map(PublicKey::from_bytes);
-            match self.shared.link(&peer.id.address, key) {
-                Ok(link) => link.update(peer),
-                Err(error) => tracing::debug!(peer = %peer.id.address, %error, "no link to member"),
+        // Each input may change any peer; a lookup by address for each of
+        // them would cost the square of the members per packet.
+        for (at, peer) in self.swim.peers().enumerate() {
+            if self.links.len() <= at {
+                let key = peer.id.key.map(PublicKey::from_bytes);
+                let link = self.shared.link(&peer.id.address, key);
+                if let Err(error) = &link {
+                    tracing::debug!(peer = %peer.id.address, %error, "no link to member");
+                }
+                self.links.push(link.ok());
+            }
+            if let Some(Some(link)) = self.links.get(at) {
+                link.update(peer);
             }
         }
     }
