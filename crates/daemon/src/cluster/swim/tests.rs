@@ -375,3 +375,124 @@ fn the_simulation_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+// The membership packets of PROTOCOL.md Part IV §4, byte for byte: each
+// hex string must appear in PROTOCOL.md as it is here.
+const PROTOCOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROTOCOL.md");
+
+/// A (`127.0.0.1:7001`, a key, generation 1764806400000) announces itself
+/// to B (`127.0.0.1:7000`, no key, generation 1).
+const ANNOUNCE: &str = "0e3132372e302e302e313a3730303101abababababababababababababababababababababababababababababababab80b0a2b5ae33000e3132372e302e302e313a37303030000106";
+
+/// B pings A (probe 7, B's incarnation 3) and piggybacks one update, C
+/// (`127.0.0.1:7002`, generation 9) down, then C's departure.
+const PING: &str = "0e3132372e302e302e313a373030300001030e3132372e302e302e313a3730303101abababababababababababababababababababababababababababababababab80b0a2b5ae33000700010e3132372e302e302e313a373030320009000200100e3132372e302e302e313a3730303209";
+
+fn member_a() -> NodeId {
+    NodeId {
+        address: "127.0.0.1:7001".into(),
+        key: Some([0xab; 32]),
+        generation: 1_764_806_400_000,
+    }
+}
+
+fn member_b() -> NodeId {
+    NodeId {
+        address: "127.0.0.1:7000".into(),
+        key: None,
+        generation: 1,
+    }
+}
+
+fn member_c() -> NodeId {
+    NodeId {
+        address: "127.0.0.1:7002".into(),
+        key: None,
+        generation: 9,
+    }
+}
+
+fn header(data: &[u8]) -> foca::Header<NodeId> {
+    use foca::Codec;
+    let mut data = data;
+    foca::PostcardCodec.decode_header(&mut data).unwrap()
+}
+
+#[test]
+fn membership_packets_are_the_bytes_protocol_md_gives() {
+    use foca::{Codec, Header, Member, Message, PostcardCodec, State};
+    let mut codec = PostcardCodec;
+    let mut announce = Vec::new();
+    let header_a = Header {
+        src: member_a(),
+        src_incarnation: 0,
+        dst: member_b(),
+        message: Message::Announce,
+    };
+    codec.encode_header(&header_a, &mut announce).unwrap();
+    assert_eq!(hex::encode(&announce), ANNOUNCE);
+
+    let mut ping = Vec::new();
+    let header_b = Header {
+        src: member_b(),
+        src_incarnation: 3,
+        dst: member_a(),
+        message: Message::Ping(7),
+    };
+    codec.encode_header(&header_b, &mut ping).unwrap();
+    ping.extend_from_slice(&1u16.to_be_bytes());
+    codec
+        .encode_member(&Member::new(member_c(), 0, State::Down), &mut ping)
+        .unwrap();
+    let departure = postcard::to_allocvec(&super::Departure {
+        address: "127.0.0.1:7002".into(),
+        generation: 9,
+    })
+    .unwrap();
+    ping.extend_from_slice(&u16::try_from(departure.len()).unwrap().to_be_bytes());
+    ping.extend_from_slice(&departure);
+    assert_eq!(hex::encode(&ping), PING);
+
+    let protocol = std::fs::read_to_string(PROTOCOL).unwrap();
+    for vector in [ANNOUNCE, PING] {
+        assert!(protocol.contains(vector), "PROTOCOL.md lacks {vector}");
+    }
+}
+
+#[test]
+fn an_announce_is_answered_with_a_feed_and_a_ping_with_an_ack() {
+    use foca::Message;
+    let now = Instant::now();
+    let settings = ClusterConfig::default();
+
+    // B takes A's announce, knows A and feeds it the members.
+    let mut b = Swim::new(member_b(), &settings, 1, now);
+    b.handle_data(&hex::decode(ANNOUNCE).unwrap(), now).unwrap();
+    let (to, data) = b.poll_transmit().expect("an answer to the announce");
+    assert_eq!(to, member_a());
+    assert_eq!(header(&data).message, Message::Feed);
+    assert!(
+        b.peers()
+            .any(|p| p.id == member_a() && p.state == PeerState::Alive)
+    );
+
+    // A takes B's ping: acks probe 7, and learns that C left.
+    let mut a = Swim::new(member_a(), &settings, 2, now);
+    a.handle_data(&hex::decode(PING).unwrap(), now).unwrap();
+    let (to, data) = a.poll_transmit().expect("an answer to the ping");
+    assert_eq!(to, member_b());
+    let answer = header(&data);
+    assert_eq!(answer.message, Message::Ack(7));
+    assert_eq!(answer.dst, member_b());
+    let states: Vec<_> = a
+        .peers()
+        .map(|p| (p.id.address.to_string(), p.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("127.0.0.1:7000".to_owned(), PeerState::Alive),
+            ("127.0.0.1:7002".to_owned(), PeerState::Left),
+        ]
+    );
+}
