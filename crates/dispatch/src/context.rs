@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use netproto_crypto::PublicKey;
 use netproto_wire::{Headers, MessageType, Traceparent};
 use tokio::time::Instant;
 
@@ -27,6 +28,11 @@ pub struct RequestContext {
     pub traceparent: Option<Traceparent>,
     /// The schema fingerprint the requester expects (typed methods).
     pub fingerprint: Option<u64>,
+    /// The requester's static key, authenticated by the Noise handshake of
+    /// the connection the request came on; `None` in the other modes, and
+    /// for [`dispatch`](crate::Dispatcher::dispatch) outside
+    /// [`serve`](crate::Dispatcher::serve).
+    pub peer_key: Option<PublicKey>,
 }
 
 impl RequestContext {
@@ -38,18 +44,21 @@ impl RequestContext {
             deadline: None,
             traceparent: None,
             fingerprint: None,
+            peer_key: None,
         }
     }
 
     /// The context of a request with `headers`, whose deadline (computed
-    /// from them on arrival) is `deadline`.
+    /// from them on arrival) is `deadline`, from the peer with `peer_key`.
     pub(crate) fn from_headers(
         request_id: u64,
         msg_type: MessageType,
         headers: Option<&Headers>,
         deadline: Option<Instant>,
+        peer_key: Option<PublicKey>,
     ) -> Self {
         let mut context = Self::new(request_id, msg_type);
+        context.peer_key = peer_key;
         if let Some(headers) = headers {
             context.deadline = deadline;
             context.traceparent = headers.traceparent;

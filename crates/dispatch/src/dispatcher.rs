@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
+use netproto_crypto::PublicKey;
 use netproto_transport::sync;
 
 use bytes::Bytes;
@@ -355,7 +356,7 @@ impl Dispatcher {
         let span = dispatch_span(envelope.request_id, &envelope.msg_type, headers.as_ref());
         let deadline = deadline_of(headers.as_ref());
         let request_id = envelope.request_id;
-        match span.in_scope(|| self.start(envelope, headers.as_ref(), deadline)) {
+        match span.in_scope(|| self.start(envelope, headers.as_ref(), deadline, None)) {
             Started::Done(outcome) => outcome,
             Started::Pending(future) => future.instrument(span).await,
             Started::Stream(_) => Outcome::error(
@@ -368,13 +369,14 @@ impl Dispatcher {
 
     /// Looks the handler up and runs it if it is synchronous; otherwise
     /// returns its future. Call it inside a `dispatch` span, with the
-    /// header block already taken off `envelope` and the deadline computed
-    /// from it.
+    /// header block already taken off `envelope`, the deadline computed
+    /// from it, and the connection's authenticated peer key, if any.
     pub(crate) fn start(
         &self,
         envelope: Envelope,
         headers: Option<&Headers>,
         deadline: Option<Instant>,
+        peer_key: Option<PublicKey>,
     ) -> Started {
         let request_id = envelope.request_id;
         let Some(handler) = self.lookup(envelope.msg_type.as_str()) else {
@@ -428,6 +430,7 @@ impl Dispatcher {
                     envelope.msg_type.clone(),
                     headers,
                     deadline,
+                    peer_key,
                 );
                 Started::Pending(Box::pin(async move {
                     Outcome::from_result(request_id, run_catching(|| f(context, envelope)).await)
@@ -450,6 +453,7 @@ impl Dispatcher {
                     envelope.msg_type.clone(),
                     headers,
                     deadline,
+                    peer_key,
                 );
                 let msg_type = envelope.msg_type.clone();
                 match call_catching(|| Ok(f(context, envelope))) {

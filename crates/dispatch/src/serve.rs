@@ -193,7 +193,8 @@ impl Dispatcher {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<ServeReport, Error> {
         config.validate()?;
-        let (sender, mut receiver, _info) = conn.split();
+        let (sender, mut receiver, info) = conn.split();
+        let peer_key = info.peer_static;
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
         let mut tasks = JoinSet::new();
         let mut state = Serving {
@@ -288,7 +289,7 @@ impl Dispatcher {
                     let begun = if deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
                         Started::Done(state.counters.deadline_exceeded(id, "on arrival"))
                     } else {
-                        span.in_scope(|| self.start(envelope, headers.as_ref(), deadline))
+                        span.in_scope(|| self.start(envelope, headers.as_ref(), deadline, peer_key))
                     };
                     let outcome = match begun {
                         Started::Done(outcome) => outcome,

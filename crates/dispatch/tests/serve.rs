@@ -235,6 +235,54 @@ async fn noise_connection_round_trips() {
     assert_eq!(report.replies, 100);
 }
 
+/// A context handler that answers with the requester's key as its
+/// context gives it (64 hex digits, or "none").
+fn key_dispatcher() -> Arc<Dispatcher> {
+    let dispatcher = Arc::new(Dispatcher::default());
+    dispatcher.register_with_context("WHO", |context, envelope: Envelope| async move {
+        let key = context
+            .peer_key
+            .map_or_else(|| "none".to_owned(), |key| key.to_string());
+        Ok::<_, HandlerError>(Envelope {
+            payload: Bytes::from(key),
+            ..envelope
+        })
+    });
+    dispatcher
+}
+
+/// What `WHO` answers over this pair of connections.
+async fn who(client: Connection, server: Connection) -> Message {
+    let s = serve_on(
+        client,
+        server,
+        &key_dispatcher(),
+        ServeConfig::default(),
+        CorrelatorConfig::default(),
+    );
+    let answer = s.client.request(&custom("WHO", Vec::new())).await.unwrap();
+    s.client.close().await.unwrap();
+    s.server.await.unwrap().unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn a_context_handler_sees_the_noise_key_of_its_requester() {
+    let client_keys = Keypair::generate(&mut rand::rngs::OsRng);
+    let client_key = *client_keys.public();
+    let (client, server) = pair_with(
+        ClientSecurity::noise(NoiseConfig::new(client_keys)),
+        ServerSecurity::noise(NoiseConfig::new(Keypair::generate(&mut rand::rngs::OsRng))),
+        ConnectionConfig::default(),
+    )
+    .await;
+    let expected = custom("WHO", client_key.to_string().into_bytes());
+    assert_eq!(who(client, server).await, expected);
+    // Without Noise there is no key to give.
+    let (client, server) = plain_pair().await;
+    assert_eq!(who(client, server).await, custom("WHO", b"none".to_vec()));
+}
+
 #[tokio::test]
 async fn a_panicking_handler_does_not_stop_the_connection() {
     let dispatcher = standard_dispatcher();
