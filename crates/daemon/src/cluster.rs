@@ -167,8 +167,9 @@ pub struct PeerView {
 /// ([`Left`](PeerState::Left)); dropping the cluster stops at once, as a
 /// crash would.
 ///
-/// Membership trusts every peer that can connect: set
-/// `security.allowed_peers` on the members.
+/// Membership trusts every peer that can connect, unless
+/// `cluster.allowed_members` lists the members' Noise keys: then packets
+/// from any other key are dropped.
 ///
 /// # Examples
 ///
@@ -247,7 +248,7 @@ impl Cluster {
             };
             let advertise = server_config.cluster.advertise.clone();
             let address = advertise.unwrap_or_else(|| server.local_addr());
-            node::listen(server.dispatcher(), shared.inbox());
+            node::listen(server.dispatcher(), &server_config.cluster, shared.inbox());
             let node = node::Node::new(&shared, address, server.public_key());
             let served = tokio::spawn(server.run());
             shared.own(served.abort_handle());
@@ -276,7 +277,7 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| server.local_addr());
         let (cluster, inbox) = Self::prepare(&config, Some(&address))?;
-        node::listen(server.dispatcher(), cluster.shared.inbox());
+        node::listen(server.dispatcher(), &config.cluster, cluster.shared.inbox());
         let node = node::Node::new(&cluster.shared, address, server.public_key());
         let task = tokio::spawn(node.run(inbox));
         cluster.shared.own(task.abort_handle());

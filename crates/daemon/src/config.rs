@@ -115,6 +115,7 @@ impl NetworkConfig {
             .with_list_parse_key("security.allowed_peers")
             .with_list_parse_key("security.tls_pins")
             .with_list_parse_key("cluster.peers")
+            .with_list_parse_key("cluster.allowed_members")
             .with_list_parse_key("balancer.endpoints")
             .with_list_parse_key("balancer.dns_servers")
             .with_list_parse_key("server.trusted_proxies");

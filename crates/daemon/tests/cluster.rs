@@ -68,6 +68,8 @@ struct Daemon {
     /// Who it joins through, and the address it advertises.
     seeds: Vec<String>,
     advertise: Option<String>,
+    /// `cluster.allowed_members`.
+    allowed_members: Vec<netproto_crypto::PublicKey>,
     cluster: Option<Cluster>,
 }
 
@@ -119,6 +121,7 @@ impl Daemon {
             server: None,
             seeds: Vec::new(),
             advertise: None,
+            allowed_members: Vec::new(),
             cluster: None,
         };
         daemon.bind().await;
@@ -136,8 +139,14 @@ impl Daemon {
     fn serve(&mut self) {
         let server = self.server.take().unwrap();
         let mut config = NetworkConfig::default();
+        // As a daemon does: its connections to members use its own key.
+        config.security.key_file = Some(self.key_file.clone());
         config.cluster = member_settings(&self.seeds);
         config.cluster.advertise.clone_from(&self.advertise);
+        config
+            .cluster
+            .allowed_members
+            .clone_from(&self.allowed_members);
         self.cluster = Some(Cluster::join(config, &server).unwrap());
         self.task = Some(tokio::spawn(async move { server.run().await.unwrap() }));
     }
@@ -395,4 +404,61 @@ async fn a_silent_daemon_is_suspected_then_declared_dead_and_rejoins_when_it_hea
     .await
     .unwrap();
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A membership packet (PROTOCOL.md Part IV) announcing a member at
+/// `address` to the member at `to` with Noise key `key`.
+fn announce(address: &str, to: &str, key: &str) -> Vec<u8> {
+    let key: netproto_crypto::PublicKey = key.parse().unwrap();
+    let src = (address, None::<[u8; 32]>, 7u64);
+    let dst = (to, Some(*key.as_bytes()), 0u64);
+    let mut packet = postcard::to_allocvec(&(src, 0u16, dst)).unwrap();
+    packet.push(6); // Announce
+    packet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_allowed_members_a_client_that_is_not_one_cannot_announce_members() {
+    let case = async {
+        let dir = temp_dir();
+        // Without the list, then with it: the same packet is taken, then not.
+        for allow_list in [false, true] {
+            let name = if allow_list { "listed" } else { "open" };
+            let mut daemon = Daemon::start(&dir, name).await;
+            let mut member = Daemon::start(&dir, &format!("{name}-member")).await;
+            if allow_list {
+                daemon.allowed_members = vec![member.public_key.parse().unwrap()];
+            }
+            daemon.join(Vec::new(), None);
+            // A member listed (or any, without the list) joins.
+            member.join(vec![daemon.peer()], None);
+            all_alive(daemon.cluster.as_ref().unwrap()).await;
+
+            // A client with a key of its own, not a member's.
+            let mut config = NetworkConfig::default();
+            config.client.address.clone_from(&daemon.address);
+            let client = netproto_daemon::Client::connect(config).await.unwrap();
+            // No socket behind it: nothing is dialled if it is taken.
+            let bogus = format!("unix:{}", dir.join("nobody.sock").display());
+            let packet = announce(&bogus, &daemon.address, &daemon.public_key);
+            let message = Message::custom("netproto.swim.v1", packet).unwrap();
+            client.send(message).await.unwrap();
+            // Handled in order: once the ping is answered, so is the packet,
+            // and the member's task has had it for three periods.
+            client.request(&Message::Ping).await.unwrap();
+            tokio::time::sleep(PERIOD * 3).await;
+
+            let view = daemon.cluster.as_ref().unwrap().view();
+            let known = view.iter().any(|peer| peer.address == bogus);
+            assert_eq!(
+                known, !allow_list,
+                "allowed_members set: {allow_list}; view {view:?}"
+            );
+            client.close().await.unwrap();
+            member.kill().await;
+            daemon.kill().await;
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    };
+    tokio::time::timeout(LIMIT, case).await.unwrap();
 }

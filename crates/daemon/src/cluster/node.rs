@@ -2,14 +2,15 @@
 //! and the time, hands its packets to the links and its view of the other
 //! members to the table.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use netproto_crypto::PublicKey;
-use netproto_dispatch::Dispatcher;
+use netproto_dispatch::{Dispatcher, HandlerError};
 use netproto_transport::sync::{lock, read, write};
-use netproto_wire::Message;
+use netproto_wire::{Envelope, Message};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -17,7 +18,7 @@ use super::link::{Link, SWIM_TYPE};
 use super::swim::{NodeId, Swim};
 use super::{Events, PeerId, Shared};
 use crate::client::Dialer;
-use crate::{Error, NetworkConfig, Result};
+use crate::{ClusterConfig, Error, NetworkConfig, Result};
 
 /// Membership packets waiting for the member's task; more are dropped.
 pub(super) const INBOX: usize = 1024;
@@ -39,16 +40,42 @@ pub(super) enum Input {
 }
 
 /// Hands the membership packets that arrive through `dispatcher` to the
-/// member's task.
-pub(super) fn listen(dispatcher: &Dispatcher, inbox: mpsc::Sender<Input>) {
-    dispatcher.register(SWIM_TYPE, move |message| {
-        if let Message::Custom { data, .. } = message
-            && inbox.try_send(Input::Packet(data.clone())).is_err()
-        {
-            tracing::trace!("membership packet dropped");
-        }
-        // Membership packets are one-way: a request is answered, and ignored.
-        Ok(Message::Pong)
+/// member's task: all of them, or with `cluster.allowed_members` set, those
+/// that come on a connection whose Noise key is listed there or in
+/// `cluster.peers`.
+pub(super) fn listen(
+    dispatcher: &Dispatcher,
+    settings: &ClusterConfig,
+    inbox: mpsc::Sender<Input>,
+) {
+    let allowed: Option<Arc<BTreeSet<PublicKey>>> =
+        (!settings.allowed_members.is_empty()).then(|| {
+            let seeds = settings.peers.iter().filter_map(|peer| peer.key);
+            Arc::new(
+                settings
+                    .allowed_members
+                    .iter()
+                    .copied()
+                    .chain(seeds)
+                    .collect(),
+            )
+        });
+    dispatcher.register_with_context(SWIM_TYPE, move |context, envelope: Envelope| {
+        let taken = match &allowed {
+            Some(allowed) => context.peer_key.is_some_and(|key| allowed.contains(&key)),
+            None => true,
+        };
+        let result = if !taken {
+            tracing::debug!(peer = ?context.peer_key, "membership packet from a key not allowed");
+            Err(HandlerError::permission_denied("not a cluster member"))
+        } else {
+            if inbox.try_send(Input::Packet(envelope.payload)).is_err() {
+                tracing::trace!("membership packet dropped");
+            }
+            // Membership packets are one-way: a request is answered, and ignored.
+            Ok(Message::Pong.to_envelope(envelope.request_id))
+        };
+        std::future::ready(result)
     });
 }
 

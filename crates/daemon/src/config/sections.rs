@@ -351,6 +351,12 @@ pub struct ClusterConfig {
     /// declared dead; at least `probe_period`.
     #[serde(with = "humantime_serde")]
     pub suspect_timeout: Duration,
+    /// Noise mode: the only keys (hex) whose connections may carry
+    /// membership packets, beside the keys of `peers`. Empty: any peer
+    /// that completes the handshake (set it when clients that are not
+    /// members connect to the same listener).
+    #[serde(with = "hex_keys")]
+    pub allowed_members: Vec<PublicKey>,
 }
 
 impl Default for ClusterConfig {
@@ -363,6 +369,7 @@ impl Default for ClusterConfig {
             probe_timeout: Duration::from_millis(400),
             indirect_probes: 3,
             suspect_timeout: Duration::from_secs(4),
+            allowed_members: Vec::new(),
         }
     }
 }

@@ -444,3 +444,34 @@ fn the_proxy_protocol_without_trusted_proxies_is_refused() {
         assert_eq!(error, format!("invalid configuration: {expected}"));
     }
 }
+
+#[test]
+fn allowed_members_read_as_keys_from_a_file_and_the_environment_and_need_noise() {
+    let (a, b) = ("11".repeat(32), "22".repeat(32));
+    let config = NetworkConfig::from_toml_str(&format!(
+        "[cluster]\nallowed_members = [\"{a}\", \"{b}\"]\n"
+    ))
+    .unwrap();
+    let keys: Vec<String> = config
+        .cluster
+        .allowed_members
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(keys, [a.clone(), b.clone()]);
+    config.validate().unwrap();
+    let from_env = NetworkConfig::load(
+        None,
+        env(&[("NETPROTO__CLUSTER__ALLOWED_MEMBERS", &format!("{a},{b}"))]),
+    )
+    .unwrap();
+    assert_eq!(from_env.cluster, config.cluster);
+    assert!(NetworkConfig::from_toml_str("[cluster]\nallowed_members = [\"zz\"]").is_err());
+    let mut tls = config;
+    tls.security.mode = SecurityMode::Tls;
+    let error = tls.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("cluster.allowed_members needs security.mode = \"noise\""),
+        "{error}"
+    );
+}

@@ -39,6 +39,11 @@ impl NetworkConfig {
         check_security(&self.security)?;
         self.pinned_server_key()?;
         self.cluster.validate()?;
+        if !self.cluster.allowed_members.is_empty() && self.security.mode != SecurityMode::Noise {
+            return Err(Error::Invalid(
+                "cluster.allowed_members needs security.mode = \"noise\": members are told apart by their Noise keys".into(),
+            ));
+        }
         self.balancer.validate()
     }
 
