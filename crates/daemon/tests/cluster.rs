@@ -442,6 +442,17 @@ async fn with_allowed_members_a_client_that_is_not_one_cannot_announce_members()
             let bogus = format!("unix:{}", dir.join("nobody.sock").display());
             let packet = announce(&bogus, &daemon.address, &daemon.public_key);
             let message = Message::custom("netproto.swim.v1", packet).unwrap();
+            // As a request it is answered: taken (PONG) or refused.
+            let answer = client.request(&message).await;
+            if allow_list {
+                let error = answer.unwrap_err();
+                assert_eq!(
+                    error.code(),
+                    Some(netproto_daemon::ErrorCode::PERMISSION_DENIED)
+                );
+            } else {
+                assert_eq!(answer.unwrap(), Message::Pong);
+            }
             client.send(message).await.unwrap();
             // Handled in order: once the ping is answered, so is the packet,
             // and the member's task has had it for three periods.
