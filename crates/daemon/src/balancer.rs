@@ -15,6 +15,7 @@ use netproto_wire::Message;
 use tokio::task::AbortHandle;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
+use tower::buffer::error::{Closed, ServiceError};
 use tower::discover::Change;
 use tower::retry::{Policy, Retry};
 use tower::{BoxError, ServiceExt};
@@ -261,7 +262,8 @@ impl Balancer {
     /// [`Error::EndpointDown`] naming the endpoint that went down with the
     /// request in flight (it may or may not have been processed);
     /// [`Error::NoHealthyEndpoint`]; [`Error::Dispatch`] with the server's
-    /// error or a timeout.
+    /// error or a timeout; [`Error::BalancerStopped`] when the runtime the
+    /// balancer was created on has shut down.
     pub async fn request(&self, message: &Message) -> Result<Message> {
         self.request_with(message, RequestOptions::default()).await
     }
@@ -305,7 +307,11 @@ impl Balancer {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => Err(match error.downcast::<Error>() {
                 Ok(error) => *error,
-                // The balance's worker is gone (the runtime is shutting down).
+                // The buffer's worker is gone: its runtime has shut down.
+                Err(other) if other.is::<Closed>() || other.is::<ServiceError>() => {
+                    tracing::debug!(error = %other, "balancer stopped");
+                    Error::BalancerStopped
+                }
                 Err(other) => Error::Io(std::io::Error::other(other)),
             }),
             Err(_) => Err(netproto_dispatch::Error::Timeout(limit).into()),

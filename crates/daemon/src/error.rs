@@ -184,6 +184,11 @@ pub enum Error {
         /// How many endpoints are configured.
         endpoints: usize,
     },
+    /// The balancer's tasks are gone: the tokio runtime it was created on
+    /// has shut down. Nothing was sent; make a new balancer on a runtime
+    /// that runs.
+    #[error("the balancer has stopped: the runtime it was created on has shut down")]
+    BalancerStopped,
 }
 
 impl Error {

@@ -565,3 +565,35 @@ async fn connect_refuses_an_empty_list_and_reports_no_endpoint_answering() {
     }
     assert!(started.elapsed() < Duration::from_secs(2) + MARGIN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_whose_runtime_has_shut_down_says_so() {
+    let dir = temp_dir("balancer");
+    tokio::time::timeout(LIMIT, async {
+        let daemons = daemons(&dir, 2).await;
+        let config = static_config(&daemons);
+        // The balancer's tasks live on a runtime of their own, which then
+        // shuts down (dropped on a thread that may block).
+        let balancer = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let balancer = runtime.block_on(async {
+                let balancer = Balancer::connect(config).await.unwrap();
+                all_ready(&balancer).await;
+                balancer
+            });
+            drop(runtime);
+            balancer
+        })
+        .await
+        .unwrap();
+        match balancer.request(&who(0)).await {
+            Err(Error::BalancerStopped) => {}
+            other => panic!("{other:?}"),
+        }
+        let error = balancer.request_idempotent(&who(0)).await.unwrap_err();
+        assert!(error.to_string().contains("runtime"), "{error}");
+    })
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
