@@ -98,7 +98,10 @@ struct Inner {
 /// - When the connection is lost, every pending request fails at once with
 ///   the lost connection ([`netproto_dispatch::Error::Disconnected`]); a
 ///   server that stops answering fails each request at its
-///   `response_timeout` ([`netproto_dispatch::Error::Timeout`]).
+///   `response_timeout` ([`netproto_dispatch::Error::Timeout`]). A request
+///   that finds no room in the connection's full send queue (a server that
+///   stopped reading) within `operation_timeout` fails there, not sent
+///   ([`netproto_dispatch::Error::QueueFull`]).
 /// - The next request connects again: one reconnection round of up to
 ///   `max_reconnect_attempts` attempts (one without `auto_reconnect`), with
 ///   exponential backoff and jitter from `reconnect_delay`, each attempt
@@ -456,6 +459,9 @@ pub(crate) struct Dialer {
     /// (`client.connection_timeout` for the TCP connect and the handshake).
     connector: Connector,
     response_timeout: Duration,
+    /// `client.operation_timeout`: the longest wait for room in the send
+    /// queue.
+    operation_timeout: Duration,
     trust: ServerTrust,
 }
 
@@ -475,6 +481,7 @@ impl Dialer {
         Ok(Self {
             connector,
             response_timeout: client.response_timeout,
+            operation_timeout: client.operation_timeout,
             trust,
         })
     }
@@ -522,6 +529,7 @@ impl Dialer {
         }
         let mut correlator_config = CorrelatorConfig::default();
         correlator_config.request_timeout = self.response_timeout;
+        correlator_config.queue_timeout = Some(self.operation_timeout);
         let (correlator, unsolicited) = Correlator::new(conn, &correlator_config)?;
         tokio::spawn(drain_unsolicited(unsolicited));
         Ok((correlator, key))

@@ -206,7 +206,12 @@ impl Error {
         match self {
             Self::Transport(error) => error.is_retryable(),
             Self::Dispatch(error) => {
-                error.is_connection_lost() || matches!(error, netproto_dispatch::Error::Timeout(_))
+                error.is_connection_lost()
+                    || matches!(
+                        error,
+                        netproto_dispatch::Error::Timeout(_)
+                            | netproto_dispatch::Error::QueueFull(_)
+                    )
             }
             Self::Io(error) => {
                 netproto_transport::Error::Io(std::io::Error::from(error.kind())).is_retryable()
@@ -245,15 +250,19 @@ impl Error {
     }
 
     /// Whether this client gave up waiting: no answer came within
-    /// `client.response_timeout` (waiting for a reconnection included), or
-    /// a cluster did not get ready in time.
+    /// `client.response_timeout` (waiting for a reconnection included), the
+    /// request found no room in the send queue within
+    /// `client.operation_timeout`, or a cluster did not get ready in time.
     ///
     /// Not the server's timeout ([`is_server_timeout`](Self::is_server_timeout)),
     /// nor a deadline ([`is_deadline_exceeded`](Self::is_deadline_exceeded)),
     /// unlike [`netproto_dispatch::Error::is_timeout`], which counts all three.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout(_))
-            || matches!(self.dispatch(), Some(netproto_dispatch::Error::Timeout(_)))
+            || matches!(
+                self.dispatch(),
+                Some(netproto_dispatch::Error::Timeout(_) | netproto_dispatch::Error::QueueFull(_))
+            )
     }
 
     /// Whether the server gave up on the request: it answered with

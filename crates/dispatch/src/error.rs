@@ -54,6 +54,11 @@ pub enum Error {
     /// The connection was closed locally with [`Correlator::close`](crate::Correlator::close).
     #[error("connection closed")]
     Closed,
+    /// The connection's send queue stayed full for this long
+    /// ([`CorrelatorConfig::queue_timeout`](crate::CorrelatorConfig::queue_timeout)):
+    /// the message was not sent.
+    #[error("the send queue stayed full for {0:?}: not sent")]
+    QueueFull(Duration),
     /// A configuration value is zero or out of range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
@@ -86,12 +91,12 @@ impl Error {
     }
 
     /// Whether time ran out, here or on the server: a local
-    /// [`Timeout`](Self::Timeout) or [`DeadlineExceeded`](Self::DeadlineExceeded),
-    /// or an error frame with [`ErrorCode::TIMEOUT`] or
-    /// [`ErrorCode::DEADLINE_EXCEEDED`].
+    /// [`Timeout`](Self::Timeout), [`DeadlineExceeded`](Self::DeadlineExceeded)
+    /// or [`QueueFull`](Self::QueueFull), or an error frame with
+    /// [`ErrorCode::TIMEOUT`] or [`ErrorCode::DEADLINE_EXCEEDED`].
     pub fn is_timeout(&self) -> bool {
         match self {
-            Self::Timeout(_) | Self::DeadlineExceeded(_) => true,
+            Self::Timeout(_) | Self::DeadlineExceeded(_) | Self::QueueFull(_) => true,
             Self::Remote { code, .. } => {
                 *code == ErrorCode::TIMEOUT || *code == ErrorCode::DEADLINE_EXCEEDED
             }
@@ -112,10 +117,14 @@ impl Error {
 
     /// Whether the request certainly was not processed by the peer, so that
     /// sending it again (elsewhere) cannot run it twice: refused before it
-    /// was sent ([`Closed`](Self::Closed)), or above the peer's goaway
+    /// was sent ([`Closed`](Self::Closed)), never out of a full send queue
+    /// ([`QueueFull`](Self::QueueFull)), or above the peer's goaway
     /// ([`GoingAway`](Self::GoingAway)).
     pub fn is_unprocessed(&self) -> bool {
-        matches!(self, Self::Closed | Self::GoingAway { .. })
+        matches!(
+            self,
+            Self::Closed | Self::QueueFull(_) | Self::GoingAway { .. }
+        )
     }
 }
 

@@ -872,25 +872,71 @@ async fn serve_reports_a_failed_connection() {
     drop(client);
 }
 
-#[tokio::test(start_paused = true)]
-async fn requests_behind_a_full_send_queue_time_out_on_time() {
+/// A correlator with `correlate`'s settings on a connection whose server
+/// never reads (kept alive in the second half), with small queues: after a
+/// few 64 KiB requests the pipe, the server's inbound queue and the
+/// client's send queue are full, and later requests wait to be queued. It
+/// starts `count` such requests.
+async fn stalled(
+    correlate: &CorrelatorConfig,
+    count: usize,
+) -> (Arc<Correlator>, Connection, JoinSet<Result<Message, Error>>) {
     let mut config = ConnectionConfig::default();
     config.backpressure_limit = 2;
     config.inbound_limit = 1;
     config.heartbeat_interval = None;
     let (client, server) = pair_with(ClientSecurity::Plain, ServerSecurity::Plain, config).await;
-    let mut correlate = CorrelatorConfig::default();
-    correlate.request_timeout = Duration::from_secs(1);
-    let (client, _unsolicited) = Correlator::new(client, &correlate).unwrap();
+    let (client, _unsolicited) = Correlator::new(client, correlate).unwrap();
     let client = Arc::new(client);
-    // The server never reads: the pipe, its inbound queue and then the
-    // client's send queue fill up, and later requests wait to be queued.
-    let start = Instant::now();
     let mut tasks = JoinSet::new();
-    for _ in 0..32 {
+    for _ in 0..count {
         let client = client.clone();
         tasks.spawn(async move { client.request(&custom("ANY", vec![0; 64 * 1024])).await });
     }
+    (client, server, tasks)
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_queue_timeout_messages_behind_a_full_send_queue_fail_unsent_at_it() {
+    let mut correlate = CorrelatorConfig::default();
+    correlate.request_timeout = Duration::from_secs(5);
+    correlate.queue_timeout = Some(Duration::from_millis(300));
+    // Every message waiting for room gives up at the queue timeout, not at
+    // the request timeout.
+    let start = Instant::now();
+    let (client, server, mut tasks) = stalled(&correlate, 32).await;
+    let (mut unsent, mut timed_out) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            Err(error @ Error::QueueFull(d)) if d == Duration::from_millis(300) => {
+                assert!(error.is_unprocessed() && error.is_timeout());
+                unsent += 1;
+            }
+            // Queued before the queue filled: no answer, the request timeout.
+            Err(Error::Timeout(d)) if d == Duration::from_secs(5) => timed_out += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(unsent > 0, "{unsent} unsent, {timed_out} timed out");
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(client.pending(), 0);
+    // A one-way message waits no longer either.
+    let start = Instant::now();
+    let sent = client.send_oneway(&custom("ANY", vec![0; 64 * 1024])).await;
+    assert!(matches!(sent, Err(Error::QueueFull(_))), "{sent:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    // Out of range.
+    correlate.queue_timeout = Some(Duration::ZERO);
+    assert!(matches!(correlate.validate(), Err(Error::Config(_))));
+    drop(server);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_behind_a_full_send_queue_time_out_on_time() {
+    let mut correlate = CorrelatorConfig::default();
+    correlate.request_timeout = Duration::from_secs(1);
+    let start = Instant::now();
+    let (client, server, mut tasks) = stalled(&correlate, 32).await;
     while let Some(done) = tasks.join_next().await {
         let result = done.unwrap();
         assert!(

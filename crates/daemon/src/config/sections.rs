@@ -161,7 +161,10 @@ pub struct ClientConfig {
     /// Time allowed to open the connection and complete the handshake.
     #[serde(with = "humantime_serde")]
     pub connection_timeout: Duration,
-    /// Time allowed to queue one message for sending.
+    /// Time a request or one-way message may wait for room in the
+    /// connection's full send queue (the server not reading fast enough);
+    /// then it fails, not sent
+    /// ([`netproto_dispatch::Error::QueueFull`]).
     #[serde(with = "humantime_serde")]
     pub operation_timeout: Duration,
     /// Time allowed for the answer to one request.

@@ -31,6 +31,12 @@ pub struct CorrelatorConfig {
     /// server's `max_in_flight`. Requests sent with the correlator's own
     /// methods do not wait for it. Default 256 (the server's default).
     pub max_in_flight: usize,
+    /// How long a request or one-way message waits at most for room in the
+    /// connection's full send queue (never past the request's own timeout);
+    /// then it fails with [`Error::QueueFull`], not sent. `None`, the
+    /// default: a request waits for room within its timeout, and a one-way
+    /// message as long as it takes.
+    pub queue_timeout: Option<Duration>,
 }
 
 impl Default for CorrelatorConfig {
@@ -39,6 +45,7 @@ impl Default for CorrelatorConfig {
             request_timeout: Duration::from_secs(30),
             unsolicited_limit: 64,
             max_in_flight: 256,
+            queue_timeout: None,
         }
     }
 }
@@ -64,6 +71,14 @@ impl CorrelatorConfig {
         }
         if self.max_in_flight == 0 || self.max_in_flight > crate::MAX_IN_FLIGHT {
             return Err(Error::Config("max_in_flight must be between 1 and 2^20"));
+        }
+        if self
+            .queue_timeout
+            .is_some_and(|limit| limit.is_zero() || limit > netproto_transport::MAX_DURATION)
+        {
+            return Err(Error::Config(
+                "queue_timeout must be more than 0 and at most one day",
+            ));
         }
         Ok(())
     }

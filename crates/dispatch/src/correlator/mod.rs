@@ -64,7 +64,9 @@ impl Unsolicited {
 ///   [`Error::Remote`], carrying the peer's code and text.
 /// - A request without an answer within its timeout fails with
 ///   [`Error::Timeout`], also when it is still waiting to be queued (the
-///   send queue is full while the peer does not read).
+///   send queue is full while the peer does not read), or earlier with
+///   [`Error::QueueFull`], not sent, after
+///   [`CorrelatorConfig::queue_timeout`] of waiting to be queued.
 /// - When the connection ends, every pending request fails with
 ///   [`Error::Disconnected`], whose source says why. None is silently lost.
 /// - After the peer's [`GoAway`](netproto_wire::GoAway), new requests and pending ones above its
@@ -123,6 +125,7 @@ pub struct Correlator {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     request_timeout: Duration,
+    queue_timeout: Option<Duration>,
     capacity: Arc<Semaphore>,
     reader: AbortHandle,
     sweeper: AbortHandle,
@@ -171,6 +174,7 @@ impl Correlator {
             shared,
             next_id: AtomicU64::new(1),
             request_timeout: config.request_timeout,
+            queue_timeout: config.queue_timeout,
             capacity: Arc::new(Semaphore::new(config.max_in_flight)),
             reader,
             sweeper,
@@ -221,7 +225,9 @@ impl Correlator {
     /// # Errors
     ///
     /// [`Error::Remote`] when the peer answers with an error frame;
-    /// [`Error::Timeout`]; [`Error::Disconnected`]; [`Error::GoingAway`];
+    /// [`Error::Timeout`]; [`Error::QueueFull`] when the send queue stayed
+    /// full for [`CorrelatorConfig::queue_timeout`] (not sent);
+    /// [`Error::Disconnected`]; [`Error::GoingAway`];
     /// [`Error::Closed`] after [`close`](Self::close); [`Error::Transport`]
     /// when the message is larger than the peer accepts; [`Error::Wire`]
     /// when the reply is a built-in type whose payload does not decode.
@@ -318,7 +324,8 @@ impl Correlator {
     /// when no request may be sent; [`Error::Transport`] when the request
     /// is larger than the peer accepts; [`Error::Timeout`] (or
     /// [`Error::DeadlineExceeded`] with a deadline) when the send queue
-    /// stays full for the request timeout (or the deadline). The stream's own failures are its
+    /// stays full for the request timeout (or the deadline), or
+    /// [`Error::QueueFull`] for the queue timeout, if shorter. The stream's own failures are its
     /// items.
     pub async fn request_stream(
         &self,
@@ -373,7 +380,8 @@ impl Correlator {
     ///
     /// [`Error::Closed`] after [`close`](Self::close); [`Error::Disconnected`]
     /// when the connection has ended; [`Error::Transport`] when the message is
-    /// larger than the peer accepts.
+    /// larger than the peer accepts; [`Error::QueueFull`] when the send queue
+    /// stayed full for [`CorrelatorConfig::queue_timeout`].
     pub async fn send_oneway(&self, message: &Message) -> Result<(), Error> {
         self.send_oneway_raw(message.to_envelope(0)).await
     }
@@ -386,10 +394,18 @@ impl Correlator {
     pub async fn send_oneway_raw(&self, mut envelope: Envelope) -> Result<(), Error> {
         envelope.request_id = 0;
         self.check_open()?;
-        self.sender
-            .send(envelope)
-            .await
-            .map_err(|error| self.send_error(error))
+        let mut send = std::pin::pin!(self.sender.send(envelope));
+        let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+            Poll::Ready(sent) => sent,
+            // The queue is full: no timer is armed unless it is.
+            Poll::Pending => match self.queue_timeout {
+                Some(limit) => tokio::time::timeout(limit, send)
+                    .await
+                    .map_err(|_| Error::QueueFull(limit))?,
+                None => send.await,
+            },
+        };
+        sent.map_err(|error| self.send_error(error))
     }
 
     /// Closes the connection gracefully: new requests fail with
@@ -433,7 +449,8 @@ impl Correlator {
 
     /// Queues a request, waiting while the send queue is full, but not
     /// past its `deadline` (a peer that stopped reading fills the queue):
-    /// then it has timed out. A timer is armed only when the queue is full.
+    /// then it has timed out; nor past the queue timeout, if any comes
+    /// first. A timer is armed only when the queue is full.
     async fn send_by(
         &self,
         envelope: Envelope,
@@ -443,9 +460,21 @@ impl Correlator {
         let mut send = std::pin::pin!(self.sender.send(envelope));
         let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
             Poll::Ready(sent) => sent,
-            Poll::Pending => tokio::time::timeout_at(deadline, send)
-                .await
-                .map_err(|_| Error::Timeout(timeout))?,
+            // The queue is full: wait for room until the request's deadline,
+            // or the queue timeout if that comes first.
+            Poll::Pending => {
+                let full = self
+                    .queue_timeout
+                    .map(|limit| (Instant::now() + limit, limit))
+                    .filter(|(by, _)| *by < deadline);
+                let by = full.map_or(deadline, |(by, _)| by);
+                tokio::time::timeout_at(by, send)
+                    .await
+                    .map_err(|_| match full {
+                        Some((_, limit)) => Error::QueueFull(limit),
+                        None => Error::Timeout(timeout),
+                    })?
+            }
         };
         sent.map_err(|error| self.send_error(error))
     }
