@@ -926,8 +926,13 @@ async fn with_a_queue_timeout_messages_behind_a_full_send_queue_fail_unsent_at_i
     assert!(matches!(sent, Err(Error::QueueFull(_))), "{sent:?}");
     assert_eq!(start.elapsed(), Duration::from_millis(300));
     // Out of range.
-    correlate.queue_timeout = Some(Duration::ZERO);
-    assert!(matches!(correlate.validate(), Err(Error::Config(_))));
+    for out_of_range in [
+        Duration::ZERO,
+        netproto_transport::MAX_DURATION + Duration::from_secs(1),
+    ] {
+        correlate.queue_timeout = Some(out_of_range);
+        assert!(matches!(correlate.validate(), Err(Error::Config(_))));
+    }
     drop(server);
 }
 

@@ -364,7 +364,10 @@ impl Correlator {
         // Room in a full send queue is awaited for the request timeout (or
         // the deadline) at most, as for any request.
         let wait = options.deadline.unwrap_or(self.request_timeout);
-        match self.send_by(envelope, Instant::now() + wait, wait).await {
+        match self
+            .send_by(envelope, Some((Instant::now() + wait, wait)))
+            .await
+        {
             Err(Error::Timeout(_)) if options.deadline.is_some() => {
                 return Err(Error::DeadlineExceeded(wait));
             }
@@ -394,18 +397,7 @@ impl Correlator {
     pub async fn send_oneway_raw(&self, mut envelope: Envelope) -> Result<(), Error> {
         envelope.request_id = 0;
         self.check_open()?;
-        let mut send = std::pin::pin!(self.sender.send(envelope));
-        let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
-            Poll::Ready(sent) => sent,
-            // The queue is full: no timer is armed unless it is.
-            Poll::Pending => match self.queue_timeout {
-                Some(limit) => tokio::time::timeout(limit, send)
-                    .await
-                    .map_err(|_| Error::QueueFull(limit))?,
-                None => send.await,
-            },
-        };
-        sent.map_err(|error| self.send_error(error))
+        self.send_by(envelope, None).await
     }
 
     /// Closes the connection gracefully: new requests fail with
@@ -447,33 +439,33 @@ impl Correlator {
         Error::Transport(error)
     }
 
-    /// Queues a request, waiting while the send queue is full, but not
-    /// past its `deadline` (a peer that stopped reading fills the queue):
-    /// then it has timed out; nor past the queue timeout, if any comes
-    /// first. A timer is armed only when the queue is full.
+    /// Queues a message, waiting while the send queue is full (a peer that
+    /// stopped reading fills it), but not past the request's `deadline`
+    /// (then it has timed out after `timeout`), nor past the queue timeout,
+    /// whichever comes first. A timer is armed only when the queue is full.
     async fn send_by(
         &self,
         envelope: Envelope,
-        deadline: Instant,
-        timeout: Duration,
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<(), Error> {
         let mut send = std::pin::pin!(self.sender.send(envelope));
         let sent = match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
             Poll::Ready(sent) => sent,
-            // The queue is full: wait for room until the request's deadline,
-            // or the queue timeout if that comes first.
             Poll::Pending => {
-                let full = self
+                let request = deadline.map(|(by, timeout)| (by, Error::Timeout(timeout)));
+                let queue = self
                     .queue_timeout
-                    .map(|limit| (Instant::now() + limit, limit))
-                    .filter(|(by, _)| *by < deadline);
-                let by = full.map_or(deadline, |(by, _)| by);
-                tokio::time::timeout_at(by, send)
-                    .await
-                    .map_err(|_| match full {
-                        Some((_, limit)) => Error::QueueFull(limit),
-                        None => Error::Timeout(timeout),
-                    })?
+                    .map(|limit| (Instant::now() + limit, Error::QueueFull(limit)));
+                let first = match (request, queue) {
+                    (Some(request), Some(queue)) if queue.0 < request.0 => Some(queue),
+                    (request, queue) => request.or(queue),
+                };
+                match first {
+                    Some((by, error)) => {
+                        tokio::time::timeout_at(by, send).await.map_err(|_| error)?
+                    }
+                    None => send.await,
+                }
             }
         };
         sent.map_err(|error| self.send_error(error))
@@ -528,7 +520,7 @@ impl Correlator {
             None => Envelope::new(id, msg_type, payload),
             Some(options) => options.envelope(id, msg_type, payload, budget, None),
         };
-        self.send_by(envelope, deadline, timeout).await?;
+        self.send_by(envelope, Some((deadline, timeout))).await?;
         guard.sent = true;
         // The reader answers, or the sweeper fails it at its deadline.
         let result = match rx.await {
